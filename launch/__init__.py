@@ -1,0 +1,1 @@
+"""Cluster side: hostfiles, DeepSpeed configs, the memory/time plan and the launcher command."""

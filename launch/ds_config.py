@@ -1,0 +1,118 @@
+"""DeepSpeed JSON from a preset, a recipe and a world size.
+
+Batch sizes are computed (micro x accumulation x world), bucket sizes follow the model's hidden size the way
+Hugging Face's "auto" fills them, and the optimizer is left to the client (HF Adafactor), which is why
+`zero_allow_untested_optimizer` is on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from launch.hostfile import atomic_write_text
+
+
+class ConfigError(ValueError):
+    """A preset/precision/batch combination that cannot work."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    precision: str
+    """Default precision; a recipe may choose another one from `allowed`."""
+    allowed: tuple[str, ...]
+    overlap_comm: bool
+    about: str
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset("v100-zero3-fp16", "fp16", ("fp16", "fp32"), True, "V100 32GB: no bf16, fp16 with dynamic loss scaling"),
+        Preset("a100-zero3-bf16", "bf16", ("bf16", "fp16", "fp32"), True, "A100/H100: bf16, no loss scaling"),
+        Preset("cpu-zero3", "fp32", ("fp32", "bf16", "fp16"), False, "DeepSpeed CPU accelerator over gloo (tests)"),
+    )
+}
+
+
+def warmup_steps(total_steps: int, warmup_ratio: float) -> int:
+    return math.ceil(warmup_ratio * total_steps)
+
+
+def build_ds_config(
+    *,
+    preset: str,
+    precision: str | None,
+    micro_batch: int,
+    accumulation: int,
+    world_size: int,
+    hidden_size: int,
+    lr: float,
+    total_steps: int,
+    warmup_ratio: float,
+    steps_per_print: int = 10,
+) -> dict[str, Any]:
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
+    p = PRESETS[preset]
+    precision = precision or p.precision
+    if precision not in p.allowed:
+        raise ConfigError(f"preset {preset} does not support {precision}; it allows {', '.join(p.allowed)}")
+    if min(micro_batch, accumulation, world_size, total_steps) <= 0:
+        raise ConfigError(
+            f"micro_batch={micro_batch}, accumulation={accumulation}, world_size={world_size} and "
+            f"total_steps={total_steps} must all be positive"
+        )
+    h2 = hidden_size * hidden_size
+    config: dict[str, Any] = {
+        "train_batch_size": micro_batch * accumulation * world_size,
+        "train_micro_batch_size_per_gpu": micro_batch,
+        "gradient_accumulation_steps": accumulation,
+        "gradient_clipping": 1.0,
+        "steps_per_print": steps_per_print,
+        "wall_clock_breakdown": False,
+        "zero_allow_untested_optimizer": True,
+        "zero_optimization": {
+            "stage": 3,
+            "overlap_comm": p.overlap_comm,
+            "contiguous_gradients": True,
+            "reduce_bucket_size": h2,
+            "stage3_prefetch_bucket_size": int(0.9 * h2),
+            "stage3_param_persistence_threshold": 10 * hidden_size,
+            "stage3_max_live_parameters": 1_000_000_000,
+            "stage3_max_reuse_distance": 1_000_000_000,
+            "sub_group_size": 1_000_000_000,
+            "stage3_gather_16bit_weights_on_model_save": True,
+        },
+        "fp16": {"enabled": precision == "fp16"},
+        "bf16": {"enabled": precision == "bf16"},
+        "scheduler": {
+            "type": "WarmupDecayLR",
+            "params": {
+                "total_num_steps": total_steps,
+                "warmup_num_steps": warmup_steps(total_steps, warmup_ratio),
+                "warmup_min_lr": 0.0,
+                "warmup_max_lr": lr,
+                "warmup_type": "linear",
+            },
+        },
+    }
+    if precision == "fp16":
+        config["fp16"].update(
+            {"loss_scale": 0, "initial_scale_power": 16, "loss_scale_window": 1000, "hysteresis": 2,
+             "min_loss_scale": 1}
+        )
+    return config
+
+
+def render_ds_config(config: dict[str, Any]) -> str:
+    return json.dumps(config, indent=2, sort_keys=True) + "\n"
+
+
+def write_ds_config(config: dict[str, Any], out: Path) -> None:
+    atomic_write_text(out, render_ds_config(config))

@@ -1,0 +1,185 @@
+"""Memory per GPU, steps, tokens and time for a recipe on a hostfile, before a cluster slot is spent.
+
+Model-state memory follows ZeRO-3's partitioning: every byte of parameter, gradient and optimizer state is
+split over all ranks. Adafactor under ZeRO-3 sees flat fp32 partitions, so its second moment cannot be
+factored: 4 bytes per parameter, not the factored size (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from launch.ds_config import PRESETS, warmup_steps
+from medtrain.model_specs import LlamaShape, resolve_shape
+from medtrain.recipe import Recipe, RecipeError
+
+GiB = 2**30
+OPTIMIZER_STATE_BYTES = {"adafactor": 4, "adamw": 8}
+DTYPE_BYTES = {"fp16": 2, "bf16": 2, "fp32": 4}
+
+
+@dataclass
+class Hardware:
+    gpu_mem_gb: float = 32.0
+    """V100-32GB by default."""
+    peak_tflops: float = 125.0
+    """Dense tensor-core peak per GPU in the training dtype (V100 fp16: 125)."""
+    mfu: float = 0.25
+    """Assumed model FLOPs utilisation for the time estimate."""
+    reserve_gb: float = 2.0
+    """CUDA context, NCCL buffers and allocator fragmentation."""
+
+
+@dataclass
+class DataSize:
+    samples: int
+    tokens: int
+    source: str
+
+
+@dataclass
+class Plan:
+    recipe: Recipe
+    shape: LlamaShape
+    hosts: int
+    world_size: int
+    accumulation: int
+    data: DataSize
+    steps_per_epoch: int
+    total_steps: int
+    warmup: int
+    memory: dict[str, float] = field(default_factory=dict)
+    """Bytes per GPU by component."""
+    gpu_bytes: float = 0.0
+    flops: float = 0.0
+    seconds: float = 0.0
+    hardware: Hardware = field(default_factory=Hardware)
+
+    @property
+    def total_bytes(self) -> float:
+        return sum(self.memory.values())
+
+    @property
+    def fits(self) -> bool:
+        return self.total_bytes <= self.gpu_bytes
+
+    def render(self) -> str:
+        r, n = self.recipe, self.shape.num_params()
+        rows = [
+            ("recipe", r.source),
+            ("model", f"{r.model}: {n / 1e9:.2f} B params, {self.shape.num_hidden_layers} layers, "
+                      f"hidden {self.shape.hidden_size}"),
+            ("world size", f"{self.world_size} ranks on {self.hosts} hosts"),
+            ("batch", f"{r.micro_batch} micro x {self.accumulation} accum x {self.world_size} ranks = "
+                      f"{r.micro_batch * self.accumulation * self.world_size}"),
+            ("data", f"{self.data.samples:,} samples, {self.data.tokens:,} tokens per epoch ({self.data.source})"),
+            ("steps", f"{self.steps_per_epoch:,} per epoch x {r.epochs} epochs = {self.total_steps:,} "
+                      f"(warmup {self.warmup})"),
+            ("tokens", f"{self.data.tokens * r.epochs:,}"),
+        ]
+        lines = [f"{k:<12} {v}" for k, v in rows]
+        lines.append("")
+        lines.append(f"{'memory per GPU':<44} {'GiB':>8}")
+        for name, b in self.memory.items():
+            lines.append(f"  {name:<42} {b / GiB:>8.2f}")
+        lines.append(f"  {'total':<42} {self.total_bytes / GiB:>8.2f}  of {self.gpu_bytes / GiB:.1f}")
+        lines.append("")
+        recompute = " (incl. recomputation)" if r.gradient_checkpointing else ""
+        lines.append(f"compute      {self.flops:.3e} FLOPs{recompute}")
+        hw = self.hardware
+        lines.append(
+            f"time         {self.seconds / 3600:.1f} h at {hw.mfu:.0%} MFU of {hw.peak_tflops:g} TFLOPS x "
+            f"{self.world_size} GPUs"
+        )
+        verdict = "FITS" if self.fits else "DOES NOT FIT"
+        lines.append(f"verdict      {verdict} ({self.total_bytes / GiB:.2f} GiB of {self.gpu_bytes / GiB:.1f} GiB)")
+        return "\n".join(lines)
+
+
+def data_size(recipe: Recipe) -> DataSize:
+    """Prepared data when it exists (the reader's own count), else the recipe's expected_* figures."""
+    manifest = Path(recipe.data) / "manifest.json"
+    if manifest.is_file():
+        from data_prep.reader import count_samples
+
+        samples, tokens = count_samples(recipe.data, recipe.stage, recipe.seq_len, recipe.packing)
+        return DataSize(samples, tokens, f"prepared: {recipe.data}")
+    if recipe.expected_samples <= 0:
+        raise RecipeError(
+            f"{recipe.source}: data '{recipe.data}' is not prepared yet and expected_samples is not set; "
+            "run `medtrain prep` first or set expected_samples/expected_tokens in the recipe"
+        )
+    tokens = recipe.expected_tokens or recipe.expected_samples * recipe.seq_len
+    return DataSize(recipe.expected_samples, tokens, "expected_* in recipe")
+
+
+def model_state_bytes(n_params: int, largest: int, world: int, optimizer: str, precision: str) -> dict[str, float]:
+    """ZeRO-3 model states per GPU, by component."""
+    p = DTYPE_BYTES[precision]
+    mixed = precision != "fp32"
+    states = {
+        f"params ({precision}, 1/{world})": p * n_params / world,
+        f"grads ({precision}, 1/{world})": p * n_params / world,
+    }
+    if mixed:
+        states["fp32 master weights (1/W)"] = 4 * n_params / world
+    states["fp32 grads at the optimizer step (1/W)"] = 4 * n_params / world
+    states[f"{optimizer} state, unfactored (1/W)"] = OPTIMIZER_STATE_BYTES[optimizer] * n_params / world
+    states["largest gathered module (param + grad)"] = 2 * p * largest
+    return states
+
+
+def activation_bytes(shape: LlamaShape, micro_batch: int, seq_len: int, precision: str, checkpointing: bool,
+                     attention: str) -> dict[str, float]:
+    """Activations after Korthikanti et al. (2022): 34·s·b·h per layer, + 5·a·s²·b when scores materialise."""
+    p = DTYPE_BYTES[precision] / 2  # the 34/5 coefficients are for 16-bit activations
+    b, s, h, L, a = micro_batch, seq_len, shape.hidden_size, shape.num_hidden_layers, shape.num_attention_heads
+    per_layer = (34 * s * b * h + (5 * a * s * s * b if attention == "eager" else 0)) * p
+    out = {}
+    if checkpointing:
+        out["activation checkpoints (layer inputs)"] = L * b * s * h * DTYPE_BYTES[precision]
+        out["one layer recomputed"] = per_layer
+    else:
+        out["activations (all layers)"] = L * per_layer
+    out["logits + fp32 loss upcast + grad"] = b * s * shape.vocab_size * (DTYPE_BYTES[precision] + 4 + 4)
+    return out
+
+
+def make_plan(recipe: Recipe, pool: dict[str, int], hardware: Hardware | None = None) -> Plan:
+    hardware = hardware or Hardware()
+    world = sum(pool.values())
+    accumulation = recipe.accumulation(world)
+    vocab = _tokenizer_vocab(recipe)
+    shape = resolve_shape(recipe.model, vocab_size=vocab)
+    precision = recipe.precision
+    if recipe.preset in PRESETS and precision not in PRESETS[recipe.preset].allowed:
+        raise RecipeError(f"{recipe.source}: preset {recipe.preset} does not support precision {precision}")
+    data = data_size(recipe)
+    steps_per_epoch = math.ceil(data.samples / recipe.global_batch)
+    total = steps_per_epoch * recipe.epochs
+    if recipe.max_steps:
+        total = min(total, recipe.max_steps)
+    n = shape.num_params()
+    memory = model_state_bytes(n, shape.largest_module_params(), world, recipe.optimizer, precision)
+    memory.update(activation_bytes(shape, recipe.micro_batch, recipe.seq_len, precision,
+                                   recipe.gradient_checkpointing, recipe.attn_implementation))
+    memory["runtime reserve (context, comm buffers)"] = hardware.reserve_gb * GiB
+    tokens = data.tokens * recipe.epochs
+    flops = (8 if recipe.gradient_checkpointing else 6) * n * tokens
+    seconds = flops / (world * hardware.peak_tflops * 1e12 * hardware.mfu)
+    return Plan(recipe=recipe, shape=shape, hosts=len(pool), world_size=world, accumulation=accumulation,
+                data=data, steps_per_epoch=steps_per_epoch, total_steps=total,
+                warmup=warmup_steps(total, recipe.warmup_ratio), memory=memory,
+                gpu_bytes=hardware.gpu_mem_gb * GiB, flops=flops, seconds=seconds, hardware=hardware)
+
+
+def _tokenizer_vocab(recipe: Recipe) -> int | None:
+    """Named tiny configs take the vocabulary of the run's tokenizer (the manifest records it)."""
+    manifest = Path(recipe.data) / "manifest.json"
+    if manifest.is_file():
+        import json
+
+        return json.loads(manifest.read_text())["tokenizer"]["vocab_size"]
+    return None

@@ -1,0 +1,112 @@
+"""`medtrain launch --check`: reach every host through the chosen launcher, compare versions, all-reduce once.
+
+Peers' users meet a wrong torch on one node, or a firewalled port, as a 30-minute collective timeout; this
+shows it in a table within the timeout given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from dataclasses import dataclass, field
+
+from launch.launcher import LaunchSpec, build_command, launch_environment, write_env_file
+from launch.preflight_rank import MARKER
+from medtrain.provenance import versions
+
+COMPARED = ("python", "torch", "deepspeed", "medtrain", "commit")
+
+
+@dataclass
+class HostReport:
+    host: str
+    expected_ranks: int
+    ranks: list[dict] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Preflight:
+    hosts: list[HostReport]
+    allreduce_ok: bool
+    returncode: int
+    reference: dict[str, str]
+
+    @property
+    def ok(self) -> bool:
+        return self.allreduce_ok and self.returncode == 0 and not any(h.problems for h in self.hosts)
+
+    def render(self) -> str:
+        head = f"{'host':<24} {'ranks':>5}  " + "  ".join(f"{c:<12}" for c in COMPARED) + "  status"
+        lines = [head]
+        for h in self.hosts:
+            first = h.ranks[0] if h.ranks else {}
+            cells = "  ".join(f"{str(first.get(c, '-'))[:12]:<12}" for c in COMPARED)
+            status = "ok" if not h.problems else "; ".join(h.problems)
+            lines.append(f"{h.host:<24} {len(h.ranks):>2}/{h.expected_ranks:<2}  {cells}  {status}")
+        ar = "ok" if self.allreduce_ok else "FAILED"
+        lines.append(f"all-reduce over all ranks: {ar}; launcher exit code {self.returncode}")
+        lines.append("PREFLIGHT OK" if self.ok else "PREFLIGHT FAILED")
+        return "\n".join(lines)
+
+
+def parse_reports(output: str) -> tuple[list[dict], dict | None]:
+    starts, done = [], None
+    for line in output.splitlines():
+        i = line.find(MARKER)
+        if i < 0:
+            continue
+        try:
+            payload = json.loads(line[i + len(MARKER):])
+        except json.JSONDecodeError:
+            continue
+        if payload.get("event") == "start":
+            starts.append(payload)
+        elif payload.get("event") == "done":
+            done = payload
+    return starts, done
+
+
+def summarize(spec: LaunchSpec, output: str, returncode: int, reference: dict[str, str]) -> Preflight:
+    starts, done = parse_reports(output)
+    hosts = list(spec.pool)
+    reports = [HostReport(h, s) for h, s in spec.pool.items()]
+    for r in starts:
+        node = r.get("node_rank", 0)
+        if 0 <= node < len(reports):
+            reports[node].ranks.append(r)
+    world = spec.world_size
+    for rep in reports:
+        if not rep.ranks:
+            rep.problems.append("no rank started (unreachable, or the launcher failed there)")
+            continue
+        if len(rep.ranks) != rep.expected_ranks:
+            rep.problems.append(f"{len(rep.ranks)} of {rep.expected_ranks} ranks started")
+        for key in COMPARED:
+            seen = {str(r.get(key)) for r in rep.ranks}
+            if seen != {reference[key]}:
+                rep.problems.append(f"{key} {'/'.join(sorted(seen))} != {reference[key]} here")
+    allreduce_ok = bool(done) and done.get("world_size") == world and done.get("allreduce") == world * (world - 1) / 2
+    if done is None and all(not rep.problems for rep in reports):
+        reports[0].problems.append("ranks started but the all-reduce did not complete")
+    del hosts
+    return Preflight(reports, allreduce_ok, returncode, reference)
+
+
+def run_preflight(spec: LaunchSpec, timeout: float = 120.0) -> Preflight:
+    spec.entry = ["--module", "launch.preflight_rank"]
+    spec.env.setdefault("MEDTRAIN_PREFLIGHT_TIMEOUT", str(int(max(10, timeout - 10))))
+    write_env_file(spec)
+    cmd = build_command(spec)
+    proc = subprocess.Popen(cmd, env=launch_environment(spec), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+        code = proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every local rank it started
+        output, _ = proc.communicate()
+        code = 124
+    return summarize(spec, output, code, versions())

@@ -1,0 +1,105 @@
+"""From `medtrain launch` options to a started job: validate everything, write the run's files, start.
+
+Everything that can be wrong (hostfile, world size, batch arithmetic, recipe, data, launcher) is found here,
+before any process starts on any node.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from launch.ds_config import build_ds_config, render_ds_config, write_ds_config
+from launch.hostfile import atomic_write_text, read_hostfile
+from launch.launcher import LaunchError, LaunchSpec, build_command, free_port, render_plan, render_sbatch, validate
+from launch.plan import Plan, make_plan
+from medtrain.recipe import RecipeError, dump_recipe, load_recipe
+
+
+@dataclass
+class PreparedLaunch:
+    spec: LaunchSpec
+    plan: Plan
+    ds_config: dict
+    command: list[str]
+    dry_run: bool
+
+    def describe(self) -> str:
+        p = self.plan
+        head = (f"plan: {p.total_steps} steps, global batch {p.recipe.global_batch} = {p.recipe.micro_batch} micro x "
+                f"{p.accumulation} accum x {p.world_size} ranks; "
+                f"{'FITS' if p.fits else 'DOES NOT FIT'} ({p.total_bytes / 2**30:.1f} GiB per GPU, "
+                f"see `medtrain plan`)")
+        tail = "dry run: nothing started" if self.dry_run else f"run dir: {self.spec.run_dir}"
+        return "\n".join([head, render_plan(self.spec, self.command), tail])
+
+
+def parse_env(items: list[str]) -> dict[str, str]:
+    env = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise LaunchError(f"--env '{item}' must look like KEY=VALUE")
+        env[key] = value
+    return env
+
+
+def prepare_launch(recipe_path: Path, hosts: Path, launcher: str, *, overrides: list[str], env: list[str],
+                   resume: bool, dry_run: bool, entry: list[str] | None = None) -> PreparedLaunch:
+    recipe = load_recipe(recipe_path, overrides)
+    pool = read_hostfile(hosts)
+    plan = make_plan(recipe, pool)
+    if not dry_run and not (Path(recipe.data) / "manifest.json").is_file():
+        raise RecipeError(f"{recipe.source}: data '{recipe.data}' is not a prepared dataset; run `medtrain prep` first")
+    ds_config = build_ds_config(preset=recipe.preset, precision=recipe.precision, micro_batch=recipe.micro_batch,
+                                accumulation=plan.accumulation, world_size=plan.world_size,
+                                hidden_size=plan.shape.hidden_size, lr=recipe.lr, total_steps=plan.total_steps,
+                                warmup_ratio=recipe.warmup_ratio, steps_per_print=max(recipe.log_every, 10))
+    run_dir = Path(recipe.output_dir).resolve()
+    if entry is None:
+        entry = ["--module", "--no_local_rank", "medtrain", "train", recipe.stage,
+                 "--recipe", str(run_dir / "recipe.yaml"), "--ds-config", str(run_dir / "ds_config.json")]
+        if resume:
+            entry.append("--resume")
+    spec = LaunchSpec(pool=pool, hostfile=Path(hosts), launcher=launcher, entry=entry, run_dir=run_dir,
+                      master_port=free_port(), env=parse_env(env))
+    validate(spec, dry_run=dry_run)
+    command = build_command(spec)
+    prepared = PreparedLaunch(spec, plan, ds_config, command, dry_run)
+    if not dry_run:
+        write_run_files(prepared)
+    return prepared
+
+
+def write_run_files(prepared: PreparedLaunch) -> None:
+    """The recipe and DeepSpeed JSON every rank reads, and the env file remote ranks get (shared filesystem)."""
+    from launch.launcher import write_env_file
+
+    spec = prepared.spec
+    spec.run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = spec.run_dir / ".recipe.yaml.tmp"
+    dump_recipe(prepared.plan.recipe, tmp)
+    tmp.replace(spec.run_dir / "recipe.yaml")
+    write_ds_config(prepared.ds_config, spec.run_dir / "ds_config.json")
+    write_env_file(spec)
+    if spec.launcher == "slurm":
+        atomic_write_text(spec.run_dir / "launch.sbatch", render_sbatch(spec, f"medtrain-{prepared.plan.recipe.stage}"))
+
+
+def start(prepared: PreparedLaunch) -> int:
+    """Run the launcher in the foreground (slurm: submit the sbatch script) and return its exit code."""
+    import subprocess
+
+    from launch.launcher import launch_environment
+
+    spec = prepared.spec
+    if spec.launcher == "slurm":
+        cmd = ["sbatch", str(spec.run_dir / "launch.sbatch")]
+    else:
+        cmd = prepared.command
+    sys.stdout.flush()
+    return subprocess.run(cmd, env=launch_environment(spec)).returncode
+
+
+__all__ = ["prepare_launch", "start", "render_ds_config"]

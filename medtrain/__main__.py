@@ -1,0 +1,3 @@
+from medtrain.cli import _module_entry
+
+_module_entry()

@@ -1,0 +1,174 @@
+"""The `medtrain` command: a thin table over library functions. Exit codes: 0 ok, 2 a user error, 1 a failed run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from launch.ds_config import PRESETS, ConfigError, build_ds_config, render_ds_config, write_ds_config
+from launch.hostfile import HostfileError, read_hostfile, render_hostfile, world_size, write_hostfile
+from launch.launcher import LaunchError
+from medtrain.model_specs import ModelSpecError
+from medtrain.recipe import RecipeError, load_recipe
+
+USER_ERRORS: tuple[type[Exception], ...] = (RecipeError, HostfileError, ConfigError, LaunchError, ModelSpecError)
+
+app = typer.Typer(help="Continual pretraining, SFT and evaluation of Llama-2 for medical QA on DeepSpeed ZeRO-3.",
+                  pretty_exceptions_show_locals=False, no_args_is_help=True, add_completion=False)
+config_app = typer.Typer(help="Write configuration files.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+def register_user_errors(*errors: type[Exception]) -> None:
+    global USER_ERRORS
+    USER_ERRORS = USER_ERRORS + tuple(errors)
+
+
+@contextmanager
+def user_errors():
+    """Problems the user can fix print one line on stderr and exit 2; nothing else is caught."""
+    try:
+        yield
+    except USER_ERRORS as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(code=2) from None
+
+
+RecipeOpt = Annotated[Path, typer.Option("--recipe", help="Run recipe YAML (recipes/paper, recipes/tiny).")]
+HostsOpt = Annotated[Path, typer.Option("--hosts", help="Hostfile ('host slots=N' lines).")]
+OverrideOpt = Annotated[list[str] | None, typer.Option("--set", help="Recipe override key=value (repeatable).")]
+
+
+@config_app.command("deepspeed")
+def config_deepspeed(
+    out: Annotated[Path, typer.Option(help="Where to write the JSON.")],
+    preset: Annotated[str, typer.Option(help=f"One of: {', '.join(PRESETS)}.")] = "v100-zero3-fp16",
+    recipe: Annotated[Path | None, typer.Option(help="Recipe: batch, lr, schedule and model from here.")] = None,
+    hosts: Annotated[Path | None, typer.Option(help="Hostfile: the world size from here.")] = None,
+) -> None:
+    """DeepSpeed ZeRO-3 JSON for a preset.
+
+    Example: medtrain config deepspeed --preset v100-zero3-fp16 --recipe recipes/paper/continual_llama2_13b.yaml
+    --hosts hostfiles/v100x20 --out ds_configs/zero3_v100_fp16.json
+    """
+    with user_errors():
+        config = deepspeed_config_for(preset, recipe, hosts)
+        write_ds_config(config, out)
+    zero = config["zero_optimization"]
+    precision = "fp16" if config["fp16"]["enabled"] else "bf16" if config["bf16"]["enabled"] else "fp32"
+    typer.echo(f"wrote {out}: ZeRO stage {zero['stage']}, {precision}, train_batch_size {config['train_batch_size']} "
+               f"= {config['train_micro_batch_size_per_gpu']} micro x {config['gradient_accumulation_steps']} accum "
+               f"x {config['train_batch_size'] // (config['train_micro_batch_size_per_gpu'] * config['gradient_accumulation_steps'])} ranks")
+
+
+def deepspeed_config_for(preset: str, recipe_path: Path | None, hosts: Path | None) -> dict:
+    """The JSON for a recipe on a hostfile, or the preset's defaults for one rank when they are not given."""
+    if recipe_path is None:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
+        return build_ds_config(preset=preset, precision=None, micro_batch=1, accumulation=1, world_size=1,
+                               hidden_size=4096, lr=2e-5, total_steps=1000, warmup_ratio=0.03)
+    from launch.plan import make_plan
+
+    recipe = load_recipe(recipe_path)
+    pool = read_hostfile(hosts) if hosts else {"localhost": 1}
+    plan = make_plan(recipe, pool)
+    return build_ds_config(preset=preset, precision=recipe.precision, micro_batch=recipe.micro_batch,
+                           accumulation=plan.accumulation, world_size=plan.world_size,
+                           hidden_size=plan.shape.hidden_size, lr=recipe.lr, total_steps=plan.total_steps,
+                           warmup_ratio=recipe.warmup_ratio)
+
+
+@app.command()
+def hostfile(
+    out: Annotated[Path, typer.Option(help="Where to write the hostfile.")],
+    nodes: Annotated[int, typer.Option(help="Number of nodes.")] = 20,
+    slots: Annotated[int, typer.Option(help="GPUs per node.")] = 6,
+    prefix: Annotated[str, typer.Option(help="Hostname prefix: node -> node01, node02, ...")] = "node",
+) -> None:
+    """Write a DeepSpeed hostfile. Example: medtrain hostfile --nodes 20 --slots 6 --prefix node --out hostfiles/v100x20"""
+    with user_errors():
+        write_hostfile(render_hostfile(nodes, slots, prefix), out)
+    typer.echo(f"wrote {out}: {nodes} nodes x {slots} slots = {nodes * slots} ranks")
+
+
+@app.command()
+def plan(
+    recipe: RecipeOpt,
+    hosts: HostsOpt,
+    gpu_mem_gb: Annotated[float, typer.Option(help="Memory per GPU in GB (V100: 32).")] = 32.0,
+    peak_tflops: Annotated[float, typer.Option(help="Peak TFLOPS per GPU in the training dtype.")] = 125.0,
+    mfu: Annotated[float, typer.Option(help="Assumed model FLOPs utilisation for the time estimate.")] = 0.25,
+    set_: OverrideOpt = None,
+) -> None:
+    """Memory per GPU, steps, tokens and time; exits 1 when it does not fit.
+
+    Example: medtrain plan --recipe recipes/paper/continual_llama2_13b.yaml --hosts hostfiles/v100x20
+    """
+    from launch.plan import Hardware, make_plan
+
+    with user_errors():
+        if not (0 < mfu <= 1):
+            raise ConfigError(f"--mfu {mfu} must be in (0, 1]")
+        result = make_plan(load_recipe(recipe, set_), read_hostfile(hosts),
+                           Hardware(gpu_mem_gb=gpu_mem_gb, peak_tflops=peak_tflops, mfu=mfu))
+    typer.echo(result.render())
+    if not result.fits:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def launch(
+    hosts: HostsOpt,
+    recipe: RecipeOpt,
+    launcher: Annotated[str, typer.Option(help="pdsh | slurm | openmpi | local.")] = "pdsh",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would run, node by node; start nothing.")]
+    = False,
+    check: Annotated[bool, typer.Option("--check", help="Preflight: reach every host, compare versions, "
+                                        "all-reduce once.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest complete checkpoint.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds --check waits for every rank.")] = 120.0,
+    env: Annotated[list[str] | None, typer.Option("--env", help="KEY=VALUE for every rank (repeatable).")] = None,
+    set_: OverrideOpt = None,
+) -> None:
+    """Start the recipe's training on every rank through the real deepspeed launcher.
+
+    Example: medtrain launch --hosts hostfiles/v100x20 --recipe recipes/paper/continual_llama2_13b.yaml --dry-run
+    """
+    from launch.run import prepare_launch, start
+
+    with user_errors():
+        prepared = prepare_launch(recipe, hosts, launcher, overrides=set_ or [], env=env or [], resume=resume,
+                                  dry_run=dry_run or check)
+    if dry_run:
+        typer.echo(prepared.describe())
+        return
+    if check:
+        from launch.preflight import run_preflight
+
+        report = run_preflight(prepared.spec, timeout=timeout)
+        typer.echo(report.render())
+        raise typer.Exit(code=0 if report.ok else 1)
+    typer.echo(prepared.describe())
+    code = start(prepared)
+    if code != 0:
+        typer.echo(f"error: training exited with code {code}", err=True)
+        raise typer.Exit(code=1)
+
+
+def _module_entry() -> None:
+    """`python -m medtrain ...` (what the deepspeed launcher starts on each rank)."""
+    app(prog_name="medtrain")
+
+
+def run_cli(argv: list[str]) -> subprocess.CompletedProcess:
+    """Run the CLI in a fresh interpreter (tests, demo): the same path a user's shell takes."""
+    return subprocess.run([sys.executable, "-m", "medtrain", *argv], capture_output=True, text=True)
+
+
+__all__ = ["app", "register_user_errors", "world_size"]
