@@ -87,6 +87,7 @@ def rank_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 def validate(spec: LaunchSpec, *, dry_run: bool) -> None:
     if spec.launcher not in LAUNCHERS:
         raise LaunchError(f"--launcher {spec.launcher} is not one of {', '.join(LAUNCHERS)}")
+    rank_env(spec.env)
     if spec.launcher == "local":
         if len(spec.pool) != 1:
             raise LaunchError(

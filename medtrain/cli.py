@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from launch.ds_config import PRESETS, ConfigError, build_ds_config, render_ds_config, write_ds_config
+from launch.ds_config import PRESETS, ConfigError, build_ds_config, write_ds_config
 from launch.hostfile import HostfileError, read_hostfile, render_hostfile, world_size, write_hostfile
 from launch.launcher import LaunchError
 from medtrain.model_specs import ModelSpecError
@@ -61,9 +61,10 @@ def config_deepspeed(
         write_ds_config(config, out)
     zero = config["zero_optimization"]
     precision = "fp16" if config["fp16"]["enabled"] else "bf16" if config["bf16"]["enabled"] else "fp32"
+    micro, accum = config["train_micro_batch_size_per_gpu"], config["gradient_accumulation_steps"]
+    ranks = config["train_batch_size"] // (micro * accum)
     typer.echo(f"wrote {out}: ZeRO stage {zero['stage']}, {precision}, train_batch_size {config['train_batch_size']} "
-               f"= {config['train_micro_batch_size_per_gpu']} micro x {config['gradient_accumulation_steps']} accum "
-               f"x {config['train_batch_size'] // (config['train_micro_batch_size_per_gpu'] * config['gradient_accumulation_steps'])} ranks")
+               f"= {micro} micro x {accum} accum x {ranks} ranks")
 
 
 def deepspeed_config_for(preset: str, recipe_path: Path | None, hosts: Path | None) -> dict:
@@ -91,7 +92,10 @@ def hostfile(
     slots: Annotated[int, typer.Option(help="GPUs per node.")] = 6,
     prefix: Annotated[str, typer.Option(help="Hostname prefix: node -> node01, node02, ...")] = "node",
 ) -> None:
-    """Write a DeepSpeed hostfile. Example: medtrain hostfile --nodes 20 --slots 6 --prefix node --out hostfiles/v100x20"""
+    """Write a DeepSpeed hostfile.
+
+    Example: medtrain hostfile --nodes 20 --slots 6 --prefix node --out hostfiles/v100x20
+    """
     with user_errors():
         write_hostfile(render_hostfile(nodes, slots, prefix), out)
     typer.echo(f"wrote {out}: {nodes} nodes x {slots} slots = {nodes * slots} ranks")

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def shared_data(*parts: str) -> Path:
+    """A file of ../shared/data; missing is a failure under CI and a skip elsewhere."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{path} is missing (CI runs with ../shared/data beside the clone)")
+        pytest.skip(f"{path} is missing")
+    return path
+
+
+@pytest.fixture(scope="session")
+def loopback_cluster(tmp_path_factory):
+    from cluster import start_loopback_cluster
+
+    cluster = start_loopback_cluster(tmp_path_factory.mktemp("cluster"))
+    yield cluster
+    cluster.stop()

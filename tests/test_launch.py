@@ -1,0 +1,168 @@
+"""The launcher: dry runs and refusals in-process; real launches of a probe through `deepspeed`, locally and
+over pdsh to two loopback "nodes"."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from launch.hostfile import read_hostfile
+from launch.launcher import LaunchSpec, build_command, free_port, launch_environment, render_sbatch, write_env_file
+from medtrain.cli import app
+
+REPO = Path(__file__).resolve().parent.parent
+PAPER = REPO / "recipes/paper/continual_llama2_13b.yaml"
+TINY = REPO / "recipes/tiny/continual.yaml"
+PROBE = Path(__file__).resolve().parent / "probe_rank.py"
+
+
+def _launch(*args):
+    return CliRunner().invoke(app, ["launch", *args])
+
+
+def test_dry_run_shows_20_nodes_by_6_ranks_and_starts_nothing(tmp_path):
+    out = tmp_path / "run"
+    r = _launch("--hosts", str(REPO / "hostfiles/v100x20"), "--recipe", str(PAPER), "--dry-run",
+                "--set", f"output_dir={out}")
+    assert r.exit_code == 0, r.output
+    assert "20 nodes, 120 ranks" in r.output
+    node_lines = [line for line in r.output.splitlines() if line.strip().startswith("node ")]
+    assert len(node_lines) == 20 and all("slots=6" in line for line in node_lines)
+    assert "ranks 114-119" in node_lines[-1]
+    assert "--launcher pdsh --master_addr node01" in r.output
+    assert "medtrain train continual --recipe" in r.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("hostfile", "message"),
+    [
+        ("node01 slots=6\nnode02`id` slots=6\n", ":2: 'node02`id`' is not a valid hostname"),
+        ("node01 slots=0\n", ":1: slots=0 must be a positive integer"),
+        ("node01 slots=6\nnode01 slots=6\n", ":2: host 'node01' already listed on line 1"),
+        ("node01 slots=7\n", "global_batch=120 is not divisible by micro_batch=1 x world_size=7 = 7"),
+    ],
+)
+def test_bad_hostfile_or_batch_exits_2_with_one_line_and_starts_nothing(tmp_path, hostfile, message):
+    hosts = tmp_path / "hosts"
+    hosts.write_text(hostfile)
+    out = tmp_path / "run"
+    for extra in (["--dry-run"], []):
+        r = _launch("--hosts", str(hosts), "--recipe", str(PAPER), "--set", f"output_dir={out}", *extra)
+        assert r.exit_code == 2
+        assert message in r.output and len(r.output.strip().splitlines()) == 1
+        assert not out.exists()
+
+
+def test_launch_refuses_unprepared_data_before_starting(tmp_path):
+    r = _launch("--hosts", str(REPO / "hostfiles/localhost"), "--recipe", str(TINY), "--launcher", "local",
+                "--set", f"data={tmp_path / 'nothing'}", "--set", "expected_samples=64",
+                "--set", f"output_dir={tmp_path / 'run'}")
+    assert r.exit_code == 2 and "is not a prepared dataset; run `medtrain prep` first" in r.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_local_launcher_needs_a_single_host(tmp_path):
+    hosts = tmp_path / "two"
+    hosts.write_text("a slots=1\nb slots=1\n")
+    r = _launch("--hosts", str(hosts), "--recipe", str(TINY), "--launcher", "local", "--dry-run",
+                "--set", "expected_samples=64")
+    assert r.exit_code == 2 and "--launcher local runs on this machine only" in r.output
+
+
+def test_env_values_with_shell_metacharacters_are_refused():
+    r = _launch("--hosts", str(REPO / "hostfiles/v100x20"), "--recipe", str(PAPER), "--dry-run",
+                "--env", "NCCL_DEBUG=INFO; rm -rf ~")
+    assert r.exit_code == 2 and "shell metacharacters" in r.output
+
+
+def test_slurm_script_asks_for_every_node_and_reads_master_from_the_allocation(tmp_path):
+    spec = LaunchSpec(pool=read_hostfile(REPO / "hostfiles/v100x20"), hostfile=REPO / "hostfiles/v100x20",
+                      launcher="slurm", entry=["--module", "medtrain", "train", "sft"], run_dir=tmp_path,
+                      master_port=29500)
+    script = render_sbatch(spec, "medtrain-sft")
+    assert "#SBATCH --nodes=20" in script and "#SBATCH --ntasks-per-node=6" in script
+    assert '--master_addr "$MASTER_ADDR"' in script and "--launcher slurm" in script
+
+
+def test_openmpi_command_allows_root_when_root(tmp_path):
+    import os
+
+    spec = LaunchSpec(pool=read_hostfile(REPO / "hostfiles/v100x20"), hostfile=REPO / "hostfiles/v100x20",
+                      launcher="openmpi", entry=["x.py"], run_dir=tmp_path, master_port=29500)
+    cmd = build_command(spec)
+    assert ("--allow-run-as-root" in " ".join(cmd)) == (os.geteuid() == 0)
+
+
+def _probe_spec(pool_file: Path, launcher: str, tmp_path: Path, env=None) -> tuple[LaunchSpec, Path]:
+    out = tmp_path / "reports"
+    out.mkdir()
+    spec = LaunchSpec(pool=read_hostfile(pool_file), hostfile=pool_file, launcher=launcher,
+                      entry=["--no_local_rank", str(PROBE), str(out)], run_dir=tmp_path / "run",
+                      master_port=free_port(), env=env or {})
+    write_env_file(spec)
+    return spec, out
+
+
+def _reports(out: Path, world: int) -> list[dict]:
+    reports = sorted((json.loads(p.read_text()) for p in out.glob("rank*.json")), key=lambda r: r["rank"])
+    assert [r["rank"] for r in reports] == list(range(world))
+    assert all(r["world_size"] == world and r["allreduce"] == world * (world - 1) / 2 for r in reports)
+    return reports
+
+
+@pytest.mark.launch
+def test_local_launcher_starts_two_ranks_that_all_reduce_and_exit_cleanly(tmp_path):
+    spec, out = _probe_spec(REPO / "hostfiles/localhost", "local", tmp_path)
+    proc = subprocess.run(build_command(spec), env=launch_environment(spec), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "terminate called without an active exception" not in proc.stdout + proc.stderr
+    reports = _reports(out, 2)
+    assert [r["local_rank"] for r in reports] == [0, 1]
+
+
+@pytest.mark.launch
+def test_pdsh_launcher_reaches_two_loopback_nodes_over_ssh(tmp_path, loopback_cluster):
+    spec, out = _probe_spec(loopback_cluster.hostfile, "pdsh", tmp_path, env={"GLOO_SOCKET_IFNAME": "lo"})
+    env = launch_environment(spec)
+    env["PATH"] = f"{loopback_cluster.bin_dir}:{env['PATH']}"
+    proc = subprocess.run(build_command(spec), env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "terminate called without an active exception" not in proc.stdout + proc.stderr
+    reports = _reports(out, 2)
+    assert [(r["node_rank"], r["local_rank"]) for r in reports] == [(0, 0), (1, 0)]
+    assert {r["master_addr"] for r in reports} == {"127.0.0.2"}
+    assert {r["gloo_ifname"] for r in reports} == {"lo"}  # carried by .deepspeed_env through ssh
+
+
+def _cli(args, env=None):
+    return subprocess.run([sys.executable, "-m", "medtrain", *args], capture_output=True, text=True, env=env,
+                          timeout=300, cwd=REPO)
+
+
+@pytest.mark.launch
+def test_preflight_check_over_pdsh_reports_every_host_ok(tmp_path, loopback_cluster):
+    r = _cli(["launch", "--hosts", str(loopback_cluster.hostfile), "--recipe", str(TINY), "--check",
+              "--set", "global_batch=2", "--set", "micro_batch=1", "--set", "expected_samples=16",
+              "--set", f"output_dir={tmp_path / 'run'}", "--env", "GLOO_SOCKET_IFNAME=lo", "--timeout", "120"],
+             env=loopback_cluster.env())
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = [line for line in r.stdout.splitlines() if line.startswith("127.0.0.")]
+    assert len(rows) == 2 and all(line.rstrip().endswith("ok") for line in rows)
+    assert "all-reduce over all ranks: ok" in r.stdout and "PREFLIGHT OK" in r.stdout
+
+
+@pytest.mark.launch
+def test_preflight_check_names_an_unreachable_host(tmp_path, loopback_cluster):
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.9 slots=1\n127.0.0.2 slots=1\n")  # nothing listens on .9
+    r = _cli(["launch", "--hosts", str(hosts), "--recipe", str(TINY), "--check", "--set", "global_batch=2",
+              "--set", "micro_batch=1", "--set", "expected_samples=16", "--set", f"output_dir={tmp_path / 'run'}",
+              "--timeout", "60"], env=loopback_cluster.env())
+    assert r.returncode == 1, r.stdout + r.stderr
+    row = next(line for line in r.stdout.splitlines() if line.startswith("127.0.0.9"))
+    assert "no rank started" in row and "PREFLIGHT FAILED" in r.stdout

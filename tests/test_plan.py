@@ -1,0 +1,63 @@
+from pathlib import Path
+
+from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+from typer.testing import CliRunner
+
+from launch.hostfile import read_hostfile
+from launch.plan import make_plan, model_state_bytes
+from medtrain.cli import app
+from medtrain.model_specs import NAMED
+from medtrain.recipe import load_recipe
+
+REPO = Path(__file__).resolve().parent.parent
+PAPER = REPO / "recipes/paper/continual_llama2_13b.yaml"
+
+
+def test_llama2_13b_parameter_count_matches_the_published_size():
+    assert abs(NAMED["llama2-13b"].num_params() - 13_015_864_320) == 0
+    assert abs(NAMED["llama2-7b"].num_params() - 6_738_415_616) == 0
+
+
+def test_model_state_arithmetic_is_anchored_to_deepspeeds_estimator():
+    """DeepSpeed's estimate is 18 B/param (fp16 param, fp32 grad, Adam fp32 master+m+v) + 4 B x largest layer;
+    ours also counts the fp16 gradient partition that lives beside the fp32 copy at the step: exactly +2 B/param."""
+    shape = NAMED["llama2-13b"]
+    n, largest = shape.num_params(), shape.largest_module_params()
+    for nodes, per_node in ((20, 6), (1, 8), (4, 4)):
+        world = nodes * per_node
+        _, ds_gpu, _ = estimate_zero3_model_states_mem_needs(
+            total_params=n, largest_layer_params=largest, num_gpus_per_node=per_node, num_nodes=nodes,
+            cpu_offload=False, cpu_offload_params=False, zero_init=True)
+        ours = sum(model_state_bytes(n, largest, world, "adamw", "fp16").values())
+        assert abs(ours - (ds_gpu + 2 * n / world)) < 1.0
+        adafactor = sum(model_state_bytes(n, largest, world, "adafactor", "fp16").values())
+        assert abs((ours - adafactor) - 4 * n / world) < 1.0  # unfactored Adafactor: 4 B/param, Adam: 8
+
+
+def test_paper_recipe_fits_on_v100x20_with_3037_steps():
+    plan = make_plan(load_recipe(PAPER), read_hostfile(REPO / "hostfiles/v100x20"))
+    assert plan.fits and plan.world_size == 120 and plan.accumulation == 1
+    assert plan.steps_per_epoch == 3037 and plan.warmup == 92
+
+
+def test_plan_command_prints_table_and_fits():
+    r = CliRunner().invoke(app, ["plan", "--recipe", str(PAPER), "--hosts", str(REPO / "hostfiles/v100x20")])
+    assert r.exit_code == 0, r.output
+    for row in ("fp32 master weights", "adafactor state, unfactored", "activation checkpoints", "largest gathered",
+                "compute", "verdict      FITS"):
+        assert row in r.output
+
+
+def test_plan_exits_1_when_it_does_not_fit(tmp_path):
+    hosts = tmp_path / "one"
+    hosts.write_text("node01 slots=6\n")
+    r = CliRunner().invoke(app, ["plan", "--recipe", str(PAPER), "--hosts", str(hosts), "--set", "global_batch=6"])
+    assert r.exit_code == 1 and "DOES NOT FIT" in r.output
+
+
+def test_plan_refuses_a_world_size_that_breaks_the_batch(tmp_path):
+    hosts = tmp_path / "seven"
+    hosts.write_text("node01 slots=7\n")
+    r = CliRunner().invoke(app, ["plan", "--recipe", str(PAPER), "--hosts", str(hosts)])
+    assert r.exit_code == 2
+    assert "global_batch=120 is not divisible by micro_batch=1 x world_size=7 = 7" in r.output
