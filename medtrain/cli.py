@@ -10,18 +10,22 @@ from typing import Annotated
 
 import typer
 
+from data_prep.format import DatasetError
 from launch.ds_config import PRESETS, ConfigError, build_ds_config, write_ds_config
 from launch.hostfile import HostfileError, read_hostfile, render_hostfile, world_size, write_hostfile
 from launch.launcher import LaunchError
 from medtrain.model_specs import ModelSpecError
 from medtrain.recipe import RecipeError, load_recipe
 
-USER_ERRORS: tuple[type[Exception], ...] = (RecipeError, HostfileError, ConfigError, LaunchError, ModelSpecError)
+USER_ERRORS: tuple[type[Exception], ...] = (RecipeError, HostfileError, ConfigError, LaunchError, ModelSpecError,
+                                            DatasetError)
 
 app = typer.Typer(help="Continual pretraining, SFT and evaluation of Llama-2 for medical QA on DeepSpeed ZeRO-3.",
                   pretty_exceptions_show_locals=False, no_args_is_help=True, add_completion=False)
 config_app = typer.Typer(help="Write configuration files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+prep_app = typer.Typer(help="Raw data -> offline-tokenized memory-mapped datasets.", no_args_is_help=True)
+app.add_typer(prep_app, name="prep")
 
 
 def register_user_errors(*errors: type[Exception]) -> None:
@@ -163,6 +167,101 @@ def launch(
     if code != 0:
         typer.echo(f"error: training exited with code {code}", err=True)
         raise typer.Exit(code=1)
+
+
+InputsOpt = Annotated[list[Path], typer.Option("--input", help="Input file (repeatable).")]
+TokOpt = Annotated[Path, typer.Option(help="Tokenizer directory (tokenizer.model and/or tokenizer.json).")]
+OutOpt = Annotated[Path, typer.Option(help="Dataset directory to create.")]
+SeqOpt = Annotated[int, typer.Option(help="Training sequence length the counts are reported for.")]
+WorkersOpt = Annotated[int, typer.Option(help="Encoding processes (default: all cores).")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing dataset.")]
+
+
+def _prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, mode: str | None, seq_len: int,
+          workers: int, overwrite: bool) -> None:
+    from data_prep.pipeline import prep
+
+    with user_errors():
+        m = prep(source, inputs, tokenizer, out, mode=mode, seq_len=seq_len, workers=workers or None,
+                 overwrite=overwrite)
+    skipped = sum(m["stats"]["skipped"].values())
+    typer.echo(f"wrote {out}: {m['num_docs']:,} documents, {m['num_tokens']:,} tokens "
+               f"({m['stats']['records']:,} records read, {skipped:,} skipped)")
+
+
+@prep_app.command("huatuo")
+def prep_huatuo(input: InputsOpt, tokenizer: TokOpt, out: OutOpt, seq_len: SeqOpt = 4096, workers: WorkersOpt = 0,
+                overwrite: OverwriteOpt = False) -> None:
+    """Huatuo-26M QA (jsonl, json, jsonl.gz) for continual pretraining.
+
+    Example: medtrain prep huatuo --input huatuo_encyclopedia_qa.jsonl --tokenizer TOK --out data/huatuo
+    """
+    _prep("huatuo", input, tokenizer, out, None, seq_len, workers, overwrite)
+
+
+@prep_app.command("text")
+def prep_text(input: InputsOpt, tokenizer: TokOpt, out: OutOpt, seq_len: SeqOpt = 4096, workers: WorkersOpt = 0,
+              overwrite: OverwriteOpt = False) -> None:
+    """Any corpus: plain text (blank lines separate documents) or jsonl {"text": ...}.
+
+    Example: medtrain prep text --input general.jsonl --tokenizer TOK --out data/general
+    """
+    _prep("text", input, tokenizer, out, None, seq_len, workers, overwrite)
+
+
+ModeOpt = Annotated[str, typer.Option(help="answer_only | with_reasoning (answer then explanation).")]
+
+
+@prep_app.command("cmexam")
+def prep_cmexam(input: InputsOpt, tokenizer: TokOpt, out: OutOpt, mode: ModeOpt = "with_reasoning",
+                seq_len: SeqOpt = 4096, workers: WorkersOpt = 0, overwrite: OverwriteOpt = False) -> None:
+    """CMExam CSV (Question, Options, Answer, Explanation) as Alpaca SFT examples.
+
+    Example: medtrain prep cmexam --input train.csv --tokenizer TOK --out data/cmexam --mode with_reasoning
+    """
+    _prep("cmexam", input, tokenizer, out, mode, seq_len, workers, overwrite)
+
+
+@prep_app.command("medqa")
+def prep_medqa(input: InputsOpt, tokenizer: TokOpt, out: OutOpt, mode: ModeOpt = "answer_only",
+               seq_len: SeqOpt = 4096, workers: WorkersOpt = 0, overwrite: OverwriteOpt = False) -> None:
+    """MedQA jsonl (question, options, answer_idx). Example: medtrain prep medqa --input train.jsonl ..."""
+    _prep("medqa", input, tokenizer, out, mode, seq_len, workers, overwrite)
+
+
+@prep_app.command("medmcqa")
+def prep_medmcqa(input: InputsOpt, tokenizer: TokOpt, out: OutOpt, mode: ModeOpt = "with_reasoning",
+                 seq_len: SeqOpt = 4096, workers: WorkersOpt = 0, overwrite: OverwriteOpt = False) -> None:
+    """MedMCQA jsonl (question, opa..opd, cop, exp). Example: medtrain prep medmcqa --input train.json ..."""
+    _prep("medmcqa", input, tokenizer, out, mode, seq_len, workers, overwrite)
+
+
+@prep_app.command("mix")
+def prep_mix(input: Annotated[list[str], typer.Option("--input", help="DIR:WEIGHT (repeatable).")], out: OutOpt,
+             seed: Annotated[int, typer.Option(help="Seed for fractional weights.")] = 0,
+             overwrite: OverwriteOpt = False) -> None:
+    """Mix prepared datasets by weight (times each is taken).
+
+    Example: medtrain prep mix --input data/cmexam:1 --input data/medqa:1 --input data/medmcqa:1 --out data/table4
+    """
+    from data_prep.mix import mix, parse_weighted
+
+    with user_errors():
+        m = mix([parse_weighted(i) for i in input], out, seed=seed, overwrite=overwrite)
+    taken = ", ".join(f"{s['path']} x{s['weight']:g} = {s['docs_taken']:,}" for s in m["sources"])
+    typer.echo(f"wrote {out}: {taken}")
+
+
+@prep_app.command("inspect")
+def prep_inspect(dataset: Annotated[Path, typer.Argument(help="Dataset directory.")],
+                 sample: Annotated[int, typer.Option(help="Document to decode.")] = 0,
+                 tokenizer: Annotated[Path | None, typer.Option(help="Decode with this tokenizer.")] = None) -> None:
+    """Manifest, length histogram and a decoded document. Example: medtrain prep inspect data/cmexam --sample 3"""
+    from data_prep.inspect import inspect_dataset
+
+    with user_errors():
+        text = inspect_dataset(dataset, sample, tokenizer)
+    typer.echo(text)
 
 
 def _module_entry() -> None:

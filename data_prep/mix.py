@@ -1,0 +1,71 @@
+"""`medtrain prep mix`: one dataset from several, each taken `weight` times (0.3 = a seeded 30% subset, 2 = twice).
+
+Table 4's CMExam + MedQA + MedMCQA is `--input a:1 --input b:1 --input c:1`; general-domain replay against
+forgetting is `--input medical:1 --input general:0.1`. The result is an ordinary dataset the trainer reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from data_prep.format import DatasetError, DatasetWriter, TokenDataset
+
+
+def parse_weighted(item: str) -> tuple[Path, float]:
+    path, sep, weight = item.rpartition(":")
+    if not sep:
+        return Path(item), 1.0
+    try:
+        w = float(weight)
+    except ValueError:
+        raise DatasetError(f"--input {item}: weight '{weight}' is not a number (use DIR:WEIGHT)") from None
+    if w <= 0:
+        raise DatasetError(f"--input {item}: weight must be > 0")
+    return Path(path), w
+
+
+def chosen_docs(n: int, weight: float, seed: int) -> np.ndarray:
+    whole, frac = int(weight), weight - int(weight)
+    rng = np.random.default_rng(seed)
+    extra = np.sort(rng.choice(n, size=int(round(frac * n)), replace=False)) if frac else np.empty(0, np.int64)
+    return np.concatenate([np.tile(np.arange(n), whole), extra]).astype(np.int64)
+
+
+def mix(inputs: list[tuple[Path, float]], out: Path, seed: int = 0, overwrite: bool = False) -> dict:
+    if not inputs:
+        raise DatasetError("prep mix needs at least one --input DIR:WEIGHT")
+    parts = [(TokenDataset(p), w) for p, w in inputs]
+    first = parts[0][0].manifest
+    for data, _ in parts[1:]:
+        m = data.manifest
+        if m["kind"] != first["kind"]:
+            raise DatasetError(f"{data.root}: a {m['kind']} dataset cannot be mixed with {first['kind']} "
+                               f"({parts[0][0].root})")
+        if m["tokenizer"]["sha256"] != first["tokenizer"]["sha256"]:
+            raise DatasetError(f"{data.root}: prepared with another tokenizer than {parts[0][0].root}; re-run prep")
+        if m.get("template") != first.get("template"):
+            raise DatasetError(f"{data.root}: template {m.get('template')} differs from {first.get('template')}; "
+                               "eval could not parse what training taught")
+    sft = first["kind"] == "sft"
+    writer = DatasetWriter(out, first["tokenizer"]["vocab_size"], sft=sft)
+    sources = []
+    try:
+        for k, (data, weight) in enumerate(parts):
+            docs = chosen_docs(len(data), weight, seed + k)
+            for i in docs:
+                writer.add(data[int(i)], prompt_len=int(data.prompt_lens[i]) if sft else 0)
+            digest = hashlib.sha256((data.root / "manifest.json").read_bytes()).hexdigest()
+            sources.append({"path": str(data.root), "manifest_sha256": digest, "weight": weight,
+                            "docs_taken": int(len(docs)), "docs_available": len(data)})
+    except BaseException:
+        writer.abort()
+        raise
+    manifest = {"kind": first["kind"], "source_type": "mix", "tokenizer": first["tokenizer"], "sources": sources,
+                "template": first.get("template"), "stats": {"seed": seed, "seq_len": first.get("stats", {})
+                                                             .get("seq_len")},
+                "medtrain_version": first.get("medtrain_version")}
+    writer.finalize(manifest, overwrite=overwrite)
+    return manifest

@@ -1,0 +1,303 @@
+"""Streaming readers for the raw schemas. Each yields documents (continual), examples (sft) or skips.
+
+A bad record never stops a run: it becomes a `Skip` with a reason and file:line, counted in the manifest.
+A missing required column stops it (DatasetError), since every record would be skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from data_prep.format import DatasetError
+from data_prep.templates import Template, render_huatuo
+
+csv.field_size_limit(1 << 30)
+
+
+@dataclass
+class Doc:
+    text: str
+    where: str
+
+
+@dataclass
+class Example:
+    prompt: str
+    response: str
+    where: str
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class Skip:
+    reason: str
+    where: str
+    detail: str = ""
+
+
+class ByteCounter:
+    """Bytes consumed from the input files, for the progress bar's ETA."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+
+def _open_binary(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def iter_lines(path: Path, counter: ByteCounter | None = None) -> Iterator[tuple[int, str | None]]:
+    """(line number, text), text None when the line is not UTF-8."""
+    with _open_binary(path) as f:
+        for lineno, raw in enumerate(f, start=1):
+            if counter:
+                counter.bytes += len(raw)
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError:
+                yield lineno, None
+
+
+def iter_json_records(path: Path, counter: ByteCounter | None = None) -> Iterator[tuple[str, object]]:
+    """(file:line, record | Skip) from JSON Lines, or from a JSON array parsed incrementally."""
+    name = path.name.removesuffix(".gz")
+    if name.endswith(".json"):
+        yield from _iter_json_array(path, counter)
+        return
+    for lineno, text in iter_lines(path, counter):
+        where = f"{path}:{lineno}"
+        if text is None:
+            yield where, Skip("non_utf8", where)
+            continue
+        if not text.strip():
+            continue
+        try:
+            yield where, json.loads(text)
+        except json.JSONDecodeError as e:
+            yield where, Skip("malformed_json", where, e.msg)
+
+
+def _iter_json_array(path: Path, counter: ByteCounter | None) -> Iterator[tuple[str, object]]:
+    decoder = json.JSONDecoder()
+    with _open_binary(path) as f:
+        raw = f.read(1 << 20)
+        try:
+            buf = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DatasetError(f"{path}: not UTF-8; convert it (iconv -f GBK -t UTF-8) and retry") from None
+        line, pos, started = 1, 0, False
+        while True:
+            while pos < len(buf) and buf[pos] in " \t\r\n,[":
+                if buf[pos] == "\n":
+                    line += 1
+                if buf[pos] == "[":
+                    started = True
+                pos += 1
+            if pos < len(buf) and buf[pos] == "]":
+                return
+            if pos >= len(buf) or not started:
+                more = f.read(1 << 20)
+                if not more:
+                    if not started:
+                        raise DatasetError(f"{path}: expected a JSON array ('[' ...) or use .jsonl")
+                    return
+                if counter:
+                    counter.bytes += len(more)
+                buf = buf[pos:] + more.decode("utf-8", errors="replace")
+                pos = 0
+                continue
+            try:
+                obj, end = decoder.raw_decode(buf, pos)
+            except json.JSONDecodeError as e:
+                more = f.read(1 << 20)
+                if more:
+                    if counter:
+                        counter.bytes += len(more)
+                    buf = buf[pos:] + more.decode("utf-8", errors="replace")
+                    pos = 0
+                    continue
+                raise DatasetError(
+                    f"{path}:{line}: malformed JSON array ({e.msg}); fix the file or use .jsonl"
+                ) from None
+            yield f"{path}:{line}", obj
+            line += buf.count("\n", pos, end)
+            pos = end
+
+
+def _flatten(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [s for v in value for s in _flatten(v)]
+    return []
+
+
+def read_huatuo(path: Path, counter: ByteCounter | None = None) -> Iterator[Doc | Skip]:
+    """Huatuo-26M: {"questions": [[variant, ...]], "answers": [text]} (or question/answer) per record."""
+    for where, rec in iter_json_records(path, counter):
+        if isinstance(rec, Skip):
+            yield rec
+            continue
+        if not isinstance(rec, dict):
+            yield Skip("not_an_object", where)
+            continue
+        questions = _flatten(rec.get("questions", rec.get("question")))
+        answers = _flatten(rec.get("answers", rec.get("answer")))
+        if not any(q.strip() for q in questions):
+            yield Skip("no_question", where)
+        elif not any(a.strip() for a in answers):
+            yield Skip("no_answers", where)
+        else:
+            yield Doc(render_huatuo(questions, answers), where)
+
+
+def read_text(path: Path, counter: ByteCounter | None = None) -> Iterator[Doc | Skip]:
+    """Any other corpus: JSON Lines {"text": ...}, or plain text where blank lines separate documents."""
+    name = path.name.removesuffix(".gz")
+    if name.endswith((".jsonl", ".json")):
+        for where, rec in iter_json_records(path, counter):
+            if isinstance(rec, Skip):
+                yield rec
+            elif not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
+                yield Skip("no_text_field", where)
+            elif not rec["text"].strip():
+                yield Skip("empty_text", where)
+            else:
+                yield Doc(rec["text"], where)
+        return
+    para: list[str] = []
+    start = 1
+    for lineno, text in iter_lines(path, counter):
+        if text is None:
+            yield Skip("non_utf8", f"{path}:{lineno}")
+            continue
+        if text.strip():
+            if not para:
+                start = lineno
+            para.append(text.rstrip("\r\n"))
+        elif para:
+            yield Doc("\n".join(para), f"{path}:{start}")
+            para = []
+    if para:
+        yield Doc("\n".join(para), f"{path}:{start}")
+
+
+_OPTION = re.compile(r"^\s*([A-Z])(?:[\s.．、:：)）]+|$)(.*)$")
+
+
+def parse_options(cell: str) -> dict[str, str] | None:
+    """CMExam's Options cell: one "A 内容" line per option; None if a line has no letter."""
+    options: dict[str, str] = {}
+    for line in cell.splitlines():
+        if not line.strip():
+            continue
+        m = _OPTION.match(line)
+        if not m or m.group(1) in options:
+            return None
+        options[m.group(1)] = m.group(2).strip()
+    return options or None
+
+
+CMEXAM_REQUIRED = ("Question", "Options", "Answer")
+CMEXAM_META = ("Disease Group", "Area of Competency", "Clinical Department", "Medical Discipline", "Difficulty level")
+
+
+class _CountingLines:
+    """Feeds csv.reader decoded lines while counting bytes and remembering which lines were not UTF-8."""
+
+    def __init__(self, path: Path, counter: ByteCounter | None):
+        self.path, self.counter = path, counter
+        self.bad_lines: set[int] = set()
+
+    def __iter__(self):
+        with _open_binary(self.path) as f:
+            for lineno, raw in enumerate(f, start=1):
+                if self.counter:
+                    self.counter.bytes += len(raw)
+                try:
+                    yield raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    self.bad_lines.add(lineno)
+                    yield raw.decode("utf-8", errors="replace")  # keeps the quoting intact; the row is skipped
+
+
+def read_mcq_csv(path: Path, template: Template, counter: ByteCounter | None = None) -> Iterator[Example | Skip]:
+    """CMExam CSV (Question, Options, Answer, Explanation + annotation columns kept as metadata)."""
+    lines = _CountingLines(path, counter)
+    reader = csv.reader(lines)
+    try:
+        header = [h.strip().lstrip("\ufeff") for h in next(reader)]
+    except StopIteration:
+        raise DatasetError(f"{path}: empty file; expected a CSV with columns {', '.join(CMEXAM_REQUIRED)}") from None
+    missing = [c for c in CMEXAM_REQUIRED if c not in header]
+    if missing:
+        raise DatasetError(f"{path}:1: missing column(s) {', '.join(missing)}; CMExam CSVs have "
+                           f"Question,Options,Answer,Explanation (found: {', '.join(header)})")
+    col = {h: i for i, h in enumerate(header)}
+    prev_line = reader.line_num
+    for row in reader:
+        first, prev_line = prev_line + 1, reader.line_num
+        where = f"{path}:{first}"
+        if any(n in lines.bad_lines for n in range(first, reader.line_num + 1)):
+            yield Skip("non_utf8", where)
+            continue
+        cell = {h: (row[i] if i < len(row) else "") for h, i in col.items()}
+        yield mcq_example(cell["Question"], parse_options(cell["Options"]), cell["Answer"],
+                          cell.get("Explanation", ""), template, where,
+                          {k: cell[k] for k in CMEXAM_META if k in cell})
+
+
+def mcq_example(question: str, options: dict[str, str] | None, answer: str, explanation: str, template: Template,
+                where: str, meta: dict | None = None) -> Example | Skip:
+    answer = re.sub(r"[\s,，、]", "", answer or "").upper()
+    if not question.strip():
+        return Skip("no_question", where)
+    if options is None:
+        return Skip("option_without_letter", where)
+    if not answer:
+        return Skip("no_answer", where)
+    if not re.fullmatch(r"[A-Z]+", answer) or any(ch not in options for ch in answer):
+        return Skip("answer_not_in_options", where, f"answer {answer!r}, options {''.join(options)}")
+    letters = "".join(k for k in options if k in answer)  # canonical: option order, no repeats
+    meta = dict(meta or {})
+    meta["has_explanation"] = bool(explanation and explanation.strip())
+    return Example(template.prompt(question.strip(), options), template.response(letters, explanation or ""),
+                   where, meta)
+
+
+def read_medqa(path: Path, template: Template, counter: ByteCounter | None = None) -> Iterator[Example | Skip]:
+    """MedQA JSON Lines: question, options {A: ...}, answer_idx."""
+    for where, rec in iter_json_records(path, counter):
+        if isinstance(rec, Skip):
+            yield rec
+        elif not isinstance(rec, dict) or not isinstance(rec.get("options"), dict):
+            yield Skip("no_options", where)
+        else:
+            options = {str(k).strip().upper(): str(v) for k, v in rec["options"].items()}
+            yield mcq_example(str(rec.get("question", "")), options, str(rec.get("answer_idx", "")), "", template,
+                              where)
+
+
+def read_medmcqa(path: Path, template: Template, counter: ByteCounter | None = None) -> Iterator[Example | Skip]:
+    """MedMCQA: question, opa..opd, cop (1-based) and exp; also CNMLEQA's opa..ope with answer "opX"."""
+    keys = ("opa", "opb", "opc", "opd", "ope")
+    for where, rec in iter_json_records(path, counter):
+        if isinstance(rec, Skip):
+            yield rec
+            continue
+        if not isinstance(rec, dict):
+            yield Skip("not_an_object", where)
+            continue
+        options = {"ABCDE"[i]: str(rec[k]) for i, k in enumerate(keys) if rec.get(k) not in (None, "")}
+        answer = ""
+        if isinstance(rec.get("cop"), int) and 1 <= rec["cop"] <= len(keys):
+            answer = "ABCDE"[rec["cop"] - 1]
+        elif isinstance(rec.get("answer"), str) and rec["answer"] in keys:
+            answer = "ABCDE"[keys.index(rec["answer"])]
+        yield mcq_example(str(rec.get("question", "")), options, answer, str(rec.get("exp") or ""), template, where)

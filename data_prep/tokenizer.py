@@ -1,0 +1,158 @@
+"""Tokenizers for offline prep: SentencePiece itself when a Llama `tokenizer.model` is present (about 8x the
+Rust tokenizer on Chinese text, DESIGN.md), else the Hugging Face tokenizer of the directory.
+
+When both load, SentencePiece is used only if its ids agree with the Hugging Face tokenizer on a sample.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from data_prep.format import DatasetError
+
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json", "vocab.json", "merges.txt")
+
+
+@dataclass
+class TokenizerInfo:
+    path: str
+    sha256: str
+    vocab_size: int
+    bos_id: int | None
+    eos_id: int
+    pad_id: int | None
+    backend: str
+
+    def to_manifest(self) -> dict:
+        return asdict(self)
+
+
+def tokenizer_sha256(path: str | Path) -> str:
+    """One hash over the tokenizer's files (names and bytes): what "the same tokenizer" means for a dataset."""
+    root = Path(path)
+    h = hashlib.sha256()
+    found = False
+    for name in TOKENIZER_FILES:
+        f = root / name
+        if f.is_file():
+            found = True
+            h.update(name.encode() + b"\0" + f.read_bytes())
+    if not found:
+        raise DatasetError(f"{root}: no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}); pass a tokenizer "
+                           "directory with --tokenizer")
+    return h.hexdigest()
+
+
+class Encoder:
+    """encode_batch(texts) -> ids without special tokens; BOS/EOS are added by the pipeline."""
+
+    def __init__(self, path: str | Path, backend: str = "auto"):
+        self.path = Path(path)
+        self.sha256 = tokenizer_sha256(self.path)
+        self.sp = self.hf = None
+        has_sp = (self.path / "tokenizer.model").is_file()
+        has_hf = any((self.path / n).is_file() for n in ("tokenizer.json", "vocab.json"))
+        if backend in ("auto", "sentencepiece") and has_sp:
+            import sentencepiece as spm
+
+            self.sp = spm.SentencePieceProcessor(model_file=str(self.path / "tokenizer.model"))
+        if backend == "hf" or (backend == "auto" and has_hf) or (self.sp is None and backend != "sentencepiece"):
+            self.hf = _load_hf(self.path)
+        if self.sp is None and self.hf is None:
+            raise DatasetError(f"{self.path}: cannot load a tokenizer with backend {backend}")
+        self.backend = "sentencepiece" if self.sp is not None else "hf"
+        self.info = self._info()
+
+    def _info(self) -> TokenizerInfo:
+        special = _special_tokens(self.path)
+        if self.sp is not None:
+            vocab = self.sp.get_piece_size()
+            bos, eos = self.sp.bos_id(), self.sp.eos_id()
+            pad = self.sp.pad_id()
+            if pad < 0 and special.get("pad_token"):
+                pid = self.sp.piece_to_id(special["pad_token"])
+                pad = pid if pid != self.sp.unk_id() else -1
+            if self.hf is not None:
+                vocab = max(vocab, len(self.hf))
+            return TokenizerInfo(str(self.path), self.sha256, vocab, bos if bos >= 0 else None, eos,
+                                 pad if pad >= 0 else None, self.backend)
+        tok = self.hf
+        if tok.eos_token_id is None:
+            raise DatasetError(f"{self.path}: the tokenizer has no EOS token; documents need one to end")
+        return TokenizerInfo(str(self.path), self.sha256, len(tok), tok.bos_token_id, tok.eos_token_id,
+                             tok.pad_token_id, self.backend)
+
+    def agree_or_fall_back(self, sample: list[str]) -> bool:
+        """Keep SentencePiece only if it gives the Hugging Face ids on `sample`; returns whether it was kept."""
+        if self.sp is None or self.hf is None:
+            return self.sp is not None
+        if self.sp.encode(sample) == self.hf(sample, add_special_tokens=False)["input_ids"]:
+            return True
+        self.sp, self.backend = None, "hf"
+        self.info = self._info()
+        return False
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        if self.sp is not None:
+            return self.sp.encode(texts)
+        return self.hf(texts, add_special_tokens=False)["input_ids"]
+
+    def decode(self, ids) -> str:
+        ids = [int(i) for i in ids]
+        if self.sp is not None:
+            return self.sp.decode(ids)
+        return self.hf.decode(ids, skip_special_tokens=False)
+
+
+def _special_tokens(path: Path) -> dict:
+    f = path / "special_tokens_map.json"
+    if not f.is_file():
+        return {}
+    raw = json.loads(f.read_text())
+    return {k: (v["content"] if isinstance(v, dict) else v) for k, v in raw.items()}
+
+
+def _load_hf(path: Path):
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except Exception as e:  # transformers raises many types for a bad directory
+        raise DatasetError(f"{path}: not a loadable tokenizer directory ({type(e).__name__}: {e})") from None
+
+
+def train_bpe_tokenizer(texts: list[str], out: Path, vocab_size: int = 2000) -> Path:
+    """A small byte-level BPE tokenizer trained locally (nothing can be downloaded), saved as a HF directory."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>", "<pad>"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                   pad_token="<pad>")
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    fast.save_pretrained(str(tmp))
+    os.replace(tmp, out)
+    return out
+
+
+def encode_documents(encoder: Encoder, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Encode and return (flat ids, lengths) so results cross process boundaries cheaply."""
+    ids = encoder.encode_batch(texts)
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    flat = np.fromiter((t for x in ids for t in x), dtype=np.int64, count=int(lengths.sum()))
+    return flat, lengths

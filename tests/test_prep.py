@@ -1,0 +1,246 @@
+"""Prep end to end on the shipped samples and on ../shared/data: counts, decoding, masking, skips, bytes."""
+
+import gzip
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import shared_data
+from typer.testing import CliRunner
+
+from data_prep.format import DatasetError, TokenDataset
+from data_prep.mix import mix
+from data_prep.pipeline import prep
+from data_prep.reader import PackedSamples, epoch_order, open_samples
+from data_prep.sources import read_huatuo
+from data_prep.templates import get_template, render_huatuo
+from data_prep.tokenizer import Encoder, train_bpe_tokenizer
+from medtrain.cli import app
+
+SAMPLES = Path(__file__).resolve().parent.parent / "data_prep" / "samples"
+
+
+@pytest.fixture(scope="session")
+def bpe_tok(tmp_path_factory) -> Path:
+    texts = (SAMPLES / "huatuo_sample.jsonl").read_text().splitlines()
+    texts += (SAMPLES / "cmexam_train.csv").read_text().splitlines()
+    return train_bpe_tokenizer(texts, tmp_path_factory.mktemp("tok") / "bpe", vocab_size=800)
+
+
+def _quiet(*args, **kw):
+    kw.setdefault("log", lambda s: None)
+    kw.setdefault("workers", 2)
+    return prep(*args, **kw)
+
+
+def _digest(root: Path) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.iterdir())}
+
+
+def test_huatuo_sample_decodes_back_to_rendered_documents(tmp_path, bpe_tok):
+    out = tmp_path / "h"
+    m = _quiet("huatuo", [SAMPLES / "huatuo_sample.jsonl"], bpe_tok, out, seq_len=64)
+    assert m["num_docs"] == 288 and m["stats"]["records"] == 288 and m["stats"]["skipped"] == {}
+    data = TokenDataset(out)
+    enc = Encoder(bpe_tok)
+    docs = [d.text for d in read_huatuo(SAMPLES / "huatuo_sample.jsonl")]
+    for i in (0, 17, 287):
+        ids = data[i]
+        assert ids[0] == enc.info.bos_id and ids[-1] == enc.info.eos_id
+        assert enc.decode(ids[1:-1]) == docs[i]
+    assert m["num_tokens"] == int(data.doc_lengths().sum())
+    assert m["stats"]["packed_tokens_dropped"] == m["num_tokens"] % 64
+    assert data.manifest["dtype"] == "uint16"
+
+
+def test_huatuo_formats_nested_variants_and_bad_records_are_counted(tmp_path, bpe_tok):
+    good = {"questions": [["头痛怎么办", "头疼怎么办"], ["头痛怎么办"]], "answers": ["多休息"]}
+    lines = [json.dumps(good, ensure_ascii=False), "{not json", json.dumps({"questions": [["q"]], "answers": []}),
+             json.dumps({"question": "单数键", "answer": "也可以"}, ensure_ascii=False)]
+    raw = ("\n".join(lines) + "\n").encode() + b"\xff\xfe bad bytes\n"
+    jsonl = tmp_path / "h.jsonl"
+    jsonl.write_bytes(raw)
+    gz = tmp_path / "h.jsonl.gz"
+    gz.write_bytes(gzip.compress(raw))
+    arr = tmp_path / "h.json"
+    arr.write_text(json.dumps([good, {"questions": ["x"], "answers": ["y"]}], ensure_ascii=False, indent=2))
+    logs = []
+    m = _quiet("huatuo", [jsonl, gz, arr], bpe_tok, tmp_path / "out", log=logs.append)
+    assert m["stats"]["records"] == 6
+    assert m["stats"]["skipped"] == {"malformed_json": 2, "no_answers": 2, "non_utf8": 2}
+    per_file = {Path(s["path"]).name: s for s in m["sources"]}
+    assert per_file["h.jsonl"]["skipped"] == {"malformed_json": 1, "no_answers": 1, "non_utf8": 1}
+    assert per_file["h.json"]["records"] == 2
+    assert any(f"{jsonl}:2: malformed_json" in line for line in logs)
+    assert render_huatuo(["头痛怎么办", "头疼怎么办", "头痛怎么办"], ["多休息"]) == "问：头痛怎么办 / 头疼怎么办\n答：多休息"
+
+
+def test_sft_prompt_lengths_cover_exactly_the_prompt(tmp_path, bpe_tok):
+    out = tmp_path / "cm"
+    m = _quiet("cmexam", [SAMPLES / "cmexam_train.csv"], bpe_tok, out, mode="with_reasoning", seq_len=1024)
+    assert m["template"] == {"name": "cmexam_with_reasoning", "version": 1}
+    data = TokenDataset(out)
+    enc = Encoder(bpe_tok)
+    import csv
+
+    rows = list(csv.DictReader(open(SAMPLES / "cmexam_train.csv", encoding="utf-8")))
+    assert m["num_docs"] == len(rows)
+    t = get_template("cmexam_with_reasoning")
+    from data_prep.sources import parse_options
+
+    for i in (0, 5, len(rows) - 1):
+        r = rows[i]
+        prompt = t.prompt(r["Question"], parse_options(r["Options"]))
+        p = int(data.prompt_lens[i])
+        ids = data[i]
+        assert list(ids[:p]) == [enc.info.bos_id] + enc.encode_batch([prompt])[0]
+        assert enc.decode(ids[1:p]) == prompt
+        assert enc.decode(ids[p:-1]) == t.response(r["Answer"], r["Explanation"])
+        assert enc.decode(ids[p:-1]).startswith("答案: " + r["Answer"])
+    sample = open_samples(out, "sft", 1024)[0]
+    assert sample.prompt_len == int(data.prompt_lens[0])
+
+
+def test_answer_only_mode_and_truncation_counts(tmp_path, bpe_tok):
+    m = _quiet("cmexam", [SAMPLES / "cmexam_train.csv"], bpe_tok, tmp_path / "a", mode="answer_only", seq_len=64)
+    assert m["template"]["name"] == "cmexam_answer_only"
+    assert m["stats"]["prompt_too_long"] + m["stats"]["response_truncated"] > 0
+
+
+def test_csv_missing_column_exits_2_and_writes_nothing(tmp_path, bpe_tok):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("Question,Choices,Answer\nq,A x,A\n")
+    r = CliRunner().invoke(app, ["prep", "cmexam", "--input", str(bad), "--tokenizer", str(bpe_tok), "--out",
+                                 str(tmp_path / "o"), "--workers", "1"])
+    assert r.exit_code == 2
+    assert "bad.csv:1: missing column(s) Options" in r.output
+    assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.tmp*"))
+
+
+def test_bad_mcq_rows_are_skipped_per_reason(tmp_path, bpe_tok):
+    rows = ('Question,Options,Answer,Explanation\n'
+            'q1,"A 甲\nB 乙",A,e\n'
+            'q2,"A 甲\nB 乙",C,e\n'        # answer not among options
+            'q3,"A 甲\n乙没有字母",A,e\n'    # option line without a letter
+            'q4,"A 甲\nB 乙",,e\n')          # no answer
+    f = tmp_path / "c.csv"
+    f.write_bytes(rows.encode() + 'q5,"A \xff\nB x",A,e\n'.encode("latin-1"))
+    m = _quiet("cmexam", [f], bpe_tok, tmp_path / "o", mode="answer_only")
+    assert m["num_docs"] == 1
+    assert m["stats"]["skipped"] == {"answer_not_in_options": 1, "no_answer": 1, "non_utf8": 1,
+                                     "option_without_letter": 1}
+
+
+def test_empty_result_is_an_error_and_nothing_is_written(tmp_path, bpe_tok):
+    f = tmp_path / "h.jsonl"
+    f.write_text('{"questions": ["q"], "answers": []}\n')
+    with pytest.raises(DatasetError, match="nothing usable .*no_answers=1"):
+        _quiet("huatuo", [f], bpe_tok, tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+def test_second_run_is_byte_identical_and_existing_output_needs_overwrite(tmp_path, bpe_tok):
+    a, b = tmp_path / "a", tmp_path / "b"
+    _quiet("cmexam", [SAMPLES / "cmexam_train.csv"], bpe_tok, a, mode="with_reasoning", workers=2, chunk_size=7)
+    _quiet("cmexam", [SAMPLES / "cmexam_train.csv"], bpe_tok, b, mode="with_reasoning", workers=1)
+    assert _digest(a) == _digest(b)
+    with pytest.raises(DatasetError, match="already exists; pass --overwrite"):
+        _quiet("cmexam", [SAMPLES / "cmexam_train.csv"], bpe_tok, a, mode="with_reasoning")
+
+
+def test_reader_refuses_another_tokenizer_and_inconsistent_files(tmp_path, bpe_tok):
+    out = tmp_path / "h"
+    _quiet("huatuo", [SAMPLES / "huatuo_sample.jsonl"], bpe_tok, out)
+    with pytest.raises(DatasetError, match="prepared with tokenizer .* not the run's"):
+        TokenDataset(out, expect_tokenizer_sha256="0" * 64)
+    with pytest.raises(DatasetError, match="stage is sft"):
+        open_samples(out, "sft", 128)
+    np.save(out / "offsets.npy", np.load(out / "offsets.npy")[:-1])
+    with pytest.raises(DatasetError, match="offsets.npy disagrees with manifest"):
+        TokenDataset(out)
+    with pytest.raises(DatasetError, match="no manifest.json"):
+        TokenDataset(tmp_path)
+
+
+def test_packed_blocks_are_the_global_stream_and_order_is_seeded(tmp_path, bpe_tok):
+    out = tmp_path / "h"
+    m = _quiet("huatuo", [SAMPLES / "huatuo_sample.jsonl"], bpe_tok, out, seq_len=32)
+    samples = open_samples(out, "continual", 32, "packed")
+    assert isinstance(samples, PackedSamples) and len(samples) == m["num_tokens"] // 32
+    stream = np.load(out / "tokens.npy")
+    assert np.array_equal(samples[3].input_ids, stream[96:128])
+    docs = open_samples(out, "continual", 32, "per_document")
+    assert len(docs) == 288 and all(len(docs[i].input_ids) <= 32 for i in range(288))
+    assert np.array_equal(epoch_order(100, 7, 0), epoch_order(100, 7, 0))
+    assert not np.array_equal(epoch_order(100, 7, 0), epoch_order(100, 7, 1))
+
+
+def test_mix_takes_each_input_weight_times(tmp_path, bpe_tok):
+    a, b = tmp_path / "a", tmp_path / "b"
+    _quiet("cmexam", [SAMPLES / "cmexam_train.csv"], bpe_tok, a, mode="answer_only")
+    _quiet("cmexam", [SAMPLES / "cmexam_test.csv"], bpe_tok, b, mode="answer_only")
+    r = CliRunner().invoke(app, ["prep", "mix", "--input", f"{a}:1", "--input", f"{b}:0.5", "--out",
+                                 str(tmp_path / "m")])
+    assert r.exit_code == 0, r.output
+    mixed = TokenDataset(tmp_path / "m")
+    assert len(mixed) == len(TokenDataset(a)) + round(0.5 * len(TokenDataset(b)))
+    assert np.array_equal(mixed[0], TokenDataset(a)[0]) and mixed.prompt_lens[0] == TokenDataset(a).prompt_lens[0]
+    c = tmp_path / "c"
+    _quiet("cmexam", [SAMPLES / "cmexam_test.csv"], bpe_tok, c, mode="with_reasoning")
+    with pytest.raises(DatasetError, match="template"):
+        mix([(a, 1.0), (c, 1.0)], tmp_path / "bad")
+
+
+def test_inspect_shows_manifest_histogram_and_decoded_sample(tmp_path, bpe_tok):
+    out = tmp_path / "cm"
+    _quiet("cmexam", [SAMPLES / "cmexam_test.csv"], bpe_tok, out, mode="with_reasoning")
+    r = CliRunner().invoke(app, ["prep", "inspect", str(out), "--sample", "1"])
+    assert r.exit_code == 0, r.output
+    assert "histogram" in r.output and "--- response (trained) ---" in r.output and "答案: " in r.output
+    bad = CliRunner().invoke(app, ["prep", "inspect", str(out), "--sample", "9999"])
+    assert bad.exit_code == 2 and "out of range" in bad.output
+
+
+def test_medqa_reader(tmp_path, bpe_tok):
+    f = tmp_path / "medqa.jsonl"
+    recs = [{"question": "A 45-year-old man...", "options": {"A": "x", "B": "y", "C": "z", "D": "w"},
+             "answer_idx": "C", "answer": "z"},
+            {"question": "bad", "options": {"A": "x"}, "answer_idx": "E"}]
+    f.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    m = _quiet("medqa", [f], bpe_tok, tmp_path / "o", mode="answer_only")
+    assert m["num_docs"] == 1 and m["stats"]["skipped"] == {"answer_not_in_options": 1}
+
+
+# Real files in ../shared/data -------------------------------------------------------------------------------
+
+
+def test_real_cmexam_val_with_llama2_sentencepiece(tmp_path):
+    val = shared_data("cmexam", "val.csv")
+    tok = shared_data("tokenizers", "llama2")
+    m = _quiet("cmexam", [val], tok, tmp_path / "v", mode="with_reasoning", seq_len=4096)
+    assert m["stats"]["records"] == 6810 and m["stats"]["skipped"] == {"no_answer": 1}
+    assert m["stats"]["without_explanation"] > 1000
+    assert m["tokenizer"]["vocab_size"] == 32000 and m["tokenizer"]["bos_id"] == 1 and m["tokenizer"]["eos_id"] == 2
+    data = TokenDataset(tmp_path / "v")
+    enc = Encoder(tok)
+    assert enc.backend == "sentencepiece"
+    first = data[0]
+    assert enc.decode(first[data.prompt_lens[0]:]).startswith("答案: C")
+
+
+def test_sentencepiece_and_hf_fast_llama2_give_the_same_dataset(tmp_path):
+    tok = shared_data("tokenizers", "llama2")
+    corpus = shared_data("corpora", "medicalgpt", "fever.txt")
+    a = _quiet("text", [corpus], tok, tmp_path / "sp")
+    b = _quiet("text", [corpus], tok / "derived_hf_fast", tmp_path / "hf")
+    assert a["num_tokens"] == b["num_tokens"]
+    assert np.array_equal(np.load(tmp_path / "sp" / "tokens.npy"), np.load(tmp_path / "hf" / "tokens.npy"))
+
+
+def test_real_cnmleqa_through_the_medmcqa_reader(tmp_path, bpe_tok):
+    f = shared_data("corpora", "cnmleqa", "CNMLEQA-3k.json")
+    m = _quiet("medmcqa", [f], bpe_tok, tmp_path / "c", mode="answer_only", seq_len=4096)
+    assert m["stats"]["records"] + sum(m["stats"]["skipped"].values()) == 2949
+    assert m["stats"]["records"] > 2900
