@@ -74,7 +74,8 @@ def test_huatuo_formats_nested_variants_and_bad_records_are_counted(tmp_path, bp
     assert per_file["h.jsonl"]["skipped"] == {"malformed_json": 1, "no_answers": 1, "non_utf8": 1}
     assert per_file["h.json"]["records"] == 2
     assert any(f"{jsonl}:2: malformed_json" in line for line in logs)
-    assert render_huatuo(["头痛怎么办", "头疼怎么办", "头痛怎么办"], ["多休息"]) == "问：头痛怎么办 / 头疼怎么办\n答：多休息"
+    rendered = render_huatuo(["头痛怎么办", "头疼怎么办", "头痛怎么办"], ["多休息"])
+    assert rendered == "问：头痛怎么办 / 头疼怎么办\n答：多休息"
 
 
 def test_sft_prompt_lengths_cover_exactly_the_prompt(tmp_path, bpe_tok):
