@@ -24,6 +24,8 @@ app = typer.Typer(help="Continual pretraining, SFT and evaluation of Llama-2 for
                   pretty_exceptions_show_locals=False, no_args_is_help=True, add_completion=False)
 config_app = typer.Typer(help="Write configuration files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+train_app = typer.Typer(help="Per-rank training entry points (what `medtrain launch` starts).", no_args_is_help=True)
+app.add_typer(train_app, name="train")
 prep_app = typer.Typer(help="Raw data -> offline-tokenized memory-mapped datasets.", no_args_is_help=True)
 app.add_typer(prep_app, name="prep")
 
@@ -262,6 +264,62 @@ def prep_inspect(dataset: Annotated[Path, typer.Argument(help="Dataset directory
     with user_errors():
         text = inspect_dataset(dataset, sample, tokenizer)
     typer.echo(text)
+
+
+DsConfigOpt = Annotated[Path | None, typer.Option("--ds-config", help="DeepSpeed JSON (launch writes one).")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the newest complete checkpoint.")]
+
+
+@train_app.command("continual")
+def train_continual(recipe: RecipeOpt, ds_config: DsConfigOpt = None, resume: ResumeOpt = False) -> None:
+    """Continual pretraining on one rank of a DeepSpeed job.
+
+    Example (under the launcher): deepspeed --num_gpus 2 --module medtrain train continual --recipe R
+    """
+    from medtrain.trainer import run_rank
+
+    run_rank(recipe, "continual", ds_config, resume)
+
+
+@train_app.command("sft")
+def train_sft(recipe: RecipeOpt, ds_config: DsConfigOpt = None, resume: ResumeOpt = False) -> None:
+    """Supervised fine-tuning (prompt masked from the loss) on one rank of a DeepSpeed job.
+
+    Example (under the launcher): deepspeed --num_gpus 2 --module medtrain train sft --recipe R
+    """
+    from medtrain.trainer import run_rank
+
+    run_rank(recipe, "sft", ds_config, resume)
+
+
+@app.command()
+def export(checkpoint: Annotated[Path, typer.Option(help="A checkpoint dir, or a run dir (newest checkpoint).")],
+           out: Annotated[Path, typer.Option(help="Hugging Face model directory to write.")]) -> None:
+    """ZeRO-3 shards -> Hugging Face directory (safetensors, config, tokenizer, lineage).
+
+    Example: medtrain export --checkpoint runs/continual/checkpoints/step_000750 --out models/continual-750
+    """
+    from medtrain.checkpoint import CheckpointError
+    from medtrain.export import export_checkpoint
+
+    register_user_errors(CheckpointError)
+    with user_errors():
+        path = export_checkpoint(checkpoint, out)
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+def report(runs: Annotated[list[Path], typer.Argument(help="Run directories (with metrics.jsonl).")],
+           out: Annotated[Path, typer.Option(help="Where to write the loss curve PNG.")] = Path("loss_curve.png"),
+           ) -> None:
+    """Loss curve of one or more runs (Figure 1). Example: medtrain report runs/continual --out loss.png"""
+    from medtrain.report import plot_loss
+
+    missing = [str(r) for r in runs if not (r / "metrics.jsonl").is_file()]
+    if missing:
+        typer.echo(f"error: no metrics.jsonl in {', '.join(missing)}; pass training run directories", err=True)
+        raise typer.Exit(code=2)
+    typer.echo(f"wrote {plot_loss(runs, out)}")
 
 
 def _module_entry() -> None:

@@ -1,0 +1,66 @@
+"""Which samples each rank sees at each step, and how they become tensors.
+
+The global order of an epoch depends only on (seed, epoch) (data_prep.reader.epoch_order). Step s of an epoch
+takes the next global_batch ids; micro-batch m of rank r takes ids[(m*W + r)*micro : ...]. So every sample is
+seen exactly once per epoch across ranks, the position is just the step number, and a restart or a different
+world size walks the same order. The last step of an epoch is topped up with "ghost" slots (-1) that carry no
+loss, instead of repeating or dropping samples.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from data_prep.reader import Samples, epoch_order
+
+IGNORE = -100
+
+
+@dataclass
+class StepPlan:
+    num_samples: int
+    global_batch: int
+    micro_batch: int
+    world_size: int
+    seed: int
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.num_samples / self.global_batch)
+
+    @property
+    def accumulation(self) -> int:
+        return self.global_batch // (self.micro_batch * self.world_size)
+
+    def step_ids(self, step: int) -> np.ndarray:
+        """Global sample ids of optimizer step `step` (0-based over the whole run), -1 for ghost slots."""
+        epoch, s = divmod(step, self.steps_per_epoch)
+        order = epoch_order(self.num_samples, self.seed, epoch)
+        ids = order[s * self.global_batch:(s + 1) * self.global_batch]
+        return np.concatenate([ids, np.full(self.global_batch - len(ids), -1, dtype=np.int64)])
+
+    def micro_ids(self, step: int, rank: int) -> list[np.ndarray]:
+        ids = self.step_ids(step)
+        mb, w = self.micro_batch, self.world_size
+        return [ids[(m * w + rank) * mb:(m * w + rank + 1) * mb] for m in range(self.accumulation)]
+
+
+def collate(samples: Samples, ids: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad to the longest sample of this micro-batch; prompt, padding and ghost slots get label -100."""
+    rows = [samples[int(i)] if i >= 0 else None for i in ids]
+    length = max((len(r.input_ids) for r in rows if r is not None), default=1)
+    input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), length), IGNORE, dtype=torch.long)
+    attention = torch.zeros((len(rows), length), dtype=torch.long)
+    for k, row in enumerate(rows):
+        if row is None:
+            continue
+        n = len(row.input_ids)
+        input_ids[k, :n] = torch.from_numpy(row.input_ids)
+        attention[k, :n] = 1
+        labels[k, row.prompt_len:n] = input_ids[k, row.prompt_len:n]
+    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
