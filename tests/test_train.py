@@ -1,0 +1,232 @@
+"""The trainer on the real DeepSpeed engine (ZeRO-3, CPU accelerator, gloo), launched the way users launch it."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from train_fixtures import CONTINUAL, check, cli, launch_args, make_tiny_data, run_and_kill_after
+
+from data_prep.reader import open_samples
+from launch.hostfile import read_hostfile
+from launch.plan import make_plan
+from medtrain.batches import IGNORE, StepPlan, collate
+from medtrain.metrics import read_metrics
+from medtrain.recipe import load_recipe
+from medtrain.trainer import token_loss, warmup_decay
+
+CONT_RECIPE = "recipes/tiny/continual.yaml"
+SFT_RECIPE = "recipes/tiny/sft.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    return make_tiny_data(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def continual_run(tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "continual"
+    check(cli(*launch_args(CONT_RECIPE, tiny, out, "--set", f"data={tiny['huatuo']}", *CONTINUAL)))
+    return out
+
+
+@pytest.fixture(scope="session")
+def sft_run(tiny, continual_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "sft"
+    check(cli(*launch_args(SFT_RECIPE, tiny, out, "--set", f"data={tiny['cmexam']}", "--set",
+                           f"model={continual_run / 'export'}", "--set", "max_steps=6", "--set", "seq_len=512",
+                           "--set", "continual_step=12")))
+    return out
+
+
+# ----- unit-level: order, masking, schedule --------------------------------------------------------------
+
+
+def test_every_sample_is_seen_exactly_once_per_epoch_across_ranks():
+    for world, micro in ((1, 2), (2, 2), (4, 1)):
+        plan = StepPlan(num_samples=37, global_batch=8, micro_batch=micro, world_size=world, seed=3)
+        seen = [i for step in range(plan.steps_per_epoch) for r in range(world) for m in plan.micro_ids(step, r)
+                for i in m if i >= 0]
+        assert sorted(seen) == list(range(37))
+    a = StepPlan(37, 8, 2, 2, seed=3)
+    b = StepPlan(37, 8, 1, 4, seed=3)
+    assert all(np.array_equal(a.step_ids(s), b.step_ids(s)) for s in range(10))  # order ignores world size
+
+
+def test_collate_masks_prompt_padding_and_ghosts(tiny):
+    samples = open_samples(tiny["cmexam"], "sft", 512)
+    batch = collate(samples, np.array([0, 1, -1]), pad_id=3)
+    for k in (0, 1):
+        s = samples[k]
+        n, p = len(s.input_ids), s.prompt_len
+        assert (batch["labels"][k, :p] == IGNORE).all() and (batch["labels"][k, p:n] == batch["input_ids"][k, p:n]).all()
+        assert (batch["labels"][k, n:] == IGNORE).all() and batch["attention_mask"][k].sum() == n
+    assert (batch["labels"][2] == IGNORE).all() and batch["attention_mask"][2].sum() == 0
+    assert batch["input_ids"].shape[1] == max(len(samples[0].input_ids), len(samples[1].input_ids))
+    logits = torch.randn(1, 5, 10, requires_grad=True)
+    ghost = token_loss(logits, torch.full((1, 5), IGNORE))
+    ghost.backward()
+    assert ghost.item() == 0.0
+
+
+def test_warmup_decay_never_trains_a_step_at_lr_zero():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = warmup_decay(opt, {"total_num_steps": 10, "warmup_num_steps": 3, "warmup_min_lr": 0.0,
+                               "warmup_max_lr": 2e-5})
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(2e-5 / 3) and lrs[2] == pytest.approx(2e-5) and min(lrs) > 0
+    assert lrs == sorted(lrs[:3]) + sorted(lrs[3:], reverse=True)
+
+
+# ----- continual on 2 ranks -----------------------------------------------------------------------------
+
+
+@pytest.mark.launch
+def test_continual_loss_decreases_and_steps_match_the_plan(continual_run, tiny):
+    records = read_metrics(continual_run / "metrics.jsonl")
+    recipe = load_recipe(continual_run / "recipe.yaml")
+    plan = make_plan(recipe, read_hostfile("hostfiles/localhost"))
+    assert [r["step"] for r in records] == list(range(1, plan.total_steps + 1))
+    assert plan.accumulation == 2 and plan.world_size == 2
+    assert np.mean([r["loss"] for r in records[-3:]]) < records[0]["loss"] - 0.5
+    for key in ("loss", "lr", "grad_norm", "tokens_per_s", "samples_per_s", "elapsed_s", "eta_s", "data_wait_frac"):
+        assert all(np.isfinite(r[key]) for r in records), key
+    state = json.loads((continual_run / "checkpoints" / "step_000012" / "trainer_state.json").read_text())
+    assert state["samples_seen"] == 12 * recipe.global_batch == 12 * 2 * plan.accumulation * 2
+    assert (continual_run / "tensorboard").is_dir() and any((continual_run / "tensorboard").iterdir())
+
+
+@pytest.mark.launch
+def test_checkpoints_are_marked_complete_and_pruned_to_keep(continual_run):
+    ckpts = sorted(p.name for p in (continual_run / "checkpoints").iterdir() if p.is_dir())
+    assert ckpts == ["step_000008", "step_000012"]  # keep_checkpoints=2
+    for c in ckpts:
+        assert (continual_run / "checkpoints" / c / "COMPLETE").is_file()
+
+
+@pytest.mark.launch
+def test_export_loads_with_transformers_and_reproduces_engine_logits(continual_run):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    export = continual_run / "export"
+    assert (export / "model.safetensors").is_file() and not list(export.glob("*.bin"))
+    model = AutoModelForCausalLM.from_pretrained(export, local_files_only=True)
+    probe = torch.load(continual_run / "engine_probe.pt", weights_only=True)
+    with torch.no_grad():
+        logits = model(input_ids=probe["input_ids"]).logits
+    assert torch.allclose(logits, probe["logits"], atol=1e-6, rtol=0)
+    AutoTokenizer.from_pretrained(export)
+    lineage = json.loads((export / "lineage.json").read_text())
+    assert lineage["base_model"] == "tiny" and lineage["step"] == 12 and lineage["datasets"][0]["manifest_sha256"]
+
+
+@pytest.mark.launch
+def test_export_command_from_zero_shards_matches_the_run_export(continual_run, tmp_path):
+    from safetensors.torch import load_file
+
+    r = cli("export", "--checkpoint", str(continual_run), "--out", str(tmp_path / "hf"))
+    check(r)
+    a, b = load_file(tmp_path / "hf" / "model.safetensors"), load_file(continual_run / "export" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    bad = cli("export", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "x"))
+    assert bad.returncode == 2 and "no complete checkpoint" in bad.stderr
+
+
+@pytest.mark.launch
+def test_killed_run_resumes_with_identical_losses(continual_run, tiny, tmp_path):
+    """SIGKILL the launcher's process group after the step-4 checkpoint, resume, compare every step's loss."""
+    out = tmp_path / "killed"
+    args = launch_args(CONT_RECIPE, tiny, out, "--set", f"data={tiny['huatuo']}", *CONTINUAL)
+    code = run_and_kill_after(args, out / "checkpoints" / "step_000004" / "COMPLETE")
+    assert code == -9, "the run finished before it could be killed"
+    assert not (out / "checkpoints" / "step_000012").exists()
+    check(cli(*args, "--resume"))
+    reference = read_metrics(continual_run / "metrics.jsonl")
+    resumed = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in resumed] == [r["step"] for r in reference]
+    diffs = [abs(a["loss"] - b["loss"]) for a, b in zip(reference, resumed, strict=True)]
+    assert max(diffs) <= 1e-6, diffs
+    assert [r["lr"] for r in resumed] == [r["lr"] for r in reference]
+
+
+@pytest.mark.launch
+def test_incomplete_checkpoint_is_ignored_with_a_warning(continual_run, tmp_path):
+    import shutil
+    import warnings
+
+    from medtrain.checkpoint import complete_checkpoints
+
+    root = tmp_path / "checkpoints"
+    shutil.copytree(continual_run / "checkpoints", root)
+    (root / "step_000012" / "COMPLETE").unlink()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        done = complete_checkpoints(root)
+    assert [d.name for d in done] == ["step_000008"]
+    assert any("incomplete checkpoint" in str(w.message) for w in caught)
+
+
+@pytest.mark.launch
+def test_report_draws_the_loss_curve(continual_run, tmp_path):
+    from PIL import Image
+
+    r = cli("report", str(continual_run), "--out", str(tmp_path / "loss.png"))
+    check(r)
+    with Image.open(tmp_path / "loss.png") as im:
+        assert im.format == "PNG" and im.size[0] > 300
+
+
+# ----- SFT from the continual export ----------------------------------------------------------------------
+
+
+@pytest.mark.launch
+def test_sft_from_the_continual_export_trains_and_records_lineage(sft_run, continual_run):
+    records = read_metrics(sft_run / "metrics.jsonl")
+    assert len(records) == 6 and records[-1]["loss"] < records[0]["loss"]
+    lineage = json.loads((sft_run / "export" / "lineage.json").read_text())
+    assert lineage["stage"] == "sft" and lineage["continual_checkpoint_step"] == 12
+    assert lineage["base_lineage"]["stage"] == "continual"
+    check_file = json.loads((sft_run / "export" / "export_check.json").read_text())
+    assert check_file["max_abs_diff"] <= 1e-6
+
+
+# ----- fp16 and two nodes ------------------------------------------------------------------------------------
+
+
+@pytest.mark.launch
+def test_fp16_run_logs_loss_scale(tiny, tmp_path):
+    from deepspeed.accelerator import get_accelerator
+
+    if not get_accelerator().is_fp16_supported():
+        pytest.skip("fp16 is not supported by DeepSpeed's CPU accelerator on this CPU (needs avx512_fp16/AMX): "
+                    "deepspeed.initialize would raise 'Type fp16 is not supported on your device'")
+    out = tmp_path / "fp16"
+    check(cli(*launch_args(CONT_RECIPE, tiny, out, "--set", f"data={tiny['huatuo']}", "--set", "precision=fp16",
+                           "--set", "max_steps=4", "--set", "seq_len=64")))
+    records = read_metrics(out / "metrics.jsonl")
+    assert all("loss_scale" in r and "skipped_steps" in r for r in records)
+
+
+@pytest.mark.launch
+def test_two_node_pdsh_training_over_loopback(tiny, tmp_path, loopback_cluster):
+    out = tmp_path / "pdsh"
+    args = launch_args(CONT_RECIPE, tiny, out, "--set", f"data={tiny['huatuo']}", "--set", "max_steps=3",
+                       "--set", "seq_len=64", "--env", "GLOO_SOCKET_IFNAME=lo",
+                       hosts=str(loopback_cluster.hostfile), launcher="pdsh")
+    r = cli(*args, env=loopback_cluster.env())
+    check(r)
+    assert "terminate called without an active exception" not in r.stdout + r.stderr
+    assert [x["step"] for x in read_metrics(out / "metrics.jsonl")] == [1, 2, 3]
+    assert (out / "export" / "model.safetensors").is_file()
+
+
+def test_trainer_refuses_data_from_another_tokenizer(tiny):
+    from data_prep.format import DatasetError
+
+    with pytest.raises(DatasetError, match="not the run's"):
+        open_samples(tiny["huatuo"], "continual", 64, tokenizer_sha256="f" * 64)
