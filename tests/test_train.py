@@ -60,7 +60,8 @@ def test_collate_masks_prompt_padding_and_ghosts(tiny):
     for k in (0, 1):
         s = samples[k]
         n, p = len(s.input_ids), s.prompt_len
-        assert (batch["labels"][k, :p] == IGNORE).all() and (batch["labels"][k, p:n] == batch["input_ids"][k, p:n]).all()
+        assert (batch["labels"][k, :p] == IGNORE).all()
+        assert (batch["labels"][k, p:n] == batch["input_ids"][k, p:n]).all()
         assert (batch["labels"][k, n:] == IGNORE).all() and batch["attention_mask"][k].sum() == n
     assert (batch["labels"][2] == IGNORE).all() and batch["attention_mask"][2].sum() == 0
     assert batch["input_ids"].shape[1] == max(len(samples[0].input_ids), len(samples[1].input_ids))
