@@ -24,6 +24,8 @@ app = typer.Typer(help="Continual pretraining, SFT and evaluation of Llama-2 for
                   pretty_exceptions_show_locals=False, no_args_is_help=True, add_completion=False)
 config_app = typer.Typer(help="Write configuration files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+eval_app = typer.Typer(help="Evaluate a Hugging Face model directory (or score given outputs).", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
 train_app = typer.Typer(help="Per-rank training entry points (what `medtrain launch` starts).", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 prep_app = typer.Typer(help="Raw data -> offline-tokenized memory-mapped datasets.", no_args_is_help=True)
@@ -320,6 +322,81 @@ def report(runs: Annotated[list[Path], typer.Argument(help="Run directories (wit
         typer.echo(f"error: no metrics.jsonl in {', '.join(missing)}; pass training run directories", err=True)
         raise typer.Exit(code=2)
     typer.echo(f"wrote {plot_loss(runs, out)}")
+
+
+def _eval_errors():
+    from eval.task import TaskError
+
+    register_user_errors(TaskError)
+    return user_errors()
+
+
+ModelOpt = Annotated[Path | None, typer.Option("--model", help="Hugging Face model directory.")]
+EvalOutOpt = Annotated[Path, typer.Option("--out", help="Directory for results.json, predictions.jsonl, table.md.")]
+LimitOpt = Annotated[int | None, typer.Option(help="Only the first N questions (per subject for MMLU/CMMLU).")]
+
+
+@eval_app.command("cmexam")
+def eval_cmexam(
+    data: Annotated[Path, typer.Option(help="CMExam CSV (Question, Options, Answer[, annotations]).")],
+    out: EvalOutOpt,
+    model: ModelOpt = None,
+    predictions: Annotated[Path | None, typer.Option(help="Score these outputs (jsonl: id, output) instead.")]
+    = None,
+    template: Annotated[str | None, typer.Option(help="Prompt template (default: the model's SFT template).")]
+    = None,
+    extract: Annotated[str | None, typer.Option(help="hard | paper | cmexam (default follows the template).")]
+    = None,
+    batch_size: Annotated[int, typer.Option(help="Questions per generate call.")] = 16,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Default 256, as in the paper.")] = None,
+    limit: LimitOpt = None,
+) -> None:
+    """Greedy generation, answer extraction, accuracy and weighted F1.
+
+    Example: medtrain eval cmexam --model runs/sft/export --data test.csv --out results/sft-cmexam
+    """
+    from eval.run import run_cmexam
+
+    with _eval_errors():
+        r = run_cmexam(data, out, model_dir=model, predictions=predictions, template=template, extract_mode=extract,
+                       batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit)
+    m = r["metrics"]
+    typer.echo(f"CMExam: acc {m['acc']:.2f}  weighted F1 {m['weighted_f1']:.2f}  ({m['n']} questions, "
+               f"{m['no_answer']} no answer, extract {r['extract']}) -> {out}")
+
+
+def _eval_mc(task: str, model: Path, data: Path, out: Path, shots: int, scoring: str, batch_size: int,
+             limit: int | None) -> None:
+    from eval.run import run_mc
+
+    with _eval_errors():
+        r = run_mc(task, model, data, out, shots=shots, scoring=scoring, batch_size=batch_size, limit=limit)
+    m = r["metrics"]
+    typer.echo(f"{task.upper()} {shots}-shot ({scoring}): acc {m['acc']:.2f} ({m['overall']}; micro "
+               f"{m['acc_micro']:.2f}, macro {m['acc_macro']:.2f}), {m['n']} questions, "
+               f"{m['truncated_prompts']} truncated -> {out}")
+
+
+ShotsOpt = Annotated[int, typer.Option(help="Few-shot examples from dev.")]
+ScoringOpt = Annotated[str, typer.Option(help="original (letter logit) | harness (lm-eval loglikelihood).")]
+
+
+@eval_app.command("mmlu")
+def eval_mmlu(model: Annotated[Path, typer.Option(help="Hugging Face model directory.")],
+              data: Annotated[Path, typer.Option(help="MMLU folder with dev/ and test/.")], out: EvalOutOpt,
+              shots: ShotsOpt = 5, scoring: ScoringOpt = "original", batch_size: int = 8,
+              limit: LimitOpt = None) -> None:
+    """MMLU k-shot. Example: medtrain eval mmlu --model runs/sft/export --data data/mmlu --out results/mmlu"""
+    _eval_mc("mmlu", model, data, out, shots, scoring, batch_size, limit)
+
+
+@eval_app.command("cmmlu")
+def eval_cmmlu(model: Annotated[Path, typer.Option(help="Hugging Face model directory.")],
+               data: Annotated[Path, typer.Option(help="CMMLU folder with dev/ and test/.")], out: EvalOutOpt,
+               shots: ShotsOpt = 5, scoring: ScoringOpt = "original", batch_size: int = 8,
+               limit: LimitOpt = None) -> None:
+    """CMMLU k-shot. Example: medtrain eval cmmlu --model runs/sft/export --data data/cmmlu --out results/cmmlu"""
+    _eval_mc("cmmlu", model, data, out, shots, scoring, batch_size, limit)
 
 
 def _module_entry() -> None:

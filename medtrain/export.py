@@ -57,6 +57,7 @@ def lineage_for(state: dict) -> dict:
         "base_model": base,
         "base_lineage": json.loads(parent.read_text()) if parent.is_file() else None,
         "stage": state["stage"],
+        "template": state.get("template"),
         "datasets": [{"path": recipe["data"], "manifest_sha256": state["data_manifest_sha256"]}],
         "recipe": recipe,
         "step": state["step"],

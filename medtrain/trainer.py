@@ -148,7 +148,7 @@ def train(recipe_path: Path, stage: str, ds_config_path: Path | None = None, res
                 "recipe": recipe.to_dict(), "tokenizer_dir": str(recipe.tokenizer_dir),
                 "data_manifest_sha256": data_sha, "vocab_size": vocab, "bos_id": manifest["tokenizer"]["bos_id"],
                 "eos_id": manifest["tokenizer"]["eos_id"], "pad_id": manifest["tokenizer"].get("pad_id"),
-                "world_size": ctx.world}
+                "world_size": ctx.world, "template": manifest.get("template")}
 
     def save(step: int) -> None:
         checkpoint.save(engine, ckpt_root, step, trainer_state(step),

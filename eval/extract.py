@@ -1,0 +1,66 @@
+"""Answer extraction from generated text, each rule recorded per question.
+
+hard   - the format the SFT template taught: "答案: ABD".
+paper  - Guo & Hua (2023) for base models: (1) option letters in the output, (2) option texts found in it
+         (case-insensitive), (3) the option whose text is closest (Levenshtein) to the output's first line.
+cmexam - CMExam's published parser: every option whose letter or text occurs in the output (only the first
+         line when the output holds 解释), letters in option order.
+Nothing found, or an empty output, is "no answer" (无答案): never silently a wrong letter.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import Levenshtein
+
+NO_ANSWER = "无答案"
+MODES = ("hard", "paper", "cmexam")
+_HARD = re.compile(r"答案\s*[:：]\s*([A-Z](?:[\s,，、]*[A-Z])*)")
+_LETTERS = re.compile(r"(?<![A-Za-z])([A-E](?:[\s,，、]*[A-E])*)(?![A-Za-z])")
+
+
+@dataclass
+class Extraction:
+    answer: str
+    """Canonical letters, or NO_ANSWER."""
+    rule: str
+
+
+def _canon(letters: str, options: dict[str, str]) -> str:
+    seen = set(re.sub(r"[^A-Z]", "", letters))
+    return "".join(k for k in options if k in seen)
+
+
+def extract(output: str, options: dict[str, str], mode: str) -> Extraction:
+    if not output or not output.strip():
+        return Extraction(NO_ANSWER, "empty")
+    if mode == "hard":
+        m = _HARD.search(output)
+        got = _canon(m.group(1), options) if m else ""
+        return Extraction(got, "hard") if got else Extraction(NO_ANSWER, "hard:none")
+    if mode == "paper":
+        return _paper(output, options)
+    if mode == "cmexam":
+        text = output.split("\n")[0] if "解释" in output else output
+        got = "".join(k for k, v in options.items() if k in text or (v and v in text))
+        return Extraction(got, "cmexam") if got else Extraction(NO_ANSWER, "cmexam:none")
+    raise ValueError(f"unknown extraction mode {mode!r}; one of {', '.join(MODES)}")
+
+
+def _paper(output: str, options: dict[str, str]) -> Extraction:
+    m = _HARD.search(output) or _LETTERS.search(output)
+    if m:
+        got = _canon(m.group(1), options)
+        if got:
+            return Extraction(got, "paper:letters")
+    lowered = output.lower()
+    found = "".join(k for k, v in options.items() if v and v.lower() in lowered)
+    if found:
+        return Extraction(found, "paper:text")
+    first = output.strip().split("\n")[0]
+    if not first or not options:
+        return Extraction(NO_ANSWER, "paper:none")
+    best = min(options, key=lambda k: (Levenshtein.distance(first, options[k]), k))
+    return Extraction(best, "paper:levenshtein")

@@ -1,0 +1,47 @@
+"""Batched greedy generation: prompts sorted by length, left padding, the KV cache, and a batch that stops as
+soon as every row has emitted EOS (Hugging Face generate does the last two)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import torch
+from tqdm import tqdm
+
+
+def generate(model, tok, prompts: list[str], *, batch_size: int = 16, max_new_tokens: int = 256,
+             add_bos: bool = True, progress: bool = True) -> list[str]:
+    """Greedy continuations of `prompts`, in input order."""
+    encoded = [_encode(tok, p, add_bos) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+    outputs: list[str] = [""] * len(prompts)
+    bar = tqdm(total=len(prompts), unit="q", desc="generate", file=sys.stderr, disable=not progress,
+               mininterval=0.5 if sys.stderr.isatty() else 10.0)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    start = time.perf_counter()
+    for b in range(0, len(order), batch_size):
+        idx = order[b:b + batch_size]
+        width = max(len(encoded[i]) for i in idx)
+        ids = torch.full((len(idx), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):
+            n = len(encoded[i])
+            ids[row, width - n:] = torch.tensor(encoded[i])
+            mask[row, width - n:] = 1
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                                 num_beams=1, pad_token_id=pad, eos_token_id=tok.eos_token_id, use_cache=True)
+        for row, i in enumerate(idx):
+            outputs[i] = tok.decode(out[row, width:], skip_special_tokens=True)
+        bar.update(len(idx))
+        bar.set_postfix_str(f"{(b + len(idx)) / (time.perf_counter() - start):.2f} q/s", refresh=False)
+    bar.close()
+    return outputs
+
+
+def _encode(tok, prompt: str, add_bos: bool) -> list[int]:
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    if add_bos and tok.bos_token_id is not None:
+        ids = [tok.bos_token_id] + ids
+    return ids

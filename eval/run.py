@@ -1,0 +1,247 @@
+"""The eval commands as library functions: run a task, score, and write results.json, predictions.jsonl and a
+markdown table into an output directory (written beside it and renamed into place)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections import defaultdict
+from importlib import metadata
+from pathlib import Path
+
+from data_prep.templates import TEMPLATES, get_template
+from eval.choice import LETTERS, harness_pair, score_harness, score_original
+from eval.data import Question, file_sha256, mc_subjects, read_cmexam, read_mc_subject
+from eval.extract import MODES, NO_ANSWER, extract
+from eval.metrics import accuracy, breakdown, weighted_f1
+from eval.task import TaskError, load_task
+
+
+def _version() -> str:
+    try:
+        return metadata.version("medtrain")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def model_lineage(model_dir: Path | None) -> dict | None:
+    if model_dir is None:
+        return None
+    path = Path(model_dir) / "lineage.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def default_template(model_dir: Path | None) -> str:
+    """The template the model was fine-tuned with (its lineage says), else a plain prompt for base models."""
+    lineage = model_lineage(model_dir) or {}
+    while lineage:
+        if lineage.get("stage") == "sft" and lineage.get("template"):
+            return lineage["template"]["name"]
+        lineage = lineage.get("base_lineage") or {}
+    return "plain_mcq"
+
+
+def write_outputs(out: Path, results: dict, predictions: list[dict]) -> Path:
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    (tmp / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    with open(tmp / "predictions.jsonl", "w", encoding="utf-8") as f:
+        for p in predictions:
+            f.write(json.dumps(p, ensure_ascii=False) + "\n")
+    (tmp / "table.md").write_text(results_table([results]), encoding="utf-8")
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+# ----- CMExam ----------------------------------------------------------------------------------------------
+
+
+def read_predictions(path: Path, questions: list[Question]) -> list[str]:
+    """Raw outputs in question order; ids are 0-based rows or the data's id column, and must match exactly."""
+    by_id = {q.id: k for k, q in enumerate(questions)}
+    outputs: list[str | None] = [None] * len(questions)
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                key, text = str(rec["id"]), rec["output"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise TaskError(f"{path}:{lineno}: expected {{\"id\": ..., \"output\": \"...\"}}") from None
+            if key not in by_id:
+                raise TaskError(f"{path}:{lineno}: id {key!r} is not a question of the data file (ids are 0-based "
+                                "rows, or the data's id column)")
+            if outputs[by_id[key]] is not None:
+                raise TaskError(f"{path}:{lineno}: id {key!r} appears twice")
+            outputs[by_id[key]] = text if isinstance(text, str) else ""
+    missing = [questions[k].id for k, o in enumerate(outputs) if o is None]
+    if missing:
+        raise TaskError(f"{path}: {len(missing)} of {len(questions)} questions have no prediction (first id "
+                        f"{missing[0]!r}); score a matching data file or use --limit")
+    return outputs  # type: ignore[return-value]
+
+
+def run_cmexam(data: Path, out: Path, *, model_dir: Path | None = None, predictions: Path | None = None,
+               template: str | None = None, extract_mode: str | None = None, batch_size: int = 16,
+               max_new_tokens: int | None = None, limit: int | None = None) -> dict:
+    task = load_task("cmexam")
+    questions = read_cmexam(data)
+    if limit:
+        questions = questions[:limit]
+    if (model_dir is None) == (predictions is None):
+        raise TaskError("give exactly one of --model (generate) or --predictions (score given outputs)")
+    template = template or (default_template(model_dir) if model_dir else task["template"])
+    if template not in TEMPLATES:
+        raise TaskError(f"unknown template '{template}'; known: {', '.join(TEMPLATES)}")
+    tpl = get_template(template)
+    mode = extract_mode or ("paper" if not tpl.alpaca else task["extract"])
+    if mode not in MODES:
+        raise TaskError(f"--extract {mode} is not one of {', '.join(MODES)}")
+    prompts = [tpl.prompt(q.question, q.options) for q in questions]
+    max_new = max_new_tokens or task["generation"]["max_new_tokens"]
+    start = time.perf_counter()
+    if predictions is not None:
+        outputs = read_predictions(predictions, questions)
+    else:
+        from eval.generate import generate
+        from eval.model import load_model
+
+        model, tok = load_model(model_dir)
+        outputs = generate(model, tok, prompts, batch_size=batch_size, max_new_tokens=max_new)
+    seconds = time.perf_counter() - start
+    extracted = [extract(o, q.options, mode) for o, q in zip(outputs, questions, strict=True)]
+    gold = [q.answer or NO_ANSWER for q in questions]
+    pred = [e.answer for e in extracted]
+    metrics = {"acc": 100 * accuracy(gold, pred), "weighted_f1": 100 * weighted_f1(gold, pred),
+               "n": len(questions), "no_answer": pred.count(NO_ANSWER),
+               "gold_missing": sum(1 for q in questions if not q.answer),
+               "rules": dict(sorted(_count(e.rule for e in extracted).items()))}
+    for column in task["breakdowns"]:
+        if questions and column in questions[0].meta:
+            metrics.setdefault("by", {})[column] = breakdown(gold, pred, [q.meta[column] for q in questions])
+    results = {
+        "task": "cmexam", "task_version": task.version, "template": tpl.describe(), "extract": mode,
+        "model": str(model_dir) if model_dir else None, "predictions_file": str(predictions) if predictions else None,
+        "lineage": model_lineage(model_dir),
+        "data": {"path": str(data), "sha256": file_sha256(data), "limit": limit},
+        "config": {"batch_size": batch_size, "max_new_tokens": max_new, "do_sample": False},
+        "metrics": metrics, "seconds": seconds, "medtrain_version": _version(),
+    }
+    preds = [{"id": q.id, "prompt": p, "output": o, "extracted": e.answer, "rule": e.rule, "gold": g,
+              "correct": e.answer == g} for q, p, o, e, g in zip(questions, prompts, outputs, extracted, gold,
+                                                                 strict=True)]
+    write_outputs(out, results, preds)
+    return results
+
+
+def _count(items) -> dict:
+    counts: dict = defaultdict(int)
+    for x in items:
+        counts[x] += 1
+    return counts
+
+
+# ----- MMLU / CMMLU ------------------------------------------------------------------------------------------
+
+
+def build_prompt(task, style: dict, subject: str, shots: list[Question], q: Question) -> str:
+    name = task.get("subject_names", {}).get(subject, subject.replace("_", " "))
+    text = style["header"].format(subject=name)
+    for s in shots:
+        text += style["question"].format(question=s.question, **s.options) + style["shot_answer"].format(
+            answer=s.answer)
+    return text + style["question"].format(question=q.question, **q.options)
+
+
+def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int = 5, scoring: str = "original",
+           batch_size: int = 8, limit: int | None = None, subjects: list[str] | None = None) -> dict:
+    if scoring not in ("original", "harness"):
+        raise TaskError(f"--scoring {scoring} is not one of original, harness")
+    task = load_task(task_name)
+    all_subjects = mc_subjects(task, data)
+    chosen = subjects or all_subjects
+    unknown = sorted(set(chosen) - set(all_subjects))
+    if unknown:
+        raise TaskError(f"{data}: no subject(s) {', '.join(unknown)}")
+    from eval.model import context_length, load_model
+
+    model, tok = load_model(model_dir)
+    max_len = context_length(model)
+    style = task[scoring]
+    start = time.perf_counter()
+    preds, truncated = [], 0
+    for subject in chosen:
+        dev = read_mc_subject(task, data, subject, "dev")[:shots]
+        test = read_mc_subject(task, data, subject, "test")[:limit] if limit else \
+            read_mc_subject(task, data, subject, "test")
+        prompts = [build_prompt(task, style, subject, dev, q) for q in test]
+        if scoring == "original":
+            bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
+            contexts = []
+            for p in prompts:
+                ids = bos + tok(p, add_special_tokens=False)["input_ids"]
+                truncated += len(ids) > max_len
+                contexts.append(ids[-max_len:])
+            scores = score_original(model, tok, contexts, batch_size)
+        else:
+            requests = [harness_pair(tok, p, style["continuation"].format(letter=x)) for p in prompts
+                        for x in LETTERS]
+            truncated += sum(len(c) + len(x) > max_len + 1 for c, x in requests[::4])
+            flat = score_harness(model, tok, requests, batch_size * 4, max_len)
+            scores = [flat[i:i + 4] for i in range(0, len(flat), 4)]
+        for q, p, s in zip(test, prompts, scores, strict=True):
+            choice = LETTERS[max(range(4), key=lambda k: s[k])]
+            preds.append({"id": q.id, "subject": subject, "prompt": p, "scores": s, "extracted": choice,
+                          "rule": scoring, "gold": q.answer, "correct": choice == q.answer})
+    by_subject = {}
+    for subject in chosen:
+        rows = [p for p in preds if p["subject"] == subject]
+        by_subject[subject] = {"n": len(rows), "acc": 100 * sum(p["correct"] for p in rows) / max(len(rows), 1)}
+    micro = 100 * sum(p["correct"] for p in preds) / max(len(preds), 1)
+    macro = sum(v["acc"] for v in by_subject.values()) / max(len(by_subject), 1)
+    by_category = {}
+    for cat, subs in (task.get("categories") or {}).items():
+        rows = [p for p in preds if p["subject"] in subs]
+        if rows:
+            by_category[cat] = {"n": len(rows), "acc": 100 * sum(p["correct"] for p in rows) / len(rows)}
+    metrics = {"acc": micro if task["overall"] == "micro" else macro, "acc_micro": micro, "acc_macro": macro,
+               "overall": task["overall"], "n": len(preds), "truncated_prompts": truncated,
+               "by_subject": by_subject, "by_category": by_category}
+    results = {"task": task_name, "task_version": task.version, "scoring": scoring, "shots": shots,
+               "model": str(model_dir), "lineage": model_lineage(model_dir),
+               "data": {"path": str(data), "subjects": len(chosen), "limit": limit,
+                        "sha256": {s: file_sha256(Path(data) / task["layout"]["test"].format(subject=s))
+                                   for s in chosen}},
+               "config": {"batch_size": batch_size, "context": max_len}, "metrics": metrics,
+               "seconds": time.perf_counter() - start, "medtrain_version": _version()}
+    write_outputs(out, results, preds)
+    return results
+
+
+# ----- tables ----------------------------------------------------------------------------------------------
+
+
+def results_table(results: list[dict]) -> str:
+    """Paper-shaped table (Tables 2/3): one row per model, CMExam Acc/F1, MMLU Acc, CMMLU Acc."""
+    rows: dict[str, dict] = {}
+    for r in results:
+        name = r.get("label") or r.get("model") or r.get("predictions_file") or "?"
+        row = rows.setdefault(name, {})
+        if r["task"] == "cmexam":
+            row["CMExam Acc"] = r["metrics"]["acc"]
+            row["CMExam F1"] = r["metrics"]["weighted_f1"]
+        else:
+            row[f"{r['task'].upper()} Acc"] = r["metrics"]["acc"]
+    cols = ["CMExam Acc", "CMExam F1", "MMLU Acc", "CMMLU Acc"]
+    lines = ["| model | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    for name, row in rows.items():
+        cells = [f"{row[c]:.2f}" if c in row else "-" for c in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,257 @@
+"""Eval: extraction rules, CMExam's metrics against scikit-learn and a transcription of CMExam's evaluation,
+the real benchmark files, batched generation and both multiple-choice scoring conventions on a real HF model."""
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import shared_data
+from typer.testing import CliRunner
+
+from eval.data import read_cmexam, read_mc_subject
+from eval.extract import NO_ANSWER, extract
+from eval.metrics import weighted_f1
+from eval.run import build_prompt, mc_subjects
+from eval.task import load_task
+from medtrain.cli import app
+
+SAMPLES = Path(__file__).resolve().parent.parent / "data_prep" / "samples"
+OPTS = {"A": "原发病", "B": "出血部位", "C": "出血量", "D": "在胃内停留时间", "E": "以上均非"}
+
+
+# ----- extraction -----------------------------------------------------------------------------------------
+
+
+def test_hard_match_reads_the_taught_answer_line():
+    assert extract("答案: C\n解释: 出血量决定", OPTS, "hard").answer == "C"
+    assert extract("答案：B、A", OPTS, "hard").answer == "AB"  # letter sets, in option order
+
+
+def test_hard_match_without_the_answer_line_is_no_answer():
+    e = extract("我认为是出血量", OPTS, "hard")
+    assert (e.answer, e.rule) == (NO_ANSWER, "hard:none")
+
+
+@pytest.mark.parametrize("output", ["", "   \n  "])
+def test_empty_output_is_no_answer_in_every_mode(output):
+    for mode in ("hard", "paper", "cmexam"):
+        assert extract(output, OPTS, mode).answer == NO_ANSWER
+
+
+def test_paper_rule_1_direct_letter_match():
+    e = extract("正确答案是 D 。", OPTS, "paper")
+    assert (e.answer, e.rule) == ("D", "paper:letters")
+
+
+def test_paper_rule_2_option_text_case_insensitive():
+    e = extract("the answer is ventricular FIBRILLATION", {"A": "asystole", "B": "ventricular fibrillation"},
+                "paper")
+    assert (e.answer, e.rule) == ("B", "paper:text")
+
+
+def test_paper_rule_3_falls_back_to_levenshtein_on_the_first_line():
+    e = extract("出血的量\n其他内容", OPTS, "paper")
+    assert (e.answer, e.rule) == ("C", "paper:levenshtein")
+
+
+def test_cmexam_parser_takes_every_option_mentioned_and_first_line_when_explained():
+    assert extract("B 出血部位 和 出血量", OPTS, "cmexam").answer == "BC"
+    assert extract("出血量\n解释: 原发病不是主因", OPTS, "cmexam").answer == "C"
+
+
+# ----- metrics --------------------------------------------------------------------------------------------
+
+
+def test_weighted_f1_equals_scikit_learn_on_random_cases():
+    from sklearn.metrics import precision_recall_fscore_support
+
+    rng = random.Random(0)
+    labels = ["A", "B", "C", "D", "E", "AB", "ACD", NO_ANSWER]
+    for _ in range(300):
+        n = rng.randint(1, 60)
+        gold = [rng.choice(labels[:-1]) for _ in range(n)]
+        pred = [rng.choice(labels) if rng.random() < 0.6 else g for g in gold]
+        _, _, f1, _ = precision_recall_fscore_support(gold, pred, average="weighted", zero_division=0)
+        assert weighted_f1(gold, pred) == pytest.approx(f1, abs=1e-12)
+
+
+def cmexam_reference_metrics(gold: list[str], pred: list[str]) -> tuple[float, float]:
+    """Transcription of CMExam's published evaluation: exact string match for accuracy; scikit-learn's
+    precision_recall_fscore_support(average="weighted") for F1; unparsed outputs are the class 无答案."""
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+    pred = [p if p else "无答案" for p in pred]
+    _, _, f1, _ = precision_recall_fscore_support(gold, pred, average="weighted")
+    return accuracy_score(gold, pred), f1
+
+
+def test_scoring_a_predictions_file_matches_cmexams_reference_on_the_real_val_split(tmp_path):
+    val = shared_data("cmexam", "val.csv")
+    questions = read_cmexam(val)
+    assert len(questions) == 6811
+    rng = random.Random(1)
+    lines, gold, pred = [], [], []
+    for q in questions:
+        r = rng.random()
+        if r < 0.5:
+            out, p = f"答案: {q.answer}\n解释: ...", q.answer
+        elif r < 0.9:
+            wrong = rng.choice([k for k in q.options if k != q.answer[:1]] or ["A"])
+            out, p = f"答案: {wrong}", wrong
+        else:
+            out, p = "我不知道", ""
+        lines.append(json.dumps({"id": q.row, "output": out}, ensure_ascii=False))
+        gold.append(q.answer or "无答案")
+        pred.append(p)
+    preds = tmp_path / "p.jsonl"
+    preds.write_text("\n".join(lines) + "\n")
+    r = CliRunner().invoke(app, ["eval", "cmexam", "--data", str(val), "--predictions", str(preds), "--template",
+                                 "cmexam_with_reasoning", "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    acc, f1 = cmexam_reference_metrics(gold, pred)
+    assert res["metrics"]["acc"] == pytest.approx(100 * acc, abs=1e-9)
+    assert res["metrics"]["weighted_f1"] == pytest.approx(100 * f1, abs=1e-9)
+    assert res["metrics"]["no_answer"] == pred.count("")
+    assert res["extract"] == "hard" and res["data"]["sha256"]
+
+
+def test_breakdowns_follow_the_annotation_columns(tmp_path):
+    qs = read_cmexam(SAMPLES / "cmexam_test.csv")
+    preds = tmp_path / "p.jsonl"
+    preds.write_text("".join(json.dumps({"id": q.row, "output": f"答案: {q.answer}"}) + "\n" for q in qs))
+    r = CliRunner().invoke(app, ["eval", "cmexam", "--data", str(SAMPLES / "cmexam_test.csv"), "--predictions",
+                                 str(preds), "--template", "cmexam_answer_only", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert res["metrics"]["acc"] == 100.0 and res["metrics"]["weighted_f1"] == 100.0
+    assert set(res["metrics"]["by"]) == {"Disease Group", "Clinical Department", "Area of Competency",
+                                         "Difficulty level"}
+
+
+# ----- real benchmark files --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("task", "n_subjects", "n_test", "n_dev"), [("mmlu", 57, 14079, 285),
+                                                                      ("cmmlu", 67, 11582, 335)])
+def test_every_subject_of_the_real_files_parses_and_prompts(task, n_subjects, n_test, n_dev):
+    root = shared_data(task)
+    spec = load_task(task)
+    subjects = mc_subjects(spec, root)
+    assert len(subjects) == n_subjects
+    total_test = total_dev = 0
+    for s in subjects:
+        dev, test = read_mc_subject(spec, root, s, "dev"), read_mc_subject(spec, root, s, "test")
+        total_dev, total_test = total_dev + len(dev), total_test + len(test)
+        assert all(q.answer in "ABCD" and len(q.options) == 4 for q in dev + test)
+        prompt = build_prompt(spec, spec["original"], s, dev[:5], test[0])
+        if task == "mmlu":
+            assert prompt.startswith(f"The following are multiple choice questions (with answers) about "
+                                     f"{s.replace('_', ' ')}.\n\n") and prompt.endswith("\nAnswer:")
+            assert prompt.count("\nAnswer: ") == 5
+        else:
+            assert prompt.startswith(f"以下是关于{spec['subject_names'][s]}的单项选择题，请直接给出正确答案的选项。\n\n")
+            assert prompt.endswith("\n答案是：") and prompt.count("题目：") == 6
+    assert (total_test, total_dev) == (n_test, n_dev)
+
+
+# ----- bad input ----------------------------------------------------------------------------------------------
+
+
+def _eval(*args):
+    return CliRunner().invoke(app, ["eval", *args])
+
+
+def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path):
+    out = tmp_path / "out"
+    r = _eval("cmexam", "--model", str(tmp_path), "--data", str(SAMPLES / "cmexam_test.csv"), "--out", str(out))
+    assert r.exit_code == 2 and "not a Hugging Face model directory" in r.output
+    bad = tmp_path / "bad.csv"
+    bad.write_text("Question,Answer\nq,A\n")
+    r = _eval("cmexam", "--predictions", str(bad), "--data", str(bad), "--out", str(out))
+    assert r.exit_code == 2 and "missing column(s) Options" in r.output
+    bad.write_text('Question,Options,Answer\nq,"A 甲\n乙",A\n')
+    r = _eval("cmexam", "--predictions", str(bad), "--data", str(bad), "--out", str(out))
+    assert r.exit_code == 2 and "has no letter" in r.output
+    preds = tmp_path / "p.jsonl"
+    preds.write_text('{"id": 999999, "output": "答案: A"}\n')
+    r = _eval("cmexam", "--predictions", str(preds), "--data", str(SAMPLES / "cmexam_test.csv"), "--out", str(out))
+    assert r.exit_code == 2 and "id '999999' is not a question" in r.output
+    assert not out.exists()
+
+
+# ----- a real (tiny, random) Hugging Face model -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hf_model(tmp_path_factory) -> Path:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from data_prep.tokenizer import train_bpe_tokenizer
+
+    root = tmp_path_factory.mktemp("hf")
+    texts = [p.read_text() for p in SAMPLES.rglob("*.csv")]
+    tok_dir = train_bpe_tokenizer(texts, root / "model", vocab_size=600)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=600, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, max_position_embeddings=2048, bos_token_id=1, eos_token_id=2,
+                      pad_token_id=3)
+    LlamaForCausalLM(cfg).save_pretrained(tok_dir)
+    return tok_dir
+
+
+def test_batched_left_padded_generation_equals_one_at_a_time(hf_model):
+    from eval.generate import generate
+    from eval.model import load_model
+
+    model, tok = load_model(hf_model)
+    prompts = ["问题: 高血压的典型表现是", "短", "问题: 确诊肺结核最常用的检查是什么？请回答", "答案:"]
+    batched = generate(model, tok, prompts, batch_size=4, max_new_tokens=12, progress=False)
+    single = [generate(model, tok, [p], batch_size=1, max_new_tokens=12, progress=False)[0] for p in prompts]
+    assert batched == single
+
+
+def test_cmexam_generation_writes_results_predictions_and_table(hf_model, tmp_path):
+    r = _eval("cmexam", "--model", str(hf_model), "--data", str(SAMPLES / "cmexam_test.csv"), "--out",
+              str(tmp_path / "o"), "--limit", "6", "--max-new-tokens", "8")
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert res["template"]["name"] == "plain_mcq" and res["extract"] == "paper"  # a base model: plain prompt
+    preds = [json.loads(x) for x in (tmp_path / "o" / "predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == 6 and all({"prompt", "output", "extracted", "rule", "gold", "correct"} <= set(p)
+                                   for p in preds)
+    assert "| CMExam Acc |" in (tmp_path / "o" / "table.md").read_text()
+
+
+def test_original_and_harness_scoring_are_both_recorded(hf_model, tmp_path):
+    res = {}
+    for scoring in ("original", "harness"):
+        r = _eval("mmlu", "--model", str(hf_model), "--data", str(SAMPLES / "mmlu"), "--out",
+                  str(tmp_path / scoring), "--scoring", scoring, "--limit", "10")
+        assert r.exit_code == 0, r.output
+        res[scoring] = json.loads((tmp_path / scoring / "results.json").read_text())
+        assert res[scoring]["scoring"] == scoring and res[scoring]["metrics"]["n"] == 20
+    a = [json.loads(x)["extracted"] for x in (tmp_path / "original" / "predictions.jsonl").read_text().splitlines()]
+    b = [json.loads(x)["extracted"] for x in (tmp_path / "harness" / "predictions.jsonl").read_text().splitlines()]
+    assert len(a) == len(b) == 20
+
+
+def test_harness_scores_equal_a_direct_loglikelihood(hf_model):
+    """The batched, padded scorer gives the log-likelihood a single unpadded forward pass gives."""
+    import torch.nn.functional as F
+
+    from eval.choice import harness_pair, score_harness
+    from eval.model import load_model
+
+    model, tok = load_model(hf_model)
+    reqs = [harness_pair(tok, "Question: x\nAnswer:", f" {x}") for x in "ABCD"]
+    reqs.append(harness_pair(tok, "一个更长一些的上下文，用来检查右侧填充。答案：", " B"))
+    batched = score_harness(model, tok, reqs, batch_size=8, max_len=2048)
+    for (ctx, cont), got in zip(reqs, batched, strict=True):
+        ids = torch.tensor([ctx + cont])
+        with torch.no_grad():
+            logp = F.log_softmax(model(input_ids=ids).logits.float(), -1)[0]
+        want = sum(logp[len(ctx) - 1 + k, t].item() for k, t in enumerate(cont))
+        assert got == pytest.approx(want, abs=1e-4)
