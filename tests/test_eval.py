@@ -152,7 +152,8 @@ def test_every_subject_of_the_real_files_parses_and_prompts(task, n_subjects, n_
                                      f"{s.replace('_', ' ')}.\n\n") and prompt.endswith("\nAnswer:")
             assert prompt.count("\nAnswer: ") == 5
         else:
-            assert prompt.startswith(f"以下是关于{spec['subject_names'][s]}的单项选择题，请直接给出正确答案的选项。\n\n")
+            header = f"以下是关于{spec['subject_names'][s]}的单项选择题，请直接给出正确答案的选项。\n\n"
+            assert prompt.startswith(header)
             assert prompt.endswith("\n答案是：") and prompt.count("题目：") == 6
     assert (total_test, total_dev) == (n_test, n_dev)
 
