@@ -154,10 +154,14 @@ def _count(items) -> dict:
 def build_prompt(task, style: dict, subject: str, shots: list[Question], q: Question) -> str:
     name = task.get("subject_names", {}).get(subject, subject.replace("_", " "))
     text = style["header"].format(subject=name)
+
+    def question(x: Question) -> str:
+        stem = x.question.strip() if style.get("strip_question") else x.question
+        return style["question"].format(question=stem, **x.options)
+
     for s in shots:
-        text += style["question"].format(question=s.question, **s.options) + style["shot_answer"].format(
-            answer=s.answer)
-    return text + style["question"].format(question=q.question, **q.options)
+        text += question(s) + style["shot_answer"].format(answer=s.answer)
+    return text + question(q)
 
 
 def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int = 5, scoring: str = "original",

@@ -186,23 +186,6 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path):
 # ----- a real (tiny, random) Hugging Face model -------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def hf_model(tmp_path_factory) -> Path:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from data_prep.tokenizer import train_bpe_tokenizer
-
-    root = tmp_path_factory.mktemp("hf")
-    texts = [p.read_text() for p in SAMPLES.rglob("*.csv")]
-    tok_dir = train_bpe_tokenizer(texts, root / "model", vocab_size=600)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=600, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, max_position_embeddings=2048, bos_token_id=1, eos_token_id=2,
-                      pad_token_id=3)
-    LlamaForCausalLM(cfg).save_pretrained(tok_dir)
-    return tok_dir
-
-
 def test_batched_left_padded_generation_equals_one_at_a_time(hf_model):
     from eval.generate import generate
     from eval.model import load_model

@@ -1,0 +1,45 @@
+"""lm-evaluation-harness task YAMLs for local MMLU/CMMLU-format files, so the reference implementation can be
+run offline on exactly the files `medtrain eval --scoring harness` reads (tests and bench/eval.py use this)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from eval.data import mc_subjects
+from eval.task import load_task
+
+
+def write_harness_tasks(task_name: str, data: Path, out_dir: Path, subjects: list[str] | None = None) -> list[str]:
+    """One lm-eval task per subject (named medtrain_{task}_{subject}); returns the task names."""
+    task = load_task(task_name)
+    style = task["harness"]
+    data = Path(data).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = []
+    for subject in subjects or mc_subjects(task, data):
+        files = {split: str(data / task["layout"][split].format(subject=subject)) for split in ("dev", "test")}
+        kwargs: dict = {"data_files": files}
+        if task["layout"]["header"]:
+            q, cols = "Question", ["A", "B", "C", "D"]
+            target = "{{['A','B','C','D'].index(Answer.strip())}}"
+        else:
+            kwargs["column_names"] = ["question", "A", "B", "C", "D", "answer"]
+            q, cols = "question", ["A", "B", "C", "D"]
+            target = "{{['A','B','C','D'].index(answer.strip())}}"
+        text = style["question"].replace("{question}", "{{" + q + ".strip()}}")
+        for c in cols:
+            text = text.replace("{" + c + "}", "{{" + c + "}}")
+        name = f"medtrain_{task_name}_{subject}"
+        spec = {
+            "task": name, "dataset_path": "csv", "dataset_kwargs": kwargs, "test_split": "test",
+            "fewshot_split": "dev", "fewshot_config": {"sampler": "first_n"}, "output_type": "multiple_choice",
+            "doc_to_text": text, "doc_to_choice": ["A", "B", "C", "D"], "doc_to_target": target,
+            "description": style["header"].format(subject=task.get("subject_names", {}).get(
+                subject, subject.replace("_", " "))),
+            "target_delimiter": " ", "fewshot_delimiter": "\n\n", "metric_list": [{"metric": "acc"}],
+        }
+        (out_dir / f"{name}.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True, sort_keys=False))
+        names.append(name)
+    return names
