@@ -310,20 +310,6 @@ def export(checkpoint: Annotated[Path, typer.Option(help="A checkpoint dir, or a
     typer.echo(f"wrote {path}")
 
 
-@app.command()
-def report(runs: Annotated[list[Path], typer.Argument(help="Run directories (with metrics.jsonl).")],
-           out: Annotated[Path, typer.Option(help="Where to write the loss curve PNG.")] = Path("loss_curve.png"),
-           ) -> None:
-    """Loss curve of one or more runs (Figure 1). Example: medtrain report runs/continual --out loss.png"""
-    from medtrain.report import plot_loss
-
-    missing = [str(r) for r in runs if not (r / "metrics.jsonl").is_file()]
-    if missing:
-        typer.echo(f"error: no metrics.jsonl in {', '.join(missing)}; pass training run directories", err=True)
-        raise typer.Exit(code=2)
-    typer.echo(f"wrote {plot_loss(runs, out)}")
-
-
 def _eval_errors():
     from eval.task import TaskError
 
@@ -397,6 +383,113 @@ def eval_cmmlu(model: Annotated[Path, typer.Option(help="Hugging Face model dire
                limit: LimitOpt = None) -> None:
     """CMMLU k-shot. Example: medtrain eval cmmlu --model runs/sft/export --data data/cmmlu --out results/cmmlu"""
     _eval_mc("cmmlu", model, data, out, shots, scoring, batch_size, limit)
+
+
+@app.command()
+def report(paths: Annotated[list[Path], typer.Argument(help="Training runs, sweep dirs and/or eval outputs.")],
+           out: Annotated[Path, typer.Option(help="Directory for report.md and loss_curve.png.")] = Path("report"),
+           ) -> None:
+    """report.md with paper-style tables and the loss curve (Figure 1).
+
+    Example: medtrain report runs/continual runs/sweep --out report
+    """
+    from medtrain.reporting import build_report
+
+    register_user_errors(FileNotFoundError)
+    with user_errors():
+        path = build_report(paths, out)
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+def tokenizer(input: Annotated[list[Path], typer.Option("--input", help="Text/CSV/JSONL files (repeatable).")],
+              out: Annotated[Path, typer.Option(help="Tokenizer directory to write.")],
+              vocab_size: Annotated[int, typer.Option(help="Vocabulary size.")] = 2000) -> None:
+    """Train a small byte-level BPE tokenizer locally (for tiny models; real runs use the model's own).
+
+    Example: medtrain tokenizer --input corpus.jsonl --out tok --vocab-size 2000
+    """
+    from data_prep.tokenizer import train_bpe_tokenizer
+
+    missing = [str(p) for p in input if not p.is_file()]
+    if missing:
+        typer.echo(f"error: no such input file(s): {', '.join(missing)}", err=True)
+        raise typer.Exit(code=2)
+    texts = [line for p in input for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from data_prep.templates import ALPACA_HEADER, MCQ_INSTRUCTION
+
+    texts += [ALPACA_HEADER + MCQ_INSTRUCTION] * 50  # the SFT template compresses to a few tokens
+    train_bpe_tokenizer(texts, out, vocab_size=vocab_size)
+    typer.echo(f"wrote {out} (vocab {vocab_size}, trained on {len(texts):,} lines)")
+
+
+@app.command("init-model")
+def init_model(config: Annotated[str, typer.Option(help="Named shape (tiny, tiny-wide, llama-1b, ...).")],
+               tokenizer: Annotated[Path, typer.Option(help="Tokenizer directory (vocab size, special ids).")],
+               out: Annotated[Path, typer.Option(help="Hugging Face directory to write.")],
+               seed: Annotated[int, typer.Option(help="Initialisation seed.")] = 0) -> None:
+    """A randomly initialised Llama of a named shape, as a Hugging Face directory.
+
+    Example: medtrain init-model --config tiny --tokenizer tok --out models/base
+    """
+    from medtrain.modeling import init_model_dir
+
+    with user_errors():
+        path = init_model_dir(config, tokenizer, out, seed)
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+def sweep(
+    continual: Annotated[Path, typer.Option(help="Continual-pretraining run directory (with checkpoints/).")],
+    sft_recipe: Annotated[Path, typer.Option(help="SFT recipe; model/output_dir are set per cell.")],
+    checkpoints: Annotated[str, typer.Option(help="Comma-separated steps; 0 = the base model.")],
+    hosts: HostsOpt,
+    out: Annotated[Path, typer.Option(help="Sweep directory (one subdirectory per cell).")],
+    cmexam_data: Annotated[Path, typer.Option(help="CMExam test CSV.")],
+    mmlu_data: Annotated[Path, typer.Option(help="MMLU folder (dev/, test/).")],
+    cmmlu_data: Annotated[Path, typer.Option(help="CMMLU folder (dev/, test/).")],
+    launcher: Annotated[str, typer.Option(help="pdsh | slurm | openmpi | local.")] = "pdsh",
+    limit: LimitOpt = None,
+    max_new_tokens: Annotated[int, typer.Option(help="CMExam generation length.")] = 256,
+    set_: OverrideOpt = None,
+) -> None:
+    """Table 3: fine-tune from each continual checkpoint and evaluate; resumes a partly done sweep.
+
+    Example: medtrain sweep --continual runs/continual --sft-recipe recipes/paper/sft_cmexam_reasoning.yaml
+    --checkpoints 0,750,1500,2250,3000 --hosts hostfiles/v100x20 --out runs/sweep --cmexam-data test.csv
+    --mmlu-data data/mmlu --cmmlu-data data/cmmlu
+    """
+    from eval.task import TaskError
+    from medtrain.checkpoint import CheckpointError
+    from medtrain.sweep import EvalData
+    from medtrain.sweep import sweep as run_sweep
+
+    register_user_errors(TaskError, CheckpointError)
+    with user_errors():
+        try:
+            steps = [int(x) for x in checkpoints.split(",") if x.strip()]
+        except ValueError:
+            raise ConfigError(f"--checkpoints {checkpoints!r} must be comma-separated step numbers") from None
+        summary = run_sweep(continual, sft_recipe, steps, hosts, out,
+                            EvalData(cmexam_data, mmlu_data, cmmlu_data, limit=limit, max_new_tokens=max_new_tokens),
+                            launcher=launcher, overrides=set_ or [])
+    typer.echo((out / "table3.md").read_text())
+    typer.echo(f"wrote {out / 'table3.md'} ({len(summary['rows'])} rows)")
+
+
+@app.command()
+def demo(workdir: Annotated[Path, typer.Option(help="Where the demo writes everything.")] = Path("demo_work"),
+         quick: Annotated[bool, typer.Option("--quick", help="Smallest setting (CI): fewer steps and questions.")]
+         = False) -> None:
+    """The whole pipeline at toy scale on CPU, on shipped data. Example: medtrain demo --workdir demo_work"""
+    from medtrain.demo import DemoError, run_demo
+
+    try:
+        run_demo(workdir, "quick" if quick else "full")
+    except DemoError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(code=1) from None
 
 
 def _module_entry() -> None:

@@ -63,8 +63,8 @@ NAMED: dict[str, LlamaShape] = {
     # ~1.1B (TinyLlama's shape), for throughput and MFU measurements on one GPU
     "llama-1b": LlamaShape(2048, 22, 32, 5632, num_key_value_heads=4, max_position_embeddings=2048),
     # CPU-sized; vocab comes from the run's tokenizer
-    "tiny": LlamaShape(64, 2, 4, 176, vocab_size=32000, max_position_embeddings=512),
-    "tiny-wide": LlamaShape(128, 4, 4, 344, vocab_size=32000, max_position_embeddings=1024),
+    "tiny": LlamaShape(64, 2, 4, 176, vocab_size=32000, max_position_embeddings=2048),
+    "tiny-wide": LlamaShape(128, 4, 4, 344, vocab_size=32000, max_position_embeddings=2048),
 }
 
 

@@ -75,3 +75,34 @@ def save_hf_config(cfg, out: Path, precision: str) -> None:
     cfg.use_cache = True
     cfg.dtype = DTYPES[precision]
     cfg.save_pretrained(str(out))
+
+
+def init_model_dir(name: str, tokenizer_dir: Path, out: Path, seed: int = 0) -> Path:
+    """A randomly initialised Llama of a named shape, saved as a Hugging Face directory with its tokenizer:
+    the "base model" of the demo and of tests (nothing can be downloaded here)."""
+    import json
+    import os
+    import shutil
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from data_prep.tokenizer import TOKENIZER_FILES, Encoder
+
+    info = Encoder(tokenizer_dir).info
+    shape = resolve_shape(name, vocab_size=info.vocab_size)
+    cfg = LlamaConfig(**shape.to_hf_config(), bos_token_id=info.bos_id, eos_token_id=info.eos_id,
+                      pad_token_id=info.pad_id)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg)
+    tmp = Path(out).with_name(f".{Path(out).name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    for f in TOKENIZER_FILES:
+        if (Path(tokenizer_dir) / f).is_file():
+            shutil.copy2(Path(tokenizer_dir) / f, tmp / f)
+    (tmp / "lineage.json").write_text(json.dumps({"base_model": f"{name} (random init, seed {seed})",
+                                                  "stage": "init", "step": 0, "base_lineage": None}, indent=2))
+    if Path(out).exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return Path(out)

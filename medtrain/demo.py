@@ -1,0 +1,95 @@
+"""`medtrain demo`: the whole paper pipeline at toy scale on CPU, on the samples the project ships, through the
+same commands a user types (each is printed before it runs).
+
+tokenizer -> tiny base Llama -> prep huatuo / cmexam -> launch continual (2 ranks, ZeRO-3, several checkpoints)
+-> sweep (per checkpoint: export, launch SFT, eval CMExam/MMLU/CMMLU; base and continual-only models too)
+-> report.md (Table 3) and the loss curve (Figure 1).
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import medtrain
+
+REPO = Path(medtrain.__file__).resolve().parent.parent
+SAMPLES = REPO / "data_prep" / "samples"
+
+SIZES = {
+    # continual: packed 128-token blocks of the Huatuo-style sample, 3 epochs, a checkpoint every 10 steps
+    "full": {"continual": ["epochs=3", "checkpoint_every=10", "seq_len=128"], "checkpoints": "0,10,20,30",
+             "sft": ["epochs=2", "seq_len=512"], "limit": None, "max_new_tokens": 96},
+    "quick": {"continual": ["max_steps=6", "checkpoint_every=3", "seq_len=64"], "checkpoints": "0,3,6",
+              "sft": ["max_steps=3", "seq_len=512"], "limit": 6, "max_new_tokens": 24},
+}
+
+
+class DemoError(RuntimeError):
+    """A demo step failed; the message names the command."""
+
+
+def medtrain_cmd(*args: str, cwd: Path) -> None:
+    print(f"\n$ medtrain {shlex.join(args)}", flush=True)
+    proc = subprocess.run([sys.executable, "-m", "medtrain", *args], cwd=cwd)
+    if proc.returncode != 0:
+        raise DemoError(f"`medtrain {shlex.join(args)}` exited with {proc.returncode}")
+
+
+def sets(items: list[str]) -> list[str]:
+    return [x for item in items for x in ("--set", item)]
+
+
+def run_demo(workdir: Path, size: str = "full") -> Path:
+    cfg = SIZES[size]
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    tok, base = workdir / "tokenizer", workdir / "base"
+    data_h, data_c = workdir / "data" / "huatuo", workdir / "data" / "cmexam_reasoning"
+    cont, sweep_dir, report = workdir / "runs" / "continual", workdir / "sweep", workdir / "report"
+    hosts = workdir / "hostfile"
+    hosts.write_text("localhost slots=2\n")
+
+    if (tok / "tokenizer.json").is_file():
+        print(f"reusing tokenizer {tok}")
+    else:
+        inputs = [SAMPLES / "huatuo_sample.jsonl", SAMPLES / "cmexam_train.csv", *sorted(SAMPLES.glob("*mmlu/*/*.csv"))]
+        medtrain_cmd("tokenizer", *[x for p in inputs for x in ("--input", str(p))], "--out", str(tok),
+                     "--vocab-size", "1500", cwd=workdir)
+    if (base / "config.json").is_file():
+        print(f"reusing base model {base}")
+    else:
+        medtrain_cmd("init-model", "--config", "tiny", "--tokenizer", str(tok), "--out", str(base), cwd=workdir)
+    for out, args in ((data_h, ["prep", "huatuo", "--input", str(SAMPLES / "huatuo_sample.jsonl")]),
+                      (data_c, ["prep", "cmexam", "--input", str(SAMPLES / "cmexam_train.csv"), "--mode",
+                                "with_reasoning"])):
+        if (out / "manifest.json").is_file():
+            print(f"reusing prepared data {out} (delete it to prepare again)")
+        else:
+            medtrain_cmd(*args, "--tokenizer", str(tok), "--out", str(out), "--seq-len", "512", cwd=workdir)
+
+    common = [f"tokenizer={tok}"]
+    if (cont / "export" / "config.json").is_file():
+        print(f"reusing continual run {cont}")
+    else:
+        medtrain_cmd("launch", "--hosts", str(hosts), "--launcher", "local", "--recipe",
+                     str(REPO / "recipes/tiny/continual.yaml"),
+                     *sets([*common, f"model={base}", f"data={data_h}", f"output_dir={cont}", "keep_checkpoints=0",
+                            *cfg["continual"]]),
+                     *(["--resume"] if (cont / "checkpoints").is_dir() else []), cwd=workdir)
+    limit = ["--limit", str(cfg["limit"])] if cfg["limit"] else []
+    medtrain_cmd("sweep", "--continual", str(cont), "--sft-recipe", str(REPO / "recipes/tiny/sft.yaml"),
+                 "--checkpoints", cfg["checkpoints"], "--hosts", str(hosts), "--launcher", "local",
+                 "--out", str(sweep_dir), "--cmexam-data", str(SAMPLES / "cmexam_test.csv"),
+                 "--mmlu-data", str(SAMPLES / "mmlu"), "--cmmlu-data", str(SAMPLES / "cmmlu"),
+                 "--max-new-tokens", str(cfg["max_new_tokens"]), *limit,
+                 *sets([*common, f"data={data_c}", *cfg["sft"]]), cwd=workdir)
+    medtrain_cmd("report", str(cont), str(sweep_dir), "--out", str(report), cwd=workdir)
+    minutes = (time.perf_counter() - start) / 60
+    print(f"\ndemo finished in {minutes:.1f} min\n  report: {report / 'report.md'}\n  loss curve: "
+          f"{report / 'loss_curve.png'}", flush=True)
+    return report / "report.md"

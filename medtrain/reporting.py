@@ -1,0 +1,54 @@
+"""`medtrain report`: one report.md from training runs (loss curves, Figure 1) and eval results or sweeps
+(tables in the shape of the paper's Tables 2 and 3)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from medtrain.report import plot_loss
+
+
+def find_results(path: Path) -> list[dict]:
+    out = []
+    for f in sorted(Path(path).rglob("results.json")):
+        r = json.loads(f.read_text())
+        r["label"] = str(f.parent)
+        out.append(r)
+    return out
+
+
+def build_report(paths: list[Path], out: Path) -> Path:
+    from eval.run import results_table
+    from medtrain.sweep import table3
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = [p for p in paths if (p / "metrics.jsonl").is_file()]
+    sweeps = [p for p in paths if (p / "sweep.json").is_file()]
+    results = [r for p in paths if p not in runs and p not in sweeps for r in find_results(p)]
+    if not (runs or sweeps or results):
+        raise FileNotFoundError(f"nothing to report in {', '.join(map(str, paths))}: pass training run directories "
+                                "(metrics.jsonl), sweep directories (sweep.json) or eval outputs (results.json)")
+    lines = ["# medtrain report", ""]
+    for s in sweeps:
+        summary = json.loads((s / "sweep.json").read_text())
+        lines += [f"## Continual pretraining checkpoints x SFT (Table 3) — {s}", "",
+                  f"continual run `{summary['continual']}`, SFT recipe `{summary['sft_recipe']}`", ""]
+        lines += [table3(summary["rows"]), ""]
+    if results:
+        lines += ["## Evaluations", "", results_table(results), ""]
+    if runs:
+        png = plot_loss(runs, out / "loss_curve.png", title="Training loss (Figure 1)")
+        lines += ["## Loss curve (Figure 1)", "", f"![loss curve]({png.name})", ""]
+        for run in runs:
+            last = (run / "metrics.jsonl").read_text().strip().splitlines()[-1]
+            rec = json.loads(last)
+            lines.append(f"- `{run}`: {rec['step']} steps, final loss {rec['loss']:.4f}, "
+                         f"{rec['tokens_per_s']:,.0f} tokens/s")
+        lines.append("")
+    tmp = out / f".report.md.tmp{os.getpid()}"
+    tmp.write_text("\n".join(lines), encoding="utf-8")
+    os.replace(tmp, out / "report.md")
+    return out / "report.md"

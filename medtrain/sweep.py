@@ -1,0 +1,140 @@
+"""`medtrain sweep`: the paper's Table 3 experiment. For each continual-pretraining checkpoint (0 = the base
+model) fine-tune with the SFT recipe, evaluate CMExam, MMLU and CMMLU, and write the table.
+
+Every cell lives in its own directory and is skipped when its results exist, so a sweep that died (or a
+cluster slot that ended) continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from medtrain.checkpoint import CheckpointError, tag_for
+
+
+@dataclass
+class EvalData:
+    cmexam: Path
+    mmlu: Path
+    cmmlu: Path
+    limit: int | None = None
+    max_new_tokens: int = 256
+    batch_size: int = 16
+
+
+def say(msg: str) -> None:
+    print(f"[sweep] {msg}", flush=True)
+
+
+def evaluate(model: Path, out: Path, data: EvalData) -> list[dict]:
+    """CMExam (generation), MMLU and CMMLU (5-shot) for one model; finished tasks are not redone."""
+    from eval.run import run_cmexam, run_mc
+
+    results = []
+    for task in ("cmexam", "mmlu", "cmmlu"):
+        cell = out / f"eval_{task}"
+        if (cell / "results.json").is_file():
+            say(f"{cell} done, reusing")
+            results.append(json.loads((cell / "results.json").read_text()))
+            continue
+        say(f"eval {task}: {model}")
+        if task == "cmexam":
+            results.append(run_cmexam(data.cmexam, cell, model_dir=model, limit=data.limit,
+                                      max_new_tokens=data.max_new_tokens, batch_size=data.batch_size))
+        else:
+            results.append(run_mc(task, model, getattr(data, task), cell, limit=data.limit,
+                                  batch_size=data.batch_size))
+    return results
+
+
+def continual_model(continual: Path, step: int, out: Path) -> Path:
+    """The HF directory of checkpoint `step` (0: the run's base model), exported once."""
+    from medtrain.export import export_checkpoint
+    from medtrain.recipe import load_recipe
+
+    if step == 0:
+        return Path(load_recipe(continual / "recipe.yaml").model)
+    target = out / "model"
+    if (target / "config.json").is_file():
+        return target
+    ckpt = continual / "checkpoints" / tag_for(step)
+    if not (ckpt / "COMPLETE").is_file():
+        raise CheckpointError(f"{ckpt}: no complete checkpoint for step {step}; the continual run keeps "
+                              f"{sorted(p.name for p in (continual / 'checkpoints').glob('step_*'))}")
+    say(f"export {ckpt} -> {target}")
+    return export_checkpoint(ckpt, target)
+
+
+def sweep(continual: Path, sft_recipe: Path, checkpoints: list[int], hosts: Path, out: Path, data: EvalData, *,
+          launcher: str = "local", overrides: list[str] | None = None, eval_continual: bool = True) -> dict:
+    from launch.run import prepare_launch, start
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for step in checkpoints:
+        cell = out / f"step_{step:06d}"
+        base = continual_model(continual, step, cell)
+        if eval_continual:
+            rows.append({"step": step, "sft": False, "model": str(base),
+                         "results": evaluate(base, cell / "base", data)})
+        sft_dir = cell / "sft"
+        if not (sft_dir / "export" / "config.json").is_file():
+            say(f"SFT from step {step}: {base}")
+            prepared = prepare_launch(sft_recipe, hosts, launcher, overrides=[
+                *(overrides or []), f"model={base}", f"output_dir={sft_dir}", f"continual_step={step}"],
+                env=[], resume=(sft_dir / "checkpoints").is_dir(), dry_run=False)
+            code = start(prepared)
+            if code != 0:
+                raise RuntimeError(f"SFT launch for step {step} exited with {code}; rerun the sweep to resume")
+        else:
+            say(f"{sft_dir} done, reusing")
+        rows.append({"step": step, "sft": True, "model": str(sft_dir / "export"),
+                     "results": evaluate(sft_dir / "export", cell / "sft_eval", data)})
+    table = table3(rows)
+    summary = {"continual": str(continual), "sft_recipe": str(sft_recipe), "checkpoints": checkpoints,
+               "rows": [{k: v for k, v in r.items() if k != "results"} | {"metrics": metrics_of(r)} for r in rows]}
+    (out / "table3.md").write_text(table, encoding="utf-8")
+    (out / "sweep.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    sys.stdout.flush()
+    return summary
+
+
+def metrics_of(row: dict) -> dict:
+    m = {}
+    for r in row["results"]:
+        if r["task"] == "cmexam":
+            m["CMExam Acc"], m["CMExam F1"] = r["metrics"]["acc"], r["metrics"]["weighted_f1"]
+        else:
+            m[f"{r['task'].upper()} Acc"] = r["metrics"]["acc"]
+    return m
+
+
+def lineage_label(model: str) -> str:
+    """A row name from the model's lineage: stage, step, and the short hash of the data it saw."""
+    path = Path(model) / "lineage.json"
+    if not path.is_file():
+        return Path(model).name
+    lin = json.loads(path.read_text())
+    parts = []
+    while lin:
+        data = lin.get("datasets") or []
+        tag = f"{lin.get('stage')}@{lin.get('step')}"
+        if data:
+            tag += f" [{data[0]['manifest_sha256'][:8]}]"
+        parts.append(tag)
+        lin = lin.get("base_lineage")
+    return " <- ".join(parts)
+
+
+def table3(rows: list[dict]) -> str:
+    cols = ["CMExam Acc", "CMExam F1", "MMLU Acc", "CMMLU Acc"]
+    lines = ["| continual steps | SFT | " + " | ".join(cols) + " | lineage |",
+             "|---:|:-:|" + "---:|" * len(cols) + "---|"]
+    for r in rows:
+        m = r.get("metrics") or metrics_of(r)
+        cells = " | ".join(f"{m[c]:.2f}" if c in m else "-" for c in cols)
+        lines.append(f"| {r['step']} | {'yes' if r['sft'] else 'no'} | {cells} | {lineage_label(r['model'])} |")
+    return "\n".join(lines) + "\n"
