@@ -1,0 +1,114 @@
+"""Eval speed: batched generation against a one-question-at-a-time generate loop (target >= 4x at batch 16),
+and the MMLU scorer against lm-evaluation-harness on the same model and files (target: faster, same accuracy).
+
+    python bench/eval.py [--questions 48] [--max-new-tokens 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import save  # noqa: E402
+
+SAMPLES = Path(__file__).resolve().parent.parent / "data_prep" / "samples"
+
+
+def tiny_model(root: Path) -> Path:
+    """A real Hugging Face Llama (random weights) with a tokenizer trained on the samples."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from data_prep.tokenizer import train_bpe_tokenizer
+
+    out = train_bpe_tokenizer([p.read_text() for p in SAMPLES.rglob("*.csv")], root / "model", vocab_size=1000)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=1000, hidden_size=128, intermediate_size=344, num_hidden_layers=4,
+                      num_attention_heads=4, max_position_embeddings=2048, bos_token_id=1, eos_token_id=2,
+                      pad_token_id=3)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    return out
+
+
+def bench_generation(model_dir: Path, n: int, max_new: int, batch: int) -> dict:
+    import torch
+
+    from data_prep.templates import get_template
+    from eval.data import read_cmexam
+    from eval.generate import generate
+    from eval.model import load_model
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    model, tok = load_model(model_dir)
+    tpl = get_template("cmexam_with_reasoning")
+    qs = (read_cmexam(SAMPLES / "cmexam_test.csv") * 4)[:n]
+    prompts = [tpl.prompt(q.question, q.options) for q in qs]
+    t = time.perf_counter()
+    one = [generate(model, tok, [p], batch_size=1, max_new_tokens=max_new, progress=False)[0] for p in prompts]
+    single_s = time.perf_counter() - t
+    t = time.perf_counter()
+    many = generate(model, tok, prompts, batch_size=batch, max_new_tokens=max_new, progress=False)
+    batched_s = time.perf_counter() - t
+    same = sum(a == b for a, b in zip(one, many, strict=True))
+    return {"questions": n, "max_new_tokens": max_new, "batch_size": batch,
+            "one_at_a_time_q_per_s": n / single_s, "batched_q_per_s": n / batched_s,
+            "speedup": single_s / batched_s, "identical_outputs": same}
+
+
+def bench_mmlu(model_dir: Path, root: Path) -> dict:
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    from eval.harness_tasks import write_harness_tasks
+    from eval.run import run_mc
+
+    t = time.perf_counter()
+    ours = run_mc("mmlu", model_dir, SAMPLES / "mmlu", root / "ours", scoring="harness", batch_size=8)
+    ours_s = time.perf_counter() - t
+    try:
+        import lm_eval
+        from lm_eval.tasks import TaskManager
+    except ImportError:
+        return {"medtrain_s": ours_s, "medtrain_acc": ours["metrics"]["acc"], "lm_eval": "not installed"}
+    names = write_harness_tasks("mmlu", SAMPLES / "mmlu", root / "tasks")
+    t = time.perf_counter()
+    res = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={model_dir},dtype=float32", tasks=names,
+                                  num_fewshot=5, task_manager=TaskManager(include_path=str(root / "tasks")),
+                                  batch_size=8, device="cpu")
+    ref_s = time.perf_counter() - t
+    n = sum(v["n"] for v in ours["metrics"]["by_subject"].values())
+    ref_correct = sum(res["results"][name]["acc,none"] * ours["metrics"]["by_subject"][
+        name.removeprefix("medtrain_mmlu_")]["n"] for name in names)
+    return {"questions": n, "medtrain_s": ours_s, "lm_eval_s": ref_s, "speedup": ref_s / ours_s,
+            "medtrain_acc": ours["metrics"]["acc_micro"], "lm_eval_acc": 100 * ref_correct / n}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--questions", type=int, default=48)
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=16)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        model = tiny_model(Path(tmp))
+        gen = bench_generation(model, args.questions, args.max_new_tokens, args.batch_size)
+        print(f"generation: batched {gen['batched_q_per_s']:.2f} q/s vs one-at-a-time "
+              f"{gen['one_at_a_time_q_per_s']:.2f} q/s = {gen['speedup']:.1f}x (target >= 4x at batch "
+              f"{args.batch_size}); identical outputs {gen['identical_outputs']}/{gen['questions']}")
+        mmlu = bench_mmlu(model, Path(tmp))
+        if "lm_eval_s" in mmlu:
+            print(f"MMLU 5-shot ({mmlu['questions']} q): medtrain {mmlu['medtrain_s']:.1f} s vs lm-eval "
+                  f"{mmlu['lm_eval_s']:.1f} s = {mmlu['speedup']:.1f}x; acc {mmlu['medtrain_acc']:.2f} vs "
+                  f"{mmlu['lm_eval_acc']:.2f}")
+    save("eval", {"generation": gen, "mmlu": mmlu})
+    print(json.dumps({"generation_speedup": gen["speedup"], "mmlu_speedup": mmlu.get("speedup")}))
+
+
+if __name__ == "__main__":
+    main()

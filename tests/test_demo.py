@@ -1,0 +1,74 @@
+"""The demo at its smallest setting, as CI runs it: every table cell a number in [0, 100], a valid PNG, exported
+models that load with transformers, and a second run that reuses what the first one made."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    work = tmp_path_factory.mktemp("demo")
+    proc = subprocess.run([sys.executable, "-m", "medtrain", "demo", "--workdir", str(work), "--quick"],
+                          capture_output=True, text=True, cwd=REPO, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return work, proc.stdout
+
+
+@pytest.mark.launch
+def test_demo_report_table_is_full_of_percentages(demo):
+    work, stdout = demo
+    report = (work / "report" / "report.md").read_text()
+    assert str(work / "report" / "report.md") in stdout
+    rows = [line for line in report.splitlines() if re.match(r"\| \d+ \| (yes|no) \|", line)]
+    assert len(rows) == 6  # checkpoints 0, 3, 6, each without and with SFT
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")][2:6]
+        values = [float(c) for c in cells]
+        assert all(0.0 <= v <= 100.0 for v in values), row
+    assert "![loss curve](loss_curve.png)" in report
+
+
+@pytest.mark.launch
+def test_demo_loss_curve_is_a_valid_png(demo):
+    from PIL import Image
+
+    work, _ = demo
+    with Image.open(work / "report" / "loss_curve.png") as im:
+        im.verify()
+        assert im.format == "PNG"
+
+
+@pytest.mark.launch
+def test_demo_exported_models_load_with_transformers_and_carry_lineage(demo):
+    import json
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    work, _ = demo
+    exports = sorted(work.glob("sweep/step_*/sft/export")) + [work / "runs" / "continual" / "export"]
+    assert len(exports) == 4
+    for export in exports:
+        AutoModelForCausalLM.from_pretrained(export, local_files_only=True)
+        AutoTokenizer.from_pretrained(export, local_files_only=True)
+        lineage = json.loads((export / "lineage.json").read_text())
+        assert lineage["versions"]["commit"] and lineage["datasets"][0]["manifest_sha256"]
+    sft = json.loads((work / "sweep" / "step_000003" / "sft" / "export" / "lineage.json").read_text())
+    assert sft["continual_checkpoint_step"] == 3 and sft["template"]["name"] == "cmexam_with_reasoning"
+    results = json.loads((work / "sweep" / "step_000003" / "sft_eval" / "eval_cmexam" / "results.json").read_text())
+    assert results["lineage"]["step"] == sft["step"] and results["extract"] == "hard"
+
+
+@pytest.mark.launch
+def test_second_demo_run_reuses_prepared_data_and_finished_cells(demo):
+    work, _ = demo
+    proc = subprocess.run([sys.executable, "-m", "medtrain", "demo", "--workdir", str(work), "--quick"],
+                          capture_output=True, text=True, cwd=REPO, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "reusing prepared data" in proc.stdout and "reusing continual run" in proc.stdout
+    assert "done, reusing" in proc.stdout and "SFT from step" not in proc.stdout
