@@ -443,7 +443,7 @@ def init_model(config: Annotated[str, typer.Option(help="Named shape (tiny, tiny
 def sweep(
     continual: Annotated[Path, typer.Option(help="Continual-pretraining run directory (with checkpoints/).")],
     sft_recipe: Annotated[Path, typer.Option(help="SFT recipe; model/output_dir are set per cell.")],
-    checkpoints: Annotated[str, typer.Option(help="Comma-separated steps; 0 = the base model.")],
+    checkpoints: Annotated[str, typer.Option(help="Comma-separated steps (0 = the base model), or 'all'.")],
     hosts: HostsOpt,
     out: Annotated[Path, typer.Option(help="Sweep directory (one subdirectory per cell).")],
     cmexam_data: Annotated[Path, typer.Option(help="CMExam test CSV.")],
@@ -467,10 +467,15 @@ def sweep(
 
     register_user_errors(TaskError, CheckpointError)
     with user_errors():
-        try:
-            steps = [int(x) for x in checkpoints.split(",") if x.strip()]
-        except ValueError:
-            raise ConfigError(f"--checkpoints {checkpoints!r} must be comma-separated step numbers") from None
+        if checkpoints == "all":
+            from medtrain.checkpoint import complete_checkpoints
+
+            steps = [0] + [int(p.name.removeprefix("step_")) for p in complete_checkpoints(continual / "checkpoints")]
+        else:
+            try:
+                steps = [int(x) for x in checkpoints.split(",") if x.strip()]
+            except ValueError:
+                raise ConfigError(f"--checkpoints {checkpoints!r} must be comma-separated step numbers") from None
         summary = run_sweep(continual, sft_recipe, steps, hosts, out,
                             EvalData(cmexam_data, mmlu_data, cmmlu_data, limit=limit, max_new_tokens=max_new_tokens),
                             launcher=launcher, overrides=set_ or [])

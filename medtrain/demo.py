@@ -20,8 +20,9 @@ REPO = Path(medtrain.__file__).resolve().parent.parent
 SAMPLES = REPO / "data_prep" / "samples"
 
 SIZES = {
-    # continual: packed 128-token blocks of the Huatuo-style sample, 3 epochs, a checkpoint every 10 steps
-    "full": {"continual": ["epochs=3", "checkpoint_every=10", "seq_len=128"], "checkpoints": "0,10,20,30",
+    # continual: 63 packed 128-token blocks of the Huatuo-style sample per epoch = 8 steps at batch 8;
+    # 8 epochs = 64 steps with a checkpoint every 16, the paper's four checkpoints (750..3000) in miniature
+    "full": {"continual": ["epochs=8", "checkpoint_every=16", "seq_len=128"], "checkpoints": "0,16,32,48,64",
              "sft": ["epochs=2", "seq_len=512"], "limit": None, "max_new_tokens": 96},
     "quick": {"continual": ["max_steps=6", "checkpoint_every=3", "seq_len=64"], "checkpoints": "0,3,6",
               "sft": ["max_steps=3", "seq_len=512"], "limit": 6, "max_new_tokens": 24},

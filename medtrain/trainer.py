@@ -32,6 +32,25 @@ class TrainingError(RuntimeError):
     """The run went wrong in a way more steps will not fix (exit code 1)."""
 
 
+class LossScaleWatch:
+    """fp16 on V100 is where Llama-2 runs go wrong (its weights were trained in bf16): a loss scale that sits at
+    its minimum while steps keep overflowing means the run is no longer learning. Stop instead of training on."""
+
+    def __init__(self, min_scale: float, patience: int):
+        self.min_scale, self.patience, self.streak = min_scale, patience, 0
+
+    def update(self, scale: float, skipped_total: int) -> None:
+        overflowed = skipped_total > getattr(self, "_last_skipped", 0)
+        self._last_skipped = skipped_total
+        self.streak = self.streak + 1 if scale <= self.min_scale and overflowed else 0
+        if self.streak >= self.patience:
+            raise TrainingError(
+                f"fp16 loss scale has sat at its minimum ({self.min_scale:g}) for {self.streak} steps with "
+                f"overflowing gradients ({skipped_total} steps skipped in all): the run is not learning. Llama-2 "
+                "was trained in bf16; use precision bf16 where the hardware has it, or fp32, or a lower lr"
+            )
+
+
 def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean next-token loss over labelled tokens; 0 (with a graph) when a micro-batch holds only ghosts."""
     shift_logits = logits[:, :-1].float().reshape(-1, logits.size(-1))
@@ -156,8 +175,7 @@ def train(recipe_path: Path, stage: str, ds_config_path: Path | None = None, res
         _say(ctx, f"checkpoint {ckpt_root / checkpoint.tag_for(step)}")
 
     logger = MetricsLogger(ctx.out, ctx.is_main)
-    min_scale = ds_config.get("fp16", {}).get("min_loss_scale", 1)
-    at_min = 0
+    watch = LossScaleWatch(ds_config.get("fp16", {}).get("min_loss_scale", 1), recipe.loss_scale_patience)
     t_start = time.perf_counter()
     window = {"tokens": 0, "samples": 0, "data": 0.0, "time": 0.0, "loss": 0.0, "n": 0}
     engine.train()
@@ -186,8 +204,6 @@ def train(recipe_path: Path, stage: str, ds_config_path: Path | None = None, res
         window["n"] += 1
         fp16 = recipe.precision == "fp16"
         scale = float(engine.optimizer.loss_scale) if fp16 else None
-        if fp16:
-            at_min = at_min + 1 if scale <= min_scale and engine.skipped_steps > 0 else 0
         done_steps = step + 1
         if done_steps % recipe.log_every == 0 or done_steps == total_steps:
             elapsed = time.perf_counter() - t_start
@@ -203,12 +219,8 @@ def train(recipe_path: Path, stage: str, ds_config_path: Path | None = None, res
                 record.update({"loss_scale": scale, "skipped_steps": int(engine.skipped_steps)})
             logger.log(record)
             window = {k: 0 if isinstance(v, int) else 0.0 for k, v in window.items()}
-        if fp16 and at_min >= recipe.loss_scale_patience:
-            raise TrainingError(
-                f"fp16 loss scale has sat at its minimum ({min_scale:g}) for {at_min} steps with overflowing "
-                f"gradients (skipped {engine.skipped_steps} steps in all): the run is not learning. Llama-2 was "
-                "trained in bf16; use precision bf16 where the hardware has it, or fp32, or lower lr"
-            )
+        if fp16:
+            watch.update(scale, int(engine.skipped_steps))  # raises TrainingError when the scale collapsed
         if recipe.checkpoint_every and done_steps % recipe.checkpoint_every == 0 and done_steps != total_steps:
             save(done_steps)
     logger.close()

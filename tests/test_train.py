@@ -13,7 +13,7 @@ from launch.plan import make_plan
 from medtrain.batches import IGNORE, StepPlan, collate
 from medtrain.metrics import read_metrics
 from medtrain.recipe import load_recipe
-from medtrain.trainer import token_loss, warmup_decay
+from medtrain.trainer import LossScaleWatch, TrainingError, token_loss, warmup_decay
 
 CONT_RECIPE = "recipes/tiny/continual.yaml"
 SFT_RECIPE = "recipes/tiny/sft.yaml"
@@ -82,6 +82,17 @@ def test_warmup_decay_never_trains_a_step_at_lr_zero():
         sched.step()
     assert lrs[0] == pytest.approx(2e-5 / 3) and lrs[2] == pytest.approx(2e-5) and min(lrs) > 0
     assert lrs == sorted(lrs[:3]) + sorted(lrs[3:], reverse=True)
+
+
+def test_collapsed_fp16_loss_scale_stops_the_run_after_patience_steps():
+    watch = LossScaleWatch(min_scale=1, patience=3)
+    watch.update(1024.0, 0)
+    watch.update(1.0, 1)  # at the floor and overflowing: 1
+    watch.update(2.0, 1)  # recovered: streak resets
+    for skipped in (2, 3):
+        watch.update(1.0, skipped)
+    with pytest.raises(TrainingError, match="loss scale has sat at its minimum \\(1\\) for 3 steps"):
+        watch.update(1.0, 4)
 
 
 # ----- continual on 2 ranks -----------------------------------------------------------------------------
