@@ -23,7 +23,7 @@ SIZES = {
     # continual: 63 packed 128-token blocks of the Huatuo-style sample per epoch = 8 steps at batch 8;
     # 8 epochs = 64 steps with a checkpoint every 16, the paper's four checkpoints (750..3000) in miniature
     "full": {"continual": ["epochs=8", "checkpoint_every=16", "seq_len=128"], "checkpoints": "0,16,32,48,64",
-             "sft": ["epochs=2", "seq_len=512"], "limit": None, "max_new_tokens": 96},
+             "sft": ["epochs=4", "seq_len=512"], "limit": None, "max_new_tokens": 96},
     "quick": {"continual": ["max_steps=6", "checkpoint_every=3", "seq_len=64"], "checkpoints": "0,3,6",
               "sft": ["max_steps=3", "seq_len=512"], "limit": 6, "max_new_tokens": 24},
 }
@@ -64,7 +64,7 @@ def run_demo(workdir: Path, size: str = "full") -> Path:
     if (base / "config.json").is_file():
         print(f"reusing base model {base}")
     else:
-        medtrain_cmd("init-model", "--config", "tiny", "--tokenizer", str(tok), "--out", str(base), cwd=workdir)
+        medtrain_cmd("init-model", "--config", "tiny-wide", "--tokenizer", str(tok), "--out", str(base), cwd=workdir)
     for out, args in ((data_h, ["prep", "huatuo", "--input", str(SAMPLES / "huatuo_sample.jsonl")]),
                       (data_c, ["prep", "cmexam", "--input", str(SAMPLES / "cmexam_train.csv"), "--mode",
                                 "with_reasoning"])):
