@@ -187,10 +187,13 @@ def test_incomplete_checkpoint_is_ignored_with_a_warning(continual_run, tmp_path
 def test_report_draws_the_loss_curve(continual_run, tmp_path):
     from PIL import Image
 
-    r = cli("report", str(continual_run), "--out", str(tmp_path / "loss.png"))
+    r = cli("report", str(continual_run), "--out", str(tmp_path / "report"))
     check(r)
-    with Image.open(tmp_path / "loss.png") as im:
+    with Image.open(tmp_path / "report" / "loss_curve.png") as im:
         assert im.format == "PNG" and im.size[0] > 300
+    assert "final loss" in (tmp_path / "report" / "report.md").read_text()
+    bad = cli("report", str(tmp_path / "nothing"), "--out", str(tmp_path / "r2"))
+    assert bad.returncode == 2 and "nothing to report" in bad.stderr
 
 
 # ----- SFT from the continual export ----------------------------------------------------------------------
