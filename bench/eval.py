@@ -22,19 +22,12 @@ SAMPLES = Path(__file__).resolve().parent.parent / "data_prep" / "samples"
 
 
 def tiny_model(root: Path) -> Path:
-    """A real Hugging Face Llama (random weights) with a tokenizer trained on the samples."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
+    """A real Hugging Face Llama (random weights, shape tiny-wide) with a tokenizer trained on the samples."""
     from data_prep.tokenizer import train_bpe_tokenizer
+    from medtrain.modeling import init_model_dir
 
-    out = train_bpe_tokenizer([p.read_text() for p in SAMPLES.rglob("*.csv")], root / "model", vocab_size=1000)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=1000, hidden_size=128, intermediate_size=344, num_hidden_layers=4,
-                      num_attention_heads=4, max_position_embeddings=2048, bos_token_id=1, eos_token_id=2,
-                      pad_token_id=3)
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    return out
+    tok = train_bpe_tokenizer([p.read_text() for p in SAMPLES.rglob("*.csv")], root / "tok", vocab_size=1000)
+    return init_model_dir("tiny-wide", tok, root / "model", seed=0)
 
 
 def bench_generation(model_dir: Path, n: int, max_new: int, batch: int) -> dict:

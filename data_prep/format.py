@@ -73,6 +73,16 @@ class DatasetWriter:
         if self.prompt_lens is not None:
             self.prompt_lens.append(int(prompt_len))
 
+    def add_many(self, flat: np.ndarray, lengths: np.ndarray, prompt_lens: np.ndarray | None = None) -> None:
+        """A chunk of documents in one write: flat ids and their lengths (and prompt lengths for SFT)."""
+        if flat.size and (flat.min() < 0 or flat.max() >= self.vocab_size):
+            raise DatasetError(f"token id out of range [0, {self.vocab_size}) while writing {self.out}")
+        self._tokens.write(flat.astype(self.dtype).tobytes())
+        ends = self.offsets[-1] + np.cumsum(lengths)
+        self.offsets.extend(int(x) for x in ends)
+        if self.prompt_lens is not None:
+            self.prompt_lens.extend(int(x) for x in prompt_lens)
+
     def abort(self) -> None:
         self._tokens.close()
         shutil.rmtree(self.tmp, ignore_errors=True)

@@ -21,10 +21,14 @@ from tqdm import tqdm
 
 from data_prep.format import DatasetError, DatasetWriter, sha256_file
 from data_prep.sources import (
+    JSON_RECORDS,
     ByteCounter,
     Doc,
     Example,
     Skip,
+    convert_line,
+    is_json_lines,
+    iter_raw_lines,
     read_huatuo,
     read_mcq_csv,
     read_medmcqa,
@@ -32,7 +36,7 @@ from data_prep.sources import (
     read_text,
 )
 from data_prep.templates import MODE_TEMPLATES, get_template
-from data_prep.tokenizer import Encoder, encode_documents
+from data_prep.tokenizer import Encoder, encode_chunk
 
 SOURCES = {"huatuo": "continual", "text": "continual", "cmexam": "sft", "medqa": "sft", "medmcqa": "sft"}
 PAPER_TARGET_TOKENS = 1_000_000_000
@@ -70,6 +74,32 @@ def _reader(source: str, path: Path, template, counter: ByteCounter) -> Iterator
     return read_medmcqa(path, template, counter)
 
 
+@dataclass
+class ChunkResult:
+    flat: np.ndarray
+    lengths: np.ndarray
+    prompt_lens: np.ndarray | None
+    skips: list[Skip]
+    records: int
+    without_explanation: int
+
+
+def process_chunk(encoder: Encoder, source: str, template, chunk: list, raw: bool) -> ChunkResult:
+    """Parse (raw JSON Lines) and encode one chunk of one file; runs in a worker process."""
+    items = [convert_line(source, template, where, b) for where, b in chunk] if raw else chunk
+    items = [i for i in items if i is not None]
+    skips = [i for i in items if isinstance(i, Skip)]
+    good = [i for i in items if not isinstance(i, Skip)]
+    sft = SOURCES[source] == "sft"
+    texts = [t for e in good for t in (e.prompt, e.response)] if sft else [d.text for d in good]
+    if not good:
+        empty = np.empty(0, dtype=np.int64)
+        return ChunkResult(empty, empty, empty if sft else None, skips, 0, 0)
+    flat, lengths, prompt_lens = encode_chunk(encoder, texts, sft)
+    without = sum(1 for e in good if not e.meta.get("has_explanation", True)) if sft else 0
+    return ChunkResult(flat, lengths, prompt_lens, skips, len(good), without)
+
+
 _WORKER_ENCODER: Encoder | None = None
 
 
@@ -78,8 +108,8 @@ def _init_worker(path: str, backend: str) -> None:
     _WORKER_ENCODER = Encoder(path, backend=backend)
 
 
-def _encode(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    return encode_documents(_WORKER_ENCODER, texts)
+def _work(source: str, template, chunk: list, raw: bool) -> ChunkResult:
+    return process_chunk(_WORKER_ENCODER, source, template, chunk, raw)
 
 
 def _chunks(items: Iterator, size: int) -> Iterator[list]:
@@ -91,7 +121,10 @@ def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: s
          seq_len: int = 4096, workers: int | None = None, overwrite: bool = False,
          target_tokens: int = PAPER_TARGET_TOKENS, chunk_size: int = 512,
          log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict:
-    """Prepare one dataset; returns its manifest. Raises DatasetError (nothing written) on unusable input."""
+    """Prepare one dataset; returns its manifest. Raises DatasetError (nothing written) on unusable input.
+
+    JSON Lines inputs travel to the workers as raw lines (parsing is spread over every core); CSV, JSON arrays
+    and plain text are parsed here and only their texts travel."""
     if source not in SOURCES:
         raise DatasetError(f"unknown source '{source}'; one of {', '.join(SOURCES)}")
     kind = SOURCES[source]
@@ -108,29 +141,27 @@ def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: s
         raise DatasetError(f"{out} already exists; pass --overwrite to replace it")
     workers = max(1, workers or os.cpu_count() or 1)
     encoder = Encoder(tokenizer)
-    info = encoder.info
     stats = PrepStats()
     counter = ByteCounter()
     total_bytes = sum(p.stat().st_size for p in inputs)
 
-    def records() -> Iterator[Doc | Example]:
+    def chunks() -> Iterator[tuple[str, list, bool]]:
         for path in inputs:
             stats.per_source[str(path)] = {"path": str(path), "sha256": sha256_file(path), "records": 0,
                                            "skipped": {}}
-            for item in _reader(source, path, template, counter):
-                if isinstance(item, Skip):
-                    stats.skip(item, str(path))
-                else:
-                    stats.records += 1
-                    stats.per_source[str(path)]["records"] += 1
-                    yield item
+            raw = source in JSON_RECORDS and is_json_lines(path)
+            items = iter_raw_lines(path, counter) if raw else _reader(source, path, template, counter)
+            for chunk in _chunks(items, chunk_size):
+                yield str(path), chunk, raw
 
-    chunks = _chunks(records(), chunk_size)
-    first = next(chunks, None)
-    if first is None:
-        _raise_empty(stats, inputs)
-    texts_of = _texts_for(kind)
-    encoder.agree_or_fall_back(texts_of(first)[:64])
+    stream = chunks()
+    first = next(stream, None)
+    if first is not None:  # SentencePiece is kept only if it agrees with the HF tokenizer on real texts
+        parsed = [convert_line(source, template, w, b) for w, b in first[1][:64]] if first[2] else first[1][:64]
+        good = [i for i in parsed if i is not None and not isinstance(i, Skip)]
+        texts = [t for e in good for t in (e.prompt, e.response)] if kind == "sft" else [d.text for d in good]
+        if texts:
+            encoder.agree_or_fall_back(texts)
     info = encoder.info
     writer = DatasetWriter(out, info.vocab_size, sft=kind == "sft")
     bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc=f"prep {source}", file=sys.stderr,
@@ -144,18 +175,19 @@ def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: s
 
         def drain(keep: int) -> None:
             while len(window) > keep:
-                chunk, result = window.popleft()
-                flat, lengths = result.get() if pool else result
-                _write_chunk(writer, chunk, flat, lengths, kind, info, seq_len, stats)
+                path, pending = window.popleft()
+                result: ChunkResult = pending.get() if pool else pending
+                _write_chunk(writer, result, path, seq_len, stats)
                 elapsed = max(bar.format_dict["elapsed"], 1e-9)
                 bar.n = counter.bytes
                 bar.set_postfix_str(f"{stats.records / elapsed:,.0f} rec/s, "
                                     f"{writer.num_tokens / elapsed / 1e6:.2f} M tok/s", refresh=False)
                 bar.update(0)
 
-        for chunk in itertools.chain([first], chunks):
-            texts = texts_of(chunk)
-            window.append((chunk, pool.apply_async(_encode, (texts,)) if pool else encode_documents(encoder, texts)))
+        for path, chunk, raw in itertools.chain([first] if first else [], stream):
+            pending = pool.apply_async(_work, (source, template, chunk, raw)) if pool else \
+                process_chunk(encoder, source, template, chunk, raw)
+            window.append((path, pending))
             drain(keep=2 * workers)
         drain(keep=0)
     except BaseException:
@@ -166,6 +198,9 @@ def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: s
             pool.terminate()
         bar.n = counter.bytes
         bar.close()
+    if writer.num_docs == 0:
+        writer.abort()
+        _raise_empty(stats, inputs)
     if stats.first_skips:
         log(f"skipped {sum(stats.skipped.values())} records: " + ", ".join(f"{k}={v}" for k, v in
                                                                          sorted(stats.skipped.items())))
@@ -177,37 +212,23 @@ def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: s
     return manifest
 
 
-def _texts_for(kind: str) -> Callable[[list], list[str]]:
-    if kind == "continual":
-        return lambda chunk: [d.text for d in chunk]
-    return lambda chunk: [t for e in chunk for t in (e.prompt, e.response)]
-
-
-def _write_chunk(writer: DatasetWriter, chunk: list, flat: np.ndarray, lengths: np.ndarray, kind: str, info,
-                 seq_len: int, stats: PrepStats) -> None:
-    bounds = np.concatenate([[0], np.cumsum(lengths)])
-    pieces = [flat[bounds[i]:bounds[i + 1]] for i in range(len(lengths))]
-    bos = [info.bos_id] if info.bos_id is not None else []
-    eos = [info.eos_id]
-    if kind == "continual":
-        for ids in pieces:
-            doc = np.concatenate([bos, ids, eos]).astype(np.int64)
-            if len(doc) > seq_len:
-                stats.truncated_docs += 1
-                stats.truncated_tokens += len(doc) - seq_len
-            writer.add(doc)
+def _write_chunk(writer: DatasetWriter, r: ChunkResult, path: str, seq_len: int, stats: PrepStats) -> None:
+    """Write one encoded chunk and count, vectorised, what a seq_len run would truncate."""
+    for skip in r.skips:
+        stats.skip(skip, path)
+    stats.records += r.records
+    stats.per_source[path]["records"] += r.records
+    if not r.records:
         return
-    for i, example in enumerate(chunk):
-        prompt = np.concatenate([bos, pieces[2 * i]]).astype(np.int64)
-        response = np.concatenate([pieces[2 * i + 1], eos]).astype(np.int64)
-        total = len(prompt) + len(response)
-        if len(prompt) >= seq_len:
-            stats.prompt_too_long += 1
-        elif total > seq_len:
-            stats.response_truncated += 1
-        if not example.meta.get("has_explanation", True):
-            stats.without_explanation += 1
-        writer.add(np.concatenate([prompt, response]), prompt_len=len(prompt))
+    writer.add_many(r.flat, r.lengths, r.prompt_lens)
+    stats.without_explanation += r.without_explanation
+    if r.prompt_lens is None:
+        over = r.lengths > seq_len
+        stats.truncated_docs += int(over.sum())
+        stats.truncated_tokens += int((r.lengths[over] - seq_len).sum())
+        return
+    stats.prompt_too_long += int((r.prompt_lens >= seq_len).sum())
+    stats.response_truncated += int(((r.prompt_lens < seq_len) & (r.lengths > seq_len)).sum())
 
 
 def _manifest(kind, source, info, template, seq_len, stats: PrepStats, writer: DatasetWriter, target) -> dict:

@@ -7,6 +7,7 @@ When both load, SentencePiece is used only if its ids agree with the Hugging Fac
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -150,9 +151,29 @@ def train_bpe_tokenizer(texts: list[str], out: Path, vocab_size: int = 2000) -> 
     return out
 
 
-def encode_documents(encoder: Encoder, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Encode and return (flat ids, lengths) so results cross process boundaries cheaply."""
+def encode_chunk(encoder: Encoder, texts: list[str], sft: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Finished documents for a chunk: (flat ids, lengths, prompt lengths or None), BOS/EOS included.
+
+    Continual: each text is a document, [BOS] text [EOS]. SFT: texts alternate prompt, response, and a document is
+    [BOS] prompt response [EOS] whose first len([BOS] prompt) tokens carry no loss. Flattening runs in C
+    (itertools.chain into numpy) and BOS/EOS are placed by index, so no token is touched twice in Python.
+    """
     ids = encoder.encode_batch(texts)
-    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-    flat = np.fromiter((t for x in ids for t in x), dtype=np.int64, count=int(lengths.sum()))
-    return flat, lengths
+    piece = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    body = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(piece.sum()))
+    content = piece[0::2] + piece[1::2] if sft else piece
+    bos, eos = encoder.info.bos_id, encoder.info.eos_id
+    extra = 1 + (bos is not None)
+    lengths = content + extra
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    flat = np.empty(int(ends[-1]) if len(ends) else 0, dtype=np.int32)
+    body_mask = np.ones(flat.size, dtype=bool)
+    if bos is not None:
+        flat[starts] = bos
+        body_mask[starts] = False
+    flat[ends - 1] = eos
+    body_mask[ends - 1] = False
+    flat[body_mask] = body
+    prompt_lens = piece[0::2] + (bos is not None) if sft else None
+    return flat, lengths, prompt_lens

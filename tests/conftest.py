@@ -32,17 +32,11 @@ def loopback_cluster(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def hf_model(tmp_path_factory) -> Path:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
+    """A real Hugging Face Llama directory (random weights, named shape "tiny") with a locally trained tokenizer."""
     from data_prep.tokenizer import train_bpe_tokenizer
+    from medtrain.modeling import init_model_dir
 
     root = tmp_path_factory.mktemp("hf")
-    texts = [p.read_text() for p in (REPO / 'data_prep' / 'samples').rglob("*.csv")]
-    tok_dir = train_bpe_tokenizer(texts, root / "model", vocab_size=600)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=600, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, max_position_embeddings=2048, bos_token_id=1, eos_token_id=2,
-                      pad_token_id=3)
-    LlamaForCausalLM(cfg).save_pretrained(tok_dir)
-    return tok_dir
+    texts = [p.read_text() for p in (REPO / "data_prep" / "samples").rglob("*.csv")]
+    tok = train_bpe_tokenizer(texts, root / "tok", vocab_size=600)
+    return init_model_dir("tiny", tok, root / "model", seed=0)
