@@ -32,8 +32,10 @@ def main() -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
+    import deepspeed
     from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
 
+    deepspeed.init_distributed()  # before TrainingArguments, so zero.Init sees the real world size
     args = json.loads(sys.argv[1])
     ds_config = json.loads(Path(args["ds_config"]).read_text())
     times: list[float] = []
@@ -45,7 +47,7 @@ def main() -> None:
     targs = TrainingArguments(
         output_dir=args["out"], per_device_train_batch_size=args["micro_batch"],
         gradient_accumulation_steps=args["accumulation"], max_steps=args["steps"], learning_rate=args["lr"],
-        optim="adafactor", warmup_ratio=0.03, gradient_checkpointing=True, logging_steps=10 ** 6,
+        optim="adafactor", gradient_checkpointing=True, logging_steps=10 ** 6,
         save_strategy="no", report_to=[], deepspeed=ds_config, dataloader_num_workers=0, seed=42,
         use_cpu=not torch.cuda.is_available(),
     )

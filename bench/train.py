@@ -26,7 +26,7 @@ def cli(*args: str) -> None:
 
 
 def steady_rate(ends: list[float], start: float, skip: int, tokens_per_step: int) -> float:
-    """Tokens/s over the steps after the first `skip` (start-up, first gathers and JIT excluded on both sides)."""
+    """Tokens/s over the steps after the first `skip` (start-up and first gathers excluded, as for medtrain)."""
     ends = [start, *ends]
     return tokens_per_step * (len(ends) - 1 - skip) / (ends[-1] - ends[skip])
 
@@ -36,7 +36,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--model", default="tiny-wide")
-    ap.add_argument("--skip", type=int, default=3)
+    ap.add_argument("--log-every", type=int, default=5, help="medtrain log cadence; the window starts at the "
+                    "first log step on both sides")
     args = ap.parse_args()
     samples = REPO / "data_prep" / "samples"
     with tempfile.TemporaryDirectory() as tmp:
@@ -49,25 +50,26 @@ def main() -> None:
         # the corpus is small: repeat it through epochs so both sides run the same number of full steps
         sets = [f"model={tmp / 'base'}", f"tokenizer={tmp / 'tok'}", f"data={tmp / 'data'}",
                 f"output_dir={tmp / 'ours'}", f"seq_len={args.seq_len}", f"max_steps={args.steps}", "epochs=100",
-                "checkpoint_every=0", "log_every=1", "global_batch=8", "micro_batch=2"]
+                "checkpoint_every=0", f"log_every={args.log_every}", "global_batch=8", "micro_batch=2"]
         cli("launch", "--hosts", str(REPO / "hostfiles/localhost"), "--launcher", "local",
             "--recipe", str(REPO / "recipes/tiny/continual.yaml"), *[x for s in sets for x in ("--set", s)])
         records = [json.loads(x) for x in (tmp / "ours" / "metrics.jsonl").read_text().splitlines()]
         tokens_per_step = 8 * args.seq_len
-        elapsed = [r["elapsed_s"] for r in records]  # wall clock at each step end, logging included
-        ours_rate = tokens_per_step * (len(elapsed) - args.skip) / (elapsed[-1] - elapsed[args.skip - 1])
+        # wall clock between the first and the last log record (logging included), the same window as HF's
+        first, last = records[0], records[-1]
+        ours_rate = tokens_per_step * (last["step"] - first["step"]) / (last["elapsed_s"] - first["elapsed_s"])
         data_wait = sum(r["data_wait_frac"] * tokens_per_step / r["tokens_per_s"] for r in records) / sum(
             tokens_per_step / r["tokens_per_s"] for r in records)
         hf_args = {"ds_config": str(tmp / "ours" / "ds_config.json"), "model": str(tmp / "base"),
                    "data": str(tmp / "data"), "seq_len": args.seq_len, "steps": args.steps, "micro_batch": 2,
                    "accumulation": 2, "lr": 3e-3, "out": str(tmp / "hf")}
         proc = subprocess.run([str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "2",
-                               str(REPO / "bench" / "hf_trainer_rank.py"), json.dumps(hf_args)],
+                               "--no_local_rank", str(REPO / "bench" / "hf_trainer_rank.py"), json.dumps(hf_args)],
                               cwd=REPO, capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit(f"HF Trainer run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         hf = json.loads((tmp / "hf" / "hf_times.json").read_text())
-        hf_rate = steady_rate(hf["step_ends"], hf["start"], args.skip, tokens_per_step)
+        hf_rate = steady_rate(hf["step_ends"], hf["start"], first["step"], tokens_per_step)
     result = {"model": args.model, "seq_len": args.seq_len, "steps": args.steps, "ranks": 2, "global_batch": 8,
               "medtrain_tokens_per_s": ours_rate, "hf_trainer_tokens_per_s": hf_rate,
               "ratio": ours_rate / hf_rate, "medtrain_data_wait_share": data_wait}

@@ -53,9 +53,10 @@ class LossScaleWatch:
 
 def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean next-token loss over labelled tokens; 0 (with a graph) when a micro-batch holds only ghosts."""
-    shift_logits = logits[:, :-1].float().reshape(-1, logits.size(-1))
-    shift_labels = labels[:, 1:].reshape(-1)
-    total = F.cross_entropy(shift_logits, shift_labels, ignore_index=IGNORE, reduction="sum")
+    # shift the labels, not the logits: slicing logits[:, :-1] would copy the largest tensor of the step
+    shift_labels = F.pad(labels[:, 1:], (0, 1), value=IGNORE).reshape(-1)
+    total = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), shift_labels, ignore_index=IGNORE,
+                            reduction="sum")
     return total / (shift_labels != IGNORE).sum().clamp(min=1)
 
 
@@ -187,12 +188,14 @@ def train(recipe_path: Path, stage: str, ds_config_path: Path | None = None, res
             td = time.perf_counter()
             batch = collate(samples, ids, pad_id)
             data_time += time.perf_counter() - td
-            logits = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            mask = batch["attention_mask"]
+            full = bool(mask.all())  # no padding: let SDPA take its causal fast path instead of a 4-D mask
+            logits = engine(input_ids=batch["input_ids"], attention_mask=None if full else mask).logits
             loss = token_loss(logits, batch["labels"])
             engine.backward(loss)
             engine.step()
             step_loss += loss.item()
-            tokens += int(batch["attention_mask"].sum())
+            tokens += int(mask.sum())
             real += int((ids >= 0).sum())
         window["time"] += time.perf_counter() - t0
         window["data"] += data_time
