@@ -103,6 +103,10 @@ class Encoder:
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         if self.sp is not None:
             return self.sp.encode(texts)
+        backend = getattr(self.hf, "backend_tokenizer", None)
+        if backend is not None and hasattr(backend, "encode_batch_fast"):
+            # the Rust tokenizer without offsets or attention masks: same ids as __call__, ~2x faster
+            return [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
         return self.hf(texts, add_special_tokens=False)["input_ids"]
 
     def decode(self, ids) -> str:
