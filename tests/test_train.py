@@ -162,6 +162,7 @@ def test_killed_run_resumes_with_identical_losses(continual_run, tiny, tmp_path)
     resumed = read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in resumed] == [r["step"] for r in reference]
     diffs = [abs(a["loss"] - b["loss"]) for a, b in zip(reference, resumed, strict=True)]
+    print(f"exact resume: max |loss difference| over {len(diffs)} steps = {max(diffs):.3g}")
     assert max(diffs) <= 1e-6, diffs
     assert [r["lr"] for r in resumed] == [r["lr"] for r in reference]
 
