@@ -6,6 +6,7 @@ and written back in input order, so two runs on the same inputs give byte-identi
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import multiprocessing as mp
 import os
@@ -25,10 +26,11 @@ from data_prep.sources import (
     ByteCounter,
     Doc,
     Example,
+    RawLines,
     Skip,
     convert_line,
     is_json_lines,
-    iter_raw_lines,
+    iter_raw_chunks,
     read_huatuo,
     read_mcq_csv,
     read_medmcqa,
@@ -86,7 +88,7 @@ class ChunkResult:
 
 def process_chunk(encoder: Encoder, source: str, template, chunk: list, raw: bool) -> ChunkResult:
     """Parse (raw JSON Lines) and encode one chunk of one file; runs in a worker process."""
-    items = [convert_line(source, template, where, b) for where, b in chunk] if raw else chunk
+    items = [convert_line(source, template, chunk.where(i), b) for i, b in enumerate(chunk.lines)] if raw else chunk
     items = [i for i in items if i is not None]
     skips = [i for i in items if isinstance(i, Skip)]
     good = [i for i in items if not isinstance(i, Skip)]
@@ -145,19 +147,25 @@ def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: s
     counter = ByteCounter()
     total_bytes = sum(p.stat().st_size for p in inputs)
 
-    def chunks() -> Iterator[tuple[str, list, bool]]:
+    def chunks() -> Iterator[tuple[str, list | RawLines, bool]]:
         for path in inputs:
-            stats.per_source[str(path)] = {"path": str(path), "sha256": sha256_file(path), "records": 0,
-                                           "skipped": {}}
-            raw = source in JSON_RECORDS and is_json_lines(path)
-            items = iter_raw_lines(path, counter) if raw else _reader(source, path, template, counter)
-            for chunk in _chunks(items, chunk_size):
-                yield str(path), chunk, raw
+            entry = stats.per_source[str(path)] = {"path": str(path), "sha256": None, "records": 0, "skipped": {}}
+            if source in JSON_RECORDS and is_json_lines(path):  # raw lines to the workers, hashed as read
+                digest = hashlib.sha256()
+                for raw_chunk in iter_raw_chunks(path, chunk_size, counter, digest):
+                    yield str(path), raw_chunk, True
+                entry["sha256"] = digest.hexdigest()
+            else:
+                entry["sha256"] = sha256_file(path)
+                for chunk in _chunks(_reader(source, path, template, counter), chunk_size):
+                    yield str(path), chunk, False
 
     stream = chunks()
     first = next(stream, None)
     if first is not None:  # SentencePiece is kept only if it agrees with the HF tokenizer on real texts
-        parsed = [convert_line(source, template, w, b) for w, b in first[1][:64]] if first[2] else first[1][:64]
+        head = first[1]
+        parsed = [convert_line(source, template, head.where(i), b) for i, b in enumerate(head.lines[:64])] \
+            if first[2] else head[:64]
         good = [i for i in parsed if i is not None and not isinstance(i, Skip)]
         texts = [t for e in good for t in (e.prompt, e.response)] if kind == "sft" else [d.text for d in good]
         if texts:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -338,13 +339,29 @@ def read_json_source(source: str, path: Path, template: Template | None,
         yield item if isinstance(item, Skip) else JSON_RECORDS[source](item[1], item[0], template)
 
 
-def iter_raw_lines(path: Path, counter: ByteCounter | None = None) -> Iterator[tuple[str, bytes]]:
-    """(file:line, raw bytes) of a JSON Lines file: what the main process hands to the workers."""
+@dataclass
+class RawLines:
+    """A chunk of a JSON Lines file as bytes, for the workers to parse: file, first line number, lines."""
+    path: str
+    first: int
+    lines: list[bytes]
+
+    def where(self, i: int) -> str:
+        return f"{self.path}:{self.first + i}"
+
+
+def iter_raw_chunks(path: Path, size: int, counter: ByteCounter | None = None,
+                    digest=None) -> Iterator[RawLines]:
+    """Chunks of raw lines read in C (islice over the file); the file's hash is updated as it is read."""
+    first = 1
     with _open_binary(path) as f:
-        for lineno, raw in enumerate(f, start=1):
+        while lines := list(itertools.islice(f, size)):
+            if digest is not None:
+                digest.update(b"".join(lines))
             if counter:
-                counter.bytes += len(raw)
-            yield f"{path}:{lineno}", raw
+                counter.bytes += sum(map(len, lines))
+            yield RawLines(str(path), first, lines)
+            first += len(lines)
 
 
 def read_medqa(path: Path, template: Template, counter: ByteCounter | None = None) -> Iterator[Example | Skip]:
