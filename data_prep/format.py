@@ -77,7 +77,7 @@ class DatasetWriter:
         """A chunk of documents in one write: flat ids and their lengths (and prompt lengths for SFT)."""
         if flat.size and (flat.min() < 0 or flat.max() >= self.vocab_size):
             raise DatasetError(f"token id out of range [0, {self.vocab_size}) while writing {self.out}")
-        self._tokens.write(flat.astype(self.dtype).tobytes())
+        self._tokens.write(flat.astype(self.dtype, copy=False).data)
         ends = self.offsets[-1] + np.cumsum(lengths)
         self.offsets.extend(int(x) for x in ends)
         if self.prompt_lens is not None:

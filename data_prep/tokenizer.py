@@ -171,7 +171,9 @@ def encode_chunk(encoder: Encoder, texts: list[str], sft: bool) -> tuple[np.ndar
     lengths = content + extra
     ends = np.cumsum(lengths)
     starts = ends - lengths
-    flat = np.empty(int(ends[-1]) if len(ends) else 0, dtype=np.int32)
+    # the on-disk dtype already: half the bytes through the pipe back to the writer when the vocabulary fits
+    flat = np.empty(int(ends[-1]) if len(ends) else 0, dtype=np.uint16 if encoder.info.vocab_size <= 2**16
+                    else np.int32)
     body_mask = np.ones(flat.size, dtype=bool)
     if bos is not None:
         flat[starts] = bos
