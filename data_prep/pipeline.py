@@ -24,10 +24,12 @@ from data_prep.format import DatasetError, DatasetWriter, sha256_file
 from data_prep.sources import (
     JSON_RECORDS,
     ByteCounter,
+    ByteRange,
     Doc,
     Example,
     RawLines,
     Skip,
+    byte_ranges,
     convert_line,
     is_json_lines,
     iter_raw_chunks,
@@ -84,11 +86,27 @@ class ChunkResult:
     skips: list[Skip]
     records: int
     without_explanation: int
+    lines: int = 0
+    """Lines read from a ByteRange (the writer keeps the running line number)."""
 
 
-def process_chunk(encoder: Encoder, source: str, template, chunk: list, raw: bool) -> ChunkResult:
-    """Parse (raw JSON Lines) and encode one chunk of one file; runs in a worker process."""
-    items = [convert_line(source, template, chunk.where(i), b) for i, b in enumerate(chunk.lines)] if raw else chunk
+def process_chunk(encoder: Encoder, source: str, template, chunk, mode: str) -> ChunkResult:
+    """Parse and encode one chunk of one file; runs in a worker process.
+
+    mode "range": a ByteRange the worker reads itself; "lines": raw JSON lines (compressed files); "parsed": items
+    the main process already read (CSV, JSON arrays, plain text)."""
+    lines = 0
+    if mode == "range":
+        raw = chunk.read_lines()
+        lines = len(raw)
+        items = [convert_line(source, template, "", b) for b in raw]
+        for k, item in enumerate(items):
+            if isinstance(item, Skip):
+                item.line = k + 1
+    elif mode == "lines":
+        items = [convert_line(source, template, chunk.where(i), b) for i, b in enumerate(chunk.lines)]
+    else:
+        items = chunk
     items = [i for i in items if i is not None]
     skips = [i for i in items if isinstance(i, Skip)]
     good = [i for i in items if not isinstance(i, Skip)]
@@ -96,10 +114,10 @@ def process_chunk(encoder: Encoder, source: str, template, chunk: list, raw: boo
     texts = [t for e in good for t in (e.prompt, e.response)] if sft else [d.text for d in good]
     if not good:
         empty = np.empty(0, dtype=np.int64)
-        return ChunkResult(empty, empty, empty if sft else None, skips, 0, 0)
+        return ChunkResult(empty, empty, empty if sft else None, skips, 0, 0, lines)
     flat, lengths, prompt_lens = encode_chunk(encoder, texts, sft)
     without = sum(1 for e in good if not e.meta.get("has_explanation", True)) if sft else 0
-    return ChunkResult(flat, lengths, prompt_lens, skips, len(good), without)
+    return ChunkResult(flat, lengths, prompt_lens, skips, len(good), without, lines)
 
 
 _WORKER_ENCODER: Encoder | None = None
@@ -110,8 +128,8 @@ def _init_worker(path: str, backend: str) -> None:
     _WORKER_ENCODER = Encoder(path, backend=backend)
 
 
-def _work(source: str, template, chunk: list, raw: bool) -> ChunkResult:
-    return process_chunk(_WORKER_ENCODER, source, template, chunk, raw)
+def _work(source: str, template, chunk, mode: str) -> ChunkResult:
+    return process_chunk(_WORKER_ENCODER, source, template, chunk, mode)
 
 
 def _chunks(items: Iterator, size: int) -> Iterator[list]:
@@ -121,7 +139,7 @@ def _chunks(items: Iterator, size: int) -> Iterator[list]:
 
 def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: str | None = None,
          seq_len: int = 4096, workers: int | None = None, overwrite: bool = False,
-         target_tokens: int = PAPER_TARGET_TOKENS, chunk_size: int = 512,
+         target_tokens: int = PAPER_TARGET_TOKENS, chunk_size: int = 512, chunk_bytes: int = 1 << 20,
          log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict:
     """Prepare one dataset; returns its manifest. Raises DatasetError (nothing written) on unusable input.
 
@@ -147,25 +165,31 @@ def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: s
     counter = ByteCounter()
     total_bytes = sum(p.stat().st_size for p in inputs)
 
-    def chunks() -> Iterator[tuple[str, list | RawLines, bool]]:
+    def chunks() -> Iterator[tuple[str, list | RawLines | ByteRange, str]]:
         for path in inputs:
             entry = stats.per_source[str(path)] = {"path": str(path), "sha256": None, "records": 0, "skipped": {}}
-            if source in JSON_RECORDS and is_json_lines(path):  # raw lines to the workers, hashed as read
+            line_base[str(path)] = 0
+            if source in JSON_RECORDS and is_json_lines(path) and path.suffix != ".gz":
+                entry["sha256"] = sha256_file(path)  # workers read their own byte ranges of the file
+                for rng in byte_ranges(path, chunk_bytes):
+                    yield str(path), rng, "range"
+            elif source in JSON_RECORDS and is_json_lines(path):  # compressed: raw lines, hashed as read
                 digest = hashlib.sha256()
                 for raw_chunk in iter_raw_chunks(path, chunk_size, counter, digest):
-                    yield str(path), raw_chunk, True
+                    yield str(path), raw_chunk, "lines"
                 entry["sha256"] = digest.hexdigest()
             else:
                 entry["sha256"] = sha256_file(path)
                 for chunk in _chunks(_reader(source, path, template, counter), chunk_size):
-                    yield str(path), chunk, False
+                    yield str(path), chunk, "parsed"
 
+    line_base: dict[str, int] = {}
     stream = chunks()
     first = next(stream, None)
     if first is not None:  # SentencePiece is kept only if it agrees with the HF tokenizer on real texts
-        head = first[1]
-        parsed = [convert_line(source, template, head.where(i), b) for i, b in enumerate(head.lines[:64])] \
-            if first[2] else head[:64]
+        head, mode = first[1], first[2]
+        sample = head.read_lines()[:64] if mode == "range" else head.lines[:64] if mode == "lines" else None
+        parsed = [convert_line(source, template, "", b) for b in sample] if sample is not None else head[:64]
         good = [i for i in parsed if i is not None and not isinstance(i, Skip)]
         texts = [t for e in good for t in (e.prompt, e.response)] if kind == "sft" else [d.text for d in good]
         if texts:
@@ -183,8 +207,13 @@ def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: s
 
         def drain(keep: int) -> None:
             while len(window) > keep:
-                path, pending = window.popleft()
+                path, pending, size = window.popleft()
                 result: ChunkResult = pending.get() if pool else pending
+                for skip in result.skips:
+                    if skip.line:
+                        skip.where = f"{path}:{line_base[path] + skip.line}"
+                line_base[path] += result.lines
+                counter.bytes += size
                 _write_chunk(writer, result, path, seq_len, stats)
                 elapsed = max(bar.format_dict["elapsed"], 1e-9)
                 bar.n = counter.bytes
@@ -192,10 +221,10 @@ def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: s
                                     f"{writer.num_tokens / elapsed / 1e6:.2f} M tok/s", refresh=False)
                 bar.update(0)
 
-        for path, chunk, raw in itertools.chain([first] if first else [], stream):
-            pending = pool.apply_async(_work, (source, template, chunk, raw)) if pool else \
-                process_chunk(encoder, source, template, chunk, raw)
-            window.append((path, pending))
+        for path, chunk, mode in itertools.chain([first] if first else [], stream):
+            pending = pool.apply_async(_work, (source, template, chunk, mode)) if pool else \
+                process_chunk(encoder, source, template, chunk, mode)
+            window.append((path, pending, chunk.end - chunk.start if mode == "range" else 0))
             drain(keep=2 * workers)
         drain(keep=0)
     except BaseException:

@@ -42,6 +42,8 @@ class Skip:
     reason: str
     where: str
     detail: str = ""
+    line: int = 0
+    """Line within a ByteRange, when the worker cannot know the file's line number (the writer fixes `where`)."""
 
 
 class ByteCounter:
@@ -348,6 +350,36 @@ class RawLines:
 
     def where(self, i: int) -> str:
         return f"{self.path}:{self.first + i}"
+
+
+@dataclass
+class ByteRange:
+    """A piece of an uncompressed JSON Lines file, cut at line boundaries, that a worker reads for itself: only
+    three values cross the pipe, and the writer, which sees ranges in order, turns local lines into file:line."""
+    path: str
+    start: int
+    end: int
+
+    def read_lines(self) -> list[bytes]:
+        with open(self.path, "rb") as f:
+            f.seek(self.start)
+            data = f.read(self.end - self.start)
+        lines = data.split(b"\n")
+        if lines and not lines[-1]:
+            lines.pop()
+        return lines
+
+
+def byte_ranges(path: Path, target: int) -> Iterator[ByteRange]:
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        start = 0
+        while start < size:
+            f.seek(min(start + target, size))
+            f.readline()  # on to the start of the next line
+            end = min(f.tell(), size)
+            yield ByteRange(str(path), start, end)
+            start = end
 
 
 def iter_raw_chunks(path: Path, size: int, counter: ByteCounter | None = None,

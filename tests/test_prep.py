@@ -245,3 +245,26 @@ def test_real_cnmleqa_through_the_medmcqa_reader(tmp_path, bpe_tok):
     m = _quiet("medmcqa", [f], bpe_tok, tmp_path / "c", mode="answer_only", seq_len=4096)
     assert m["stats"]["records"] + sum(m["stats"]["skipped"].values()) == 2949
     assert m["stats"]["records"] > 2900
+
+
+def test_byte_ranges_keep_line_numbers_and_bytes_whatever_the_cut(tmp_path, bpe_tok):
+    """Workers read their own byte ranges of a JSON Lines file; skips still name the right file:line and the
+    dataset is the same bytes however the file is cut."""
+    lines = []
+    for i in range(1, 201):
+        if i % 37 == 0:
+            lines.append("{broken")
+        elif i % 53 == 0:
+            lines.append("")
+        else:
+            lines.append(json.dumps({"questions": [f"问题{i}"], "answers": [f"回答{i}" * (i % 5 + 1)]},
+                                    ensure_ascii=False))
+    f = tmp_path / "h.jsonl"
+    f.write_text("\r\n".join(lines))  # CRLF and no newline at the end
+    logs_small, logs_big = [], []
+    _quiet("huatuo", [f], bpe_tok, tmp_path / "small", chunk_bytes=100, log=logs_small.append)
+    m = _quiet("huatuo", [f], bpe_tok, tmp_path / "big", log=logs_big.append)
+    assert _digest(tmp_path / "small") == _digest(tmp_path / "big")
+    assert m["stats"]["skipped"] == {"malformed_json": 5} and m["num_docs"] == 200 - 5 - 3
+    assert [line.strip().split(" (")[0] for line in logs_small[1:]] == [f"{f}:{n}: malformed_json"
+                                                                        for n in (37, 74, 111, 148, 185)]
