@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from collections import defaultdict
 from importlib import metadata
 from pathlib import Path
+
+from tqdm import tqdm
 
 from data_prep.templates import TEMPLATES, get_template
 from eval.choice import LETTERS, harness_pair, score_harness, score_original
@@ -181,7 +184,9 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
     style = task[scoring]
     start = time.perf_counter()
     preds, truncated = [], 0
-    for subject in chosen:
+    bar = tqdm(chosen, unit="subject", desc=f"{task_name} {shots}-shot", file=sys.stderr,
+               mininterval=0.5 if sys.stderr.isatty() else 10.0)
+    for subject in bar:
         dev = read_mc_subject(task, data, subject, "dev")[:shots]
         test = read_mc_subject(task, data, subject, "test")[:limit] if limit else \
             read_mc_subject(task, data, subject, "test")
@@ -204,6 +209,8 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
             choice = LETTERS[max(range(4), key=lambda k: s[k])]
             preds.append({"id": q.id, "subject": subject, "prompt": p, "scores": s, "extracted": choice,
                           "rule": scoring, "gold": q.answer, "correct": choice == q.answer})
+        bar.set_postfix_str(f"{len(preds) / (time.perf_counter() - start):.1f} q/s", refresh=False)
+    bar.close()
     by_subject = {}
     for subject in chosen:
         rows = [p for p in preds if p["subject"] == subject]
