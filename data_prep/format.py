@@ -83,6 +83,26 @@ class DatasetWriter:
         if self.prompt_lens is not None:
             self.prompt_lens.extend(int(x) for x in prompt_lens)
 
+    def add_shard(self, shard: Path, lengths: np.ndarray, prompt_lens: np.ndarray | None = None) -> None:
+        """A chunk a worker already wrote to disk in the on-disk dtype: appended by the kernel (copy_file_range),
+        so token bytes never pass through this process."""
+        size = os.path.getsize(shard)
+        if size != int(lengths.sum()) * self.dtype.itemsize:
+            raise DatasetError(f"{shard}: {size} bytes for {int(lengths.sum())} tokens; re-run prep")
+        self._tokens.flush()
+        with open(shard, "rb") as src:
+            copied = 0
+            while copied < size:
+                n = os.copy_file_range(src.fileno(), self._tokens.fileno(), size - copied)
+                if n == 0:
+                    break
+                copied += n
+        if copied != size:
+            raise DatasetError(f"{shard}: copied {copied} of {size} bytes into {self.tmp}; check free disk space")
+        self._tokens.seek(0, os.SEEK_END)
+        os.remove(shard)
+        self.add_many(np.empty(0, dtype=self.dtype), lengths, prompt_lens)
+
     def abort(self) -> None:
         self._tokens.close()
         shutil.rmtree(self.tmp, ignore_errors=True)

@@ -88,9 +88,11 @@ class ChunkResult:
     without_explanation: int
     lines: int = 0
     """Lines read from a ByteRange (the writer keeps the running line number)."""
+    shard: str | None = None
+    """Where the worker wrote `flat` instead of returning it (the writer appends it with copy_file_range)."""
 
 
-def process_chunk(encoder: Encoder, source: str, template, chunk, mode: str) -> ChunkResult:
+def process_chunk(encoder: Encoder, source: str, template, chunk, mode: str, shard: str | None = None) -> ChunkResult:
     """Parse and encode one chunk of one file; runs in a worker process.
 
     mode "range": a ByteRange the worker reads itself; "lines": raw JSON lines (compressed files); "parsed": items
@@ -117,6 +119,12 @@ def process_chunk(encoder: Encoder, source: str, template, chunk, mode: str) -> 
         return ChunkResult(empty, empty, empty if sft else None, skips, 0, 0, lines)
     flat, lengths, prompt_lens = encode_chunk(encoder, texts, sft)
     without = sum(1 for e in good if not e.meta.get("has_explanation", True)) if sft else 0
+    if shard is not None and flat.dtype == np.uint16:  # the on-disk dtype: skip the pipe, write it here
+        if flat.size and int(flat.max()) >= encoder.info.vocab_size:
+            raise DatasetError(f"token id out of range [0, {encoder.info.vocab_size}) in {chunk}")
+        flat.tofile(shard)
+        return ChunkResult(np.empty(0, dtype=flat.dtype), lengths, prompt_lens, skips, len(good), without, lines,
+                           shard)
     return ChunkResult(flat, lengths, prompt_lens, skips, len(good), without, lines)
 
 
@@ -128,8 +136,8 @@ def _init_worker(path: str, backend: str) -> None:
     _WORKER_ENCODER = Encoder(path, backend=backend)
 
 
-def _work(source: str, template, chunk, mode: str) -> ChunkResult:
-    return process_chunk(_WORKER_ENCODER, source, template, chunk, mode)
+def _work(source: str, template, chunk, mode: str, shard: str | None) -> ChunkResult:
+    return process_chunk(_WORKER_ENCODER, source, template, chunk, mode, shard)
 
 
 def _chunks(items: Iterator, size: int) -> Iterator[list]:
@@ -221,8 +229,9 @@ def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: s
                                     f"{writer.num_tokens / elapsed / 1e6:.2f} M tok/s", refresh=False)
                 bar.update(0)
 
-        for path, chunk, mode in itertools.chain([first] if first else [], stream):
-            pending = pool.apply_async(_work, (source, template, chunk, mode)) if pool else \
+        for seq, (path, chunk, mode) in enumerate(itertools.chain([first] if first else [], stream)):
+            shard = str(writer.tmp / f"shard-{seq:09d}.bin")
+            pending = pool.apply_async(_work, (source, template, chunk, mode, shard)) if pool else \
                 process_chunk(encoder, source, template, chunk, mode)
             window.append((path, pending, chunk.end - chunk.start if mode == "range" else 0))
             drain(keep=2 * workers)
@@ -257,7 +266,10 @@ def _write_chunk(writer: DatasetWriter, r: ChunkResult, path: str, seq_len: int,
     stats.per_source[path]["records"] += r.records
     if not r.records:
         return
-    writer.add_many(r.flat, r.lengths, r.prompt_lens)
+    if r.shard:
+        writer.add_shard(Path(r.shard), r.lengths, r.prompt_lens)
+    else:
+        writer.add_many(r.flat, r.lengths, r.prompt_lens)
     stats.without_explanation += r.without_explanation
     if r.prompt_lens is None:
         over = r.lengths > seq_len
