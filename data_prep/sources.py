@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 
 from data_prep.format import DatasetError
-from data_prep.templates import Template, render_huatuo
+from data_prep.templates import OptionError, Template, canonical_answer, parse_options, render_huatuo
 
 csv.field_size_limit(1 << 30)
 
@@ -207,20 +207,11 @@ def is_json_lines(path: Path) -> bool:
     return path.name.removesuffix(".gz").endswith(".jsonl")
 
 
-_OPTION = re.compile(r"^\s*([A-Z])(?:[\s.．、:：)）]+|$)(.*)$")
-
-
-def parse_options(cell: str) -> dict[str, str] | None:
-    """CMExam's Options cell: one "A 内容" line per option; None if a line has no letter."""
-    options: dict[str, str] = {}
-    for line in cell.splitlines():
-        if not line.strip():
-            continue
-        m = _OPTION.match(line)
-        if not m or m.group(1) in options:
-            return None
-        options[m.group(1)] = m.group(2).strip()
-    return options or None
+def _options_or_none(cell: str) -> dict[str, str] | None:
+    try:
+        return parse_options(cell) or None
+    except OptionError:
+        return None
 
 
 CMEXAM_REQUIRED = ("Question", "Options", "Answer")
@@ -267,7 +258,7 @@ def read_mcq_csv(path: Path, template: Template, counter: ByteCounter | None = N
             yield Skip("non_utf8", where)
             continue
         cell = {h: (row[i] if i < len(row) else "") for h, i in col.items()}
-        yield mcq_example(cell["Question"], parse_options(cell["Options"]), cell["Answer"],
+        yield mcq_example(cell["Question"], _options_or_none(cell["Options"]), cell["Answer"],
                           cell.get("Explanation", ""), template, where,
                           {k: cell[k] for k in CMEXAM_META if k in cell})
 
@@ -283,7 +274,7 @@ def mcq_example(question: str, options: dict[str, str] | None, answer: str, expl
         return Skip("no_answer", where)
     if not re.fullmatch(r"[A-Z]+", answer) or any(ch not in options for ch in answer):
         return Skip("answer_not_in_options", where, f"answer {answer!r}, options {''.join(options)}")
-    letters = "".join(k for k in options if k in answer)  # canonical: option order, no repeats
+    letters = canonical_answer(answer, options)
     meta = dict(meta or {})
     meta["has_explanation"] = bool(explanation and explanation.strip())
     return Example(template.prompt(question.strip(), options), template.response(letters, explanation or ""),

@@ -9,6 +9,7 @@ then "答：" and the answers joined by newlines.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 ALPACA_HEADER = (
@@ -18,6 +19,34 @@ ALPACA_HEADER = (
 MCQ_INSTRUCTION = "请回答下面的医学选择题，给出正确答案的选项字母。"
 ANSWER_PREFIX = "答案: "
 EXPLANATION_PREFIX = "解释: "
+
+
+_OPTION = re.compile(r"^\s*([A-Z])(?:[\s.．、:：)）]+|$)(.*)$")
+
+
+class OptionError(ValueError):
+    """An options cell that cannot be read; the message names the line."""
+
+
+def parse_options(cell: str) -> dict[str, str]:
+    """CMExam's Options cell, one "A 内容" line per option. Prep and eval read options with this one parser."""
+    options: dict[str, str] = {}
+    for line in cell.splitlines():
+        if not line.strip():
+            continue
+        m = _OPTION.match(line)
+        if not m:
+            raise OptionError(f"option line {line.strip()!r} has no letter; options are lines like 'A 内容'")
+        if m.group(1) in options:
+            raise OptionError(f"option letter {m.group(1)} appears twice")
+        options[m.group(1)] = m.group(2).strip()
+    return options
+
+
+def canonical_answer(letters: str, options: dict[str, str]) -> str:
+    """An answer as a set of letters in option order: "BA", "A,B" and "AB" are the same answer."""
+    seen = set(letters.upper())
+    return "".join(k for k in options if k in seen)
 
 
 @dataclass(frozen=True)

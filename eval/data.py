@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from data_prep.templates import OptionError, canonical_answer
+from data_prep.templates import parse_options as parse_cell
 from eval.task import TaskError, TaskSpec
-
-_OPTION = re.compile(r"^\s*([A-Z])(?:[\s.．、:：)）]+|$)(.*)$")
 
 
 @dataclass
@@ -27,23 +26,11 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def canonical(letters: str, options: dict[str, str] | None = None) -> str:
-    """Letters as a set, in option order: "BA" and "AB" are the same answer."""
-    seen = {c for c in letters.upper() if c.isalpha()}
-    order = list(options) if options else sorted(seen)
-    return "".join(k for k in order if k in seen)
-
-
 def parse_options(cell: str, where: str) -> dict[str, str]:
-    options: dict[str, str] = {}
-    for line in cell.splitlines():
-        if not line.strip():
-            continue
-        m = _OPTION.match(line)
-        if not m:
-            raise TaskError(f"{where}: option line {line.strip()!r} has no letter; options are lines like 'A 内容'")
-        options[m.group(1)] = m.group(2).strip()
-    return options
+    try:
+        return parse_cell(cell)
+    except OptionError as e:
+        raise TaskError(f"{where}: {e}") from None
 
 
 def read_cmexam(path: Path) -> list[Question]:
@@ -65,7 +52,7 @@ def read_cmexam(path: Path) -> list[Question]:
             options = parse_options(row["Options"] or "", where)
             meta = {k: row[k] for k in header if k not in ("Question", "Options", "Answer", "Explanation", "id")}
             qid = row.get("id") or str(i)
-            out.append(Question(qid, i, row["Question"], options, canonical(row["Answer"] or "", options), meta))
+            out.append(Question(qid, i, row["Question"], options, canonical_answer(row["Answer"] or "", options), meta))
     return out
 
 

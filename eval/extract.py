@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import Levenshtein
 
+from data_prep.templates import canonical_answer
+
 NO_ANSWER = "无答案"
 MODES = ("hard", "paper", "cmexam")
 _HARD = re.compile(r"答案\s*[:：]\s*([A-Z](?:[\s,，、]*[A-Z])*)")
@@ -28,17 +30,12 @@ class Extraction:
     rule: str
 
 
-def _canon(letters: str, options: dict[str, str]) -> str:
-    seen = set(re.sub(r"[^A-Z]", "", letters))
-    return "".join(k for k in options if k in seen)
-
-
 def extract(output: str, options: dict[str, str], mode: str) -> Extraction:
     if not output or not output.strip():
         return Extraction(NO_ANSWER, "empty")
     if mode == "hard":
         m = _HARD.search(output)
-        got = _canon(m.group(1), options) if m else ""
+        got = canonical_answer(m.group(1), options) if m else ""
         return Extraction(got, "hard") if got else Extraction(NO_ANSWER, "hard:none")
     if mode == "paper":
         return _paper(output, options)
@@ -52,7 +49,7 @@ def extract(output: str, options: dict[str, str], mode: str) -> Extraction:
 def _paper(output: str, options: dict[str, str]) -> Extraction:
     m = _HARD.search(output) or _LETTERS.search(output)
     if m:
-        got = _canon(m.group(1), options)
+        got = canonical_answer(m.group(1), options)
         if got:
             return Extraction(got, "paper:letters")
     lowered = output.lower()
