@@ -40,6 +40,11 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
 
 
+def check_token_range(ids: np.ndarray, vocab_size: int, where: str) -> None:
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
+        raise DatasetError(f"token id out of range [0, {vocab_size}) while writing {where}")
+
+
 class DatasetWriter:
     """Append documents, then `finalize(manifest)`; tokens stream to disk, never held whole in memory."""
 
@@ -66,8 +71,7 @@ class DatasetWriter:
 
     def add(self, ids: np.ndarray | list[int], prompt_len: int = 0) -> None:
         arr = np.asarray(ids, dtype=np.int64)
-        if arr.size and (arr.min() < 0 or arr.max() >= self.vocab_size):
-            raise DatasetError(f"token id out of range [0, {self.vocab_size}) while writing {self.out}")
+        check_token_range(arr, self.vocab_size, str(self.out))
         self._tokens.write(arr.astype(self.dtype).tobytes())
         self.offsets.append(self.offsets[-1] + int(arr.size))
         if self.prompt_lens is not None:
@@ -75,8 +79,7 @@ class DatasetWriter:
 
     def add_many(self, flat: np.ndarray, lengths: np.ndarray, prompt_lens: np.ndarray | None = None) -> None:
         """A chunk of documents in one write: flat ids and their lengths (and prompt lengths for SFT)."""
-        if flat.size and (flat.min() < 0 or flat.max() >= self.vocab_size):
-            raise DatasetError(f"token id out of range [0, {self.vocab_size}) while writing {self.out}")
+        check_token_range(flat, self.vocab_size, str(self.out))
         self._tokens.write(flat.astype(self.dtype, copy=False).data)
         ends = self.offsets[-1] + np.cumsum(lengths)
         self.offsets.extend(int(x) for x in ends)

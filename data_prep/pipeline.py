@@ -1,7 +1,8 @@
 """`medtrain prep`: raw files -> tokenized dataset, in parallel workers, written atomically.
 
-Records are parsed and rendered in the main process, encoded in `workers` processes in fixed-size chunks,
-and written back in input order, so two runs on the same inputs give byte-identical datasets.
+Uncompressed JSON Lines are cut into byte ranges that the workers read, parse and encode themselves; compressed
+JSON Lines travel to them as raw lines; CSV, JSON arrays and plain text are parsed here. Results are written back
+in input order, so two runs on the same inputs give byte-identical datasets.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from data_prep.format import DatasetError, DatasetWriter, sha256_file
+from data_prep.format import DatasetError, DatasetWriter, check_token_range, sha256_file
 from data_prep.sources import (
     JSON_RECORDS,
     ByteCounter,
@@ -92,36 +93,42 @@ class ChunkResult:
     """Where the worker wrote `flat` instead of returning it (the writer appends it with copy_file_range)."""
 
 
-def process_chunk(encoder: Encoder, source: str, template, chunk, mode: str, shard: str | None = None) -> ChunkResult:
-    """Parse and encode one chunk of one file; runs in a worker process.
+def parse_chunk(source: str, template, chunk, mode: str) -> tuple[list, int]:
+    """Records of one chunk (documents, examples, skips) and the number of lines read from a ByteRange.
 
     mode "range": a ByteRange the worker reads itself; "lines": raw JSON lines (compressed files); "parsed": items
     the main process already read (CSV, JSON arrays, plain text)."""
-    lines = 0
     if mode == "range":
         raw = chunk.read_lines()
-        lines = len(raw)
         items = [convert_line(source, template, "", b) for b in raw]
         for k, item in enumerate(items):
             if isinstance(item, Skip):
                 item.line = k + 1
-    elif mode == "lines":
+        return [i for i in items if i is not None], len(raw)
+    if mode == "lines":
         items = [convert_line(source, template, chunk.where(i), b) for i, b in enumerate(chunk.lines)]
-    else:
-        items = chunk
-    items = [i for i in items if i is not None]
+        return [i for i in items if i is not None], 0
+    return chunk, 0
+
+
+def texts_of(records: list, sft: bool) -> list[str]:
+    """What the tokenizer sees: each document's text, or each example's prompt and response in turn."""
+    return [t for e in records for t in (e.prompt, e.response)] if sft else [d.text for d in records]
+
+
+def process_chunk(encoder: Encoder, source: str, template, chunk, mode: str, shard: str | None = None) -> ChunkResult:
+    """Parse and encode one chunk of one file; runs in a worker process."""
+    items, lines = parse_chunk(source, template, chunk, mode)
     skips = [i for i in items if isinstance(i, Skip)]
     good = [i for i in items if not isinstance(i, Skip)]
     sft = SOURCES[source] == "sft"
-    texts = [t for e in good for t in (e.prompt, e.response)] if sft else [d.text for d in good]
     if not good:
         empty = np.empty(0, dtype=np.int64)
         return ChunkResult(empty, empty, empty if sft else None, skips, 0, 0, lines)
-    flat, lengths, prompt_lens = encode_chunk(encoder, texts, sft)
+    flat, lengths, prompt_lens = encode_chunk(encoder, texts_of(good, sft), sft)
     without = sum(1 for e in good if not e.meta.get("has_explanation", True)) if sft else 0
     if shard is not None and flat.dtype == np.uint16:  # the on-disk dtype: skip the pipe, write it here
-        if flat.size and int(flat.max()) >= encoder.info.vocab_size:
-            raise DatasetError(f"token id out of range [0, {encoder.info.vocab_size}) in {chunk}")
+        check_token_range(flat, encoder.info.vocab_size, str(chunk))
         flat.tofile(shard)
         return ChunkResult(np.empty(0, dtype=flat.dtype), lengths, prompt_lens, skips, len(good), without, lines,
                            shard)
@@ -195,11 +202,8 @@ def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: s
     stream = chunks()
     first = next(stream, None)
     if first is not None:  # SentencePiece is kept only if it agrees with the HF tokenizer on real texts
-        head, mode = first[1], first[2]
-        sample = head.read_lines()[:64] if mode == "range" else head.lines[:64] if mode == "lines" else None
-        parsed = [convert_line(source, template, "", b) for b in sample] if sample is not None else head[:64]
-        good = [i for i in parsed if i is not None and not isinstance(i, Skip)]
-        texts = [t for e in good for t in (e.prompt, e.response)] if kind == "sft" else [d.text for d in good]
+        records, _ = parse_chunk(source, template, first[1], first[2])
+        texts = texts_of([i for i in records if not isinstance(i, Skip)][:64], kind == "sft")
         if texts:
             encoder.agree_or_fall_back(texts)
     info = encoder.info
