@@ -17,7 +17,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from launch.hostfile import HostfileError, atomic_write_text
+from launch.hostfile import atomic_write_text
 
 LAUNCHERS = ("pdsh", "slurm", "openmpi", "local")
 FORWARDED_PREFIXES = ("NCCL_", "GLOO_", "HF_", "TRANSFORMERS_", "TORCH_", "OMP_NUM_THREADS", "MEDTRAIN_", "CCL_")
@@ -170,12 +170,3 @@ def render_plan(spec: LaunchSpec, cmd: list[str]) -> str:
     lines.append("command:")
     lines.append("  " + shlex.join(cmd))
     return "\n".join(lines)
-
-
-def check_hosts_resolvable(pool: dict[str, int]) -> None:
-    """Refuse early what pdsh would fail on after a long wait."""
-    for host in pool:
-        try:
-            socket.getaddrinfo(host, None)
-        except socket.gaierror:
-            raise HostfileError(f"host '{host}' does not resolve on this machine; fix DNS or /etc/hosts") from None

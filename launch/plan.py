@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from launch.ds_config import PRESETS, warmup_steps
+from launch.ds_config import PRESETS, build_ds_config, warmup_steps
 from medtrain.model_specs import LlamaShape, resolve_shape
 from medtrain.recipe import Recipe, RecipeError
 
@@ -173,6 +173,15 @@ def make_plan(recipe: Recipe, pool: dict[str, int], hardware: Hardware | None = 
                 data=data, steps_per_epoch=steps_per_epoch, total_steps=total,
                 warmup=warmup_steps(total, recipe.warmup_ratio), memory=memory,
                 gpu_bytes=hardware.gpu_mem_gb * GiB, flops=flops, seconds=seconds, hardware=hardware)
+
+
+def ds_config_for(plan: Plan, preset: str | None = None) -> dict:
+    """The DeepSpeed JSON of a planned run: batch triple, steps and bucket sizes all from the plan."""
+    r = plan.recipe
+    return build_ds_config(preset=preset or r.preset, precision=r.precision, micro_batch=r.micro_batch,
+                           accumulation=plan.accumulation, world_size=plan.world_size,
+                           hidden_size=plan.shape.hidden_size, lr=r.lr, total_steps=plan.total_steps,
+                           warmup_ratio=r.warmup_ratio, steps_per_print=max(r.log_every, 10))
 
 
 def _tokenizer_vocab(recipe: Recipe) -> int | None:

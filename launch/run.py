@@ -10,10 +10,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from launch.ds_config import build_ds_config, render_ds_config, write_ds_config
+from launch.ds_config import write_ds_config
 from launch.hostfile import atomic_write_text, read_hostfile
 from launch.launcher import LaunchError, LaunchSpec, build_command, free_port, render_plan, render_sbatch, validate
-from launch.plan import Plan, make_plan
+from launch.plan import Plan, ds_config_for, make_plan
 from medtrain.recipe import RecipeError, dump_recipe, load_recipe
 
 
@@ -52,10 +52,7 @@ def prepare_launch(recipe_path: Path, hosts: Path, launcher: str, *, overrides: 
     plan = make_plan(recipe, pool)
     if not dry_run and not (Path(recipe.data) / "manifest.json").is_file():
         raise RecipeError(f"{recipe.source}: data '{recipe.data}' is not a prepared dataset; run `medtrain prep` first")
-    ds_config = build_ds_config(preset=recipe.preset, precision=recipe.precision, micro_batch=recipe.micro_batch,
-                                accumulation=plan.accumulation, world_size=plan.world_size,
-                                hidden_size=plan.shape.hidden_size, lr=recipe.lr, total_steps=plan.total_steps,
-                                warmup_ratio=recipe.warmup_ratio, steps_per_print=max(recipe.log_every, 10))
+    ds_config = ds_config_for(plan)
     run_dir = Path(recipe.output_dir).resolve()
     if entry is None:
         entry = ["--module", "--no_local_rank", "medtrain", "train", recipe.stage,
@@ -101,5 +98,3 @@ def start(prepared: PreparedLaunch) -> int:
     sys.stdout.flush()
     return subprocess.run(cmd, env=launch_environment(spec)).returncode
 
-
-__all__ = ["prepare_launch", "start", "render_ds_config"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -12,7 +10,7 @@ import typer
 
 from data_prep.format import DatasetError
 from launch.ds_config import PRESETS, ConfigError, build_ds_config, write_ds_config
-from launch.hostfile import HostfileError, read_hostfile, render_hostfile, world_size, write_hostfile
+from launch.hostfile import HostfileError, read_hostfile, render_hostfile, write_hostfile
 from launch.launcher import LaunchError
 from medtrain.model_specs import ModelSpecError
 from medtrain.recipe import RecipeError, load_recipe
@@ -82,15 +80,10 @@ def deepspeed_config_for(preset: str, recipe_path: Path | None, hosts: Path | No
             raise ConfigError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
         return build_ds_config(preset=preset, precision=None, micro_batch=1, accumulation=1, world_size=1,
                                hidden_size=4096, lr=2e-5, total_steps=1000, warmup_ratio=0.03)
-    from launch.plan import make_plan
+    from launch.plan import ds_config_for, make_plan
 
-    recipe = load_recipe(recipe_path)
     pool = read_hostfile(hosts) if hosts else {"localhost": 1}
-    plan = make_plan(recipe, pool)
-    return build_ds_config(preset=preset, precision=recipe.precision, micro_batch=recipe.micro_batch,
-                           accumulation=plan.accumulation, world_size=plan.world_size,
-                           hidden_size=plan.shape.hidden_size, lr=recipe.lr, total_steps=plan.total_steps,
-                           warmup_ratio=recipe.warmup_ratio)
+    return ds_config_for(make_plan(load_recipe(recipe_path), pool), preset)
 
 
 @app.command()
@@ -500,11 +493,3 @@ def demo(workdir: Annotated[Path, typer.Option(help="Where the demo writes every
 def _module_entry() -> None:
     """`python -m medtrain ...` (what the deepspeed launcher starts on each rank)."""
     app(prog_name="medtrain")
-
-
-def run_cli(argv: list[str]) -> subprocess.CompletedProcess:
-    """Run the CLI in a fresh interpreter (tests, demo): the same path a user's shell takes."""
-    return subprocess.run([sys.executable, "-m", "medtrain", *argv], capture_output=True, text=True)
-
-
-__all__ = ["app", "register_user_errors", "world_size"]

@@ -24,15 +24,15 @@ def hf_config(model: str, vocab_size: int, attn: str = "sdpa"):
     return cfg
 
 
-def build_model(model: str, vocab_size: int, ds_config: dict, precision: str, seed: int, attn: str = "sdpa",
+def build_model(model: str, cfg, vocab_size: int, ds_config: dict, precision: str, seed: int,
                 gradient_checkpointing: bool = True) -> torch.nn.Module:
-    """Named configs are initialised under zero.Init (same seed on every rank); directories load into shards."""
+    """Named configs are initialised under zero.Init (same seed on every rank); directories load into shards.
+    `cfg` is the run's hf_config (the trainer also sizes the DeepSpeed buckets and checkpoints from it)."""
     import deepspeed
     from transformers import AutoModelForCausalLM, LlamaForCausalLM
     from transformers.integrations import HfDeepSpeedConfig
 
     torch.manual_seed(seed)
-    cfg = hf_config(model, vocab_size, attn)
     if cfg.vocab_size < vocab_size:
         raise ValueError(f"model {model} has {cfg.vocab_size} embeddings, fewer than the data's vocabulary "
                          f"({vocab_size}): prepare the data with the model's tokenizer")

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from data_prep.reader import open_samples
 from data_prep.tokenizer import tokenizer_sha256
-from launch.ds_config import build_ds_config
+from launch.plan import ds_config_for, make_plan
 from medtrain import checkpoint
 from medtrain.batches import IGNORE, StepPlan, collate
 from medtrain.metrics import MetricsLogger
@@ -116,26 +116,18 @@ def train(recipe_path: Path, stage: str, ds_config_path: Path | None = None, res
     samples = open_samples(recipe.data, stage, recipe.seq_len, recipe.packing, tokenizer_sha256=tok_sha)
     manifest = samples.data.manifest
     plan = StepPlan(len(samples), recipe.global_batch, recipe.micro_batch, ctx.world, recipe.seed)
-    accumulation = recipe.accumulation(ctx.world)
-    total_steps = plan.steps_per_epoch * recipe.epochs
-    if recipe.max_steps:
-        total_steps = min(total_steps, recipe.max_steps)
+    planned = make_plan(recipe, {"localhost": ctx.world})  # the steps and batch `medtrain plan` reports
+    accumulation, total_steps = planned.accumulation, planned.total_steps
     vocab = manifest["tokenizer"]["vocab_size"]
     cfg = hf_config(recipe.model, vocab, recipe.attn_implementation)
-    if ds_config_path:
-        ds_config = json.loads(Path(ds_config_path).read_text())
-    else:
-        ds_config = build_ds_config(preset=recipe.preset, precision=recipe.precision,
-                                    micro_batch=recipe.micro_batch, accumulation=accumulation,
-                                    world_size=ctx.world, hidden_size=cfg.hidden_size, lr=recipe.lr,
-                                    total_steps=total_steps, warmup_ratio=recipe.warmup_ratio)
+    ds_config = json.loads(Path(ds_config_path).read_text()) if ds_config_path else ds_config_for(planned)
     if ds_config["train_batch_size"] != recipe.global_batch:
         raise RecipeError(f"{ds_config_path}: train_batch_size {ds_config['train_batch_size']} != recipe "
                           f"global_batch {recipe.global_batch}; regenerate it with `medtrain launch`")
     _say(ctx, f"medtrain: {stage} on {ctx.world} ranks, {len(samples):,} samples/epoch, {total_steps} steps, "
               f"batch {recipe.micro_batch} x {accumulation} x {ctx.world} = {recipe.global_batch}, {recipe.precision}")
 
-    model = build_model(recipe.model, vocab, ds_config, recipe.precision, recipe.seed, recipe.attn_implementation,
+    model = build_model(recipe.model, cfg, vocab, ds_config, recipe.precision, recipe.seed,
                         recipe.gradient_checkpointing)
     optimizer = make_optimizer(model, recipe)
     import deepspeed
