@@ -56,24 +56,19 @@ def bench_generation(model_dir: Path, n: int, max_new: int, batch: int) -> dict:
 
 
 def bench_mmlu(model_dir: Path, root: Path) -> dict:
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["HF_DATASETS_OFFLINE"] = "1"
-    from eval.harness_tasks import write_harness_tasks
+    import importlib.util
+
+    from eval.harness_tasks import run_lm_eval, write_harness_tasks
     from eval.run import run_mc
 
     t = time.perf_counter()
     ours = run_mc("mmlu", model_dir, SAMPLES / "mmlu", root / "ours", scoring="harness", batch_size=8)
     ours_s = time.perf_counter() - t
-    try:
-        import lm_eval
-        from lm_eval.tasks import TaskManager
-    except ImportError:
+    if importlib.util.find_spec("lm_eval") is None:
         return {"medtrain_s": ours_s, "medtrain_acc": ours["metrics"]["acc"], "lm_eval": "not installed"}
     names = write_harness_tasks("mmlu", SAMPLES / "mmlu", root / "tasks")
     t = time.perf_counter()
-    res = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={model_dir},dtype=float32", tasks=names,
-                                  num_fewshot=5, task_manager=TaskManager(include_path=str(root / "tasks")),
-                                  batch_size=8, device="cpu")
+    res = run_lm_eval(model_dir, root / "tasks", names, batch_size=8)
     ref_s = time.perf_counter() - t
     n = sum(v["n"] for v in ours["metrics"]["by_subject"].values())
     ref_correct = sum(res["results"][name]["acc,none"] * ours["metrics"]["by_subject"][

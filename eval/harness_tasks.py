@@ -43,3 +43,18 @@ def write_harness_tasks(task_name: str, data: Path, out_dir: Path, subjects: lis
         (out_dir / f"{name}.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True, sort_keys=False))
         names.append(name)
     return names
+
+
+def run_lm_eval(model: Path, task_dir: Path, names: list[str], *, shots: int = 5, batch_size: int = 1,
+                limit: int | None = None, log_samples: bool = False) -> dict:
+    """EleutherAI's lm-evaluation-harness itself, offline, on the tasks written above (needs `lm-eval`)."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    return lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={model},dtype=float32", tasks=names,
+                                   num_fewshot=shots, task_manager=TaskManager(include_path=str(task_dir)),
+                                   log_samples=log_samples, batch_size=batch_size, device="cpu", limit=limit)

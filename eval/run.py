@@ -8,7 +8,7 @@ import os
 import shutil
 import sys
 import time
-from collections import defaultdict
+from collections import Counter
 from importlib import metadata
 from pathlib import Path
 
@@ -125,7 +125,7 @@ def run_cmexam(data: Path, out: Path, *, model_dir: Path | None = None, predicti
     metrics = {"acc": 100 * accuracy(gold, pred), "weighted_f1": 100 * weighted_f1(gold, pred),
                "n": len(questions), "no_answer": pred.count(NO_ANSWER),
                "gold_missing": sum(1 for q in questions if not q.answer),
-               "rules": dict(sorted(_count(e.rule for e in extracted).items()))}
+               "rules": dict(sorted(Counter(e.rule for e in extracted).items()))}
     for column in task["breakdowns"]:
         if questions and column in questions[0].meta:
             metrics.setdefault("by", {})[column] = breakdown(gold, pred, [q.meta[column] for q in questions])
@@ -142,13 +142,6 @@ def run_cmexam(data: Path, out: Path, *, model_dir: Path | None = None, predicti
                                                                  strict=True)]
     write_outputs(out, results, preds)
     return results
-
-
-def _count(items) -> dict:
-    counts: dict = defaultdict(int)
-    for x in items:
-        counts[x] += 1
-    return counts
 
 
 # ----- MMLU / CMMLU ------------------------------------------------------------------------------------------
@@ -188,8 +181,7 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
                mininterval=0.5 if sys.stderr.isatty() else 10.0)
     for subject in bar:
         dev = read_mc_subject(task, data, subject, "dev")[:shots]
-        test = read_mc_subject(task, data, subject, "test")[:limit] if limit else \
-            read_mc_subject(task, data, subject, "test")
+        test = read_mc_subject(task, data, subject, "test")[:limit or None]
         prompts = [build_prompt(task, style, subject, dev, q) for q in test]
         if scoring == "original":
             bos = [tok.bos_token_id] if tok.bos_token_id is not None else []

@@ -3,10 +3,10 @@ over pdsh to two loopback "nodes"."""
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from train_fixtures import cli
 from typer.testing import CliRunner
 
 from launch.hostfile import read_hostfile
@@ -139,17 +139,12 @@ def test_pdsh_launcher_reaches_two_loopback_nodes_over_ssh(tmp_path, loopback_cl
     assert {r["gloo_ifname"] for r in reports} == {"lo"}  # carried by .deepspeed_env through ssh
 
 
-def _cli(args, env=None):
-    return subprocess.run([sys.executable, "-m", "medtrain", *args], capture_output=True, text=True, env=env,
-                          timeout=300, cwd=REPO)
-
-
 @pytest.mark.launch
 def test_preflight_check_over_pdsh_reports_every_host_ok(tmp_path, loopback_cluster):
-    r = _cli(["launch", "--hosts", str(loopback_cluster.hostfile), "--recipe", str(TINY), "--check",
-              "--set", "global_batch=2", "--set", "micro_batch=1", "--set", "expected_samples=16",
-              "--set", f"output_dir={tmp_path / 'run'}", "--env", "GLOO_SOCKET_IFNAME=lo", "--timeout", "120"],
-             env=loopback_cluster.env())
+    r = cli("launch", "--hosts", str(loopback_cluster.hostfile), "--recipe", str(TINY), "--check",
+            "--set", "global_batch=2", "--set", "micro_batch=1", "--set", "expected_samples=16",
+            "--set", f"output_dir={tmp_path / 'run'}", "--env", "GLOO_SOCKET_IFNAME=lo", "--timeout", "120",
+            env=loopback_cluster.env())
     assert r.returncode == 0, r.stdout + r.stderr
     rows = [line for line in r.stdout.splitlines() if line.startswith("127.0.0.")]
     assert len(rows) == 2 and all(line.rstrip().endswith("ok") for line in rows)
@@ -160,9 +155,9 @@ def test_preflight_check_over_pdsh_reports_every_host_ok(tmp_path, loopback_clus
 def test_preflight_check_names_an_unreachable_host(tmp_path, loopback_cluster):
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.9 slots=1\n127.0.0.2 slots=1\n")  # nothing listens on .9
-    r = _cli(["launch", "--hosts", str(hosts), "--recipe", str(TINY), "--check", "--set", "global_batch=2",
-              "--set", "micro_batch=1", "--set", "expected_samples=16", "--set", f"output_dir={tmp_path / 'run'}",
-              "--timeout", "60"], env=loopback_cluster.env())
+    r = cli("launch", "--hosts", str(hosts), "--recipe", str(TINY), "--check", "--set", "global_batch=2",
+            "--set", "micro_batch=1", "--set", "expected_samples=16", "--set", f"output_dir={tmp_path / 'run'}",
+            "--timeout", "60", env=loopback_cluster.env())
     assert r.returncode == 1, r.stdout + r.stderr
     row = next(line for line in r.stdout.splitlines() if line.startswith("127.0.0.9"))
     assert "no rank started" in row and "PREFLIGHT FAILED" in r.stdout
