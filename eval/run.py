@@ -231,20 +231,30 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
 # ----- tables ----------------------------------------------------------------------------------------------
 
 
-def results_table(results: list[dict]) -> str:
-    """Paper-shaped table (Tables 2/3): one row per model, CMExam Acc/F1, MMLU Acc, CMMLU Acc."""
-    rows: dict[str, dict] = {}
+PAPER_COLUMNS = ("CMExam Acc", "CMExam F1", "MMLU Acc", "CMMLU Acc")
+
+
+def paper_columns(results: list[dict]) -> dict[str, float]:
+    """The paper's columns (Tables 2/3) from one model's results.json files."""
+    row: dict[str, float] = {}
     for r in results:
-        name = r.get("label") or r.get("model") or r.get("predictions_file") or "?"
-        row = rows.setdefault(name, {})
         if r["task"] == "cmexam":
-            row["CMExam Acc"] = r["metrics"]["acc"]
-            row["CMExam F1"] = r["metrics"]["weighted_f1"]
+            row["CMExam Acc"], row["CMExam F1"] = r["metrics"]["acc"], r["metrics"]["weighted_f1"]
         else:
             row[f"{r['task'].upper()} Acc"] = r["metrics"]["acc"]
-    cols = ["CMExam Acc", "CMExam F1", "MMLU Acc", "CMMLU Acc"]
-    lines = ["| model | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
-    for name, row in rows.items():
-        cells = [f"{row[c]:.2f}" if c in row else "-" for c in cols]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return row
+
+
+def paper_cells(row: dict[str, float]) -> str:
+    return " | ".join(f"{row[c]:.2f}" if c in row else "-" for c in PAPER_COLUMNS)
+
+
+def results_table(results: list[dict]) -> str:
+    """Paper-shaped table: one row per model, CMExam Acc/F1, MMLU Acc, CMMLU Acc."""
+    by_model: dict[str, list[dict]] = {}
+    for r in results:
+        name = r.get("label") or r.get("model") or r.get("predictions_file") or "?"
+        by_model.setdefault(name, []).append(r)
+    lines = ["| model | " + " | ".join(PAPER_COLUMNS) + " |", "|---|" + "---:|" * len(PAPER_COLUMNS)]
+    lines += [f"| {name} | {paper_cells(paper_columns(rs))} |" for name, rs in by_model.items()]
     return "\n".join(lines) + "\n"

@@ -103,13 +103,9 @@ def sweep(continual: Path, sft_recipe: Path, checkpoints: list[int], hosts: Path
 
 
 def metrics_of(row: dict) -> dict:
-    m = {}
-    for r in row["results"]:
-        if r["task"] == "cmexam":
-            m["CMExam Acc"], m["CMExam F1"] = r["metrics"]["acc"], r["metrics"]["weighted_f1"]
-        else:
-            m[f"{r['task'].upper()} Acc"] = r["metrics"]["acc"]
-    return m
+    from eval.run import paper_columns
+
+    return paper_columns(row["results"])
 
 
 def lineage_label(model: str) -> str:
@@ -130,11 +126,11 @@ def lineage_label(model: str) -> str:
 
 
 def table3(rows: list[dict]) -> str:
-    cols = ["CMExam Acc", "CMExam F1", "MMLU Acc", "CMMLU Acc"]
-    lines = ["| continual steps | SFT | " + " | ".join(cols) + " | lineage |",
-             "|---:|:-:|" + "---:|" * len(cols) + "---|"]
+    from eval.run import PAPER_COLUMNS, paper_cells
+
+    lines = ["| continual steps | SFT | " + " | ".join(PAPER_COLUMNS) + " | lineage |",
+             "|---:|:-:|" + "---:|" * len(PAPER_COLUMNS) + "---|"]
     for r in rows:
-        m = r.get("metrics") or metrics_of(r)
-        cells = " | ".join(f"{m[c]:.2f}" if c in m else "-" for c in cols)
+        cells = paper_cells(r.get("metrics") or metrics_of(r))
         lines.append(f"| {r['step']} | {'yes' if r['sft'] else 'no'} | {cells} | {lineage_label(r['model'])} |")
     return "\n".join(lines) + "\n"
