@@ -253,7 +253,7 @@ def results_table(results: list[dict]) -> str:
     """Paper-shaped table: one row per model, CMExam Acc/F1, MMLU Acc, CMMLU Acc."""
     by_model: dict[str, list[dict]] = {}
     for r in results:
-        name = r.get("label") or r.get("model") or r.get("predictions_file") or "?"
+        name = r.get("model") or r.get("predictions_file") or "?"
         by_model.setdefault(name, []).append(r)
     lines = ["| model | " + " | ".join(PAPER_COLUMNS) + " |", "|---|" + "---:|" * len(PAPER_COLUMNS)]
     lines += [f"| {name} | {paper_cells(paper_columns(rs))} |" for name, rs in by_model.items()]

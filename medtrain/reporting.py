@@ -38,9 +38,7 @@ def plot_loss(run_dirs: list[Path], out: Path, title: str = "Training loss") -> 
 def find_results(path: Path) -> list[dict]:
     out = []
     for f in sorted(Path(path).rglob("results.json")):
-        r = json.loads(f.read_text())
-        r["label"] = str(f.parent)
-        out.append(r)
+        out.append(json.loads(f.read_text()))  # rows group by model, so a model's three evals share one row
     return out
 
 

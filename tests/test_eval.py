@@ -239,3 +239,15 @@ def test_harness_scores_equal_a_direct_loglikelihood(hf_model):
             logp = F.log_softmax(model(input_ids=ids).logits.float(), -1)[0]
         want = sum(logp[len(ctx) - 1 + k, t].item() for k, t in enumerate(cont))
         assert got == pytest.approx(want, abs=1e-4)
+
+
+def test_report_merges_one_models_evals_into_one_row(hf_model, tmp_path):
+    assert _eval("cmexam", "--model", str(hf_model), "--data", str(SAMPLES / "cmexam_test.csv"), "--out",
+                 str(tmp_path / "evals" / "cmexam"), "--limit", "4", "--max-new-tokens", "4").exit_code == 0
+    assert _eval("cmmlu", "--model", str(hf_model), "--data", str(SAMPLES / "cmmlu"), "--out",
+                 str(tmp_path / "evals" / "cmmlu"), "--limit", "4").exit_code == 0
+    r = CliRunner().invoke(app, ["report", str(tmp_path / "evals"), "--out", str(tmp_path / "report")])
+    assert r.exit_code == 0, r.output
+    rows = [line for line in (tmp_path / "report" / "report.md").read_text().splitlines()
+            if line.startswith(f"| {hf_model} |")]
+    assert len(rows) == 1 and rows[0].count(" - ") == 1  # CMExam Acc, F1 and CMMLU filled; MMLU not run
