@@ -191,11 +191,9 @@ def train(recipe_path: Path, stage: str, ds_config_path: Path | None = None, res
             real += int((ids >= 0).sum())
         window["time"] += time.perf_counter() - t0
         window["data"] += data_time
-        stats = torch.tensor([step_loss / accumulation, tokens, real], dtype=torch.float64)
-        dist.all_reduce(stats)
-        window["loss"] += stats[0].item() / ctx.world
-        window["tokens"] += int(stats[1])
-        window["samples"] += int(stats[2])
+        window["loss"] += step_loss / accumulation  # this rank's sums; summed over ranks once per log step
+        window["tokens"] += tokens
+        window["samples"] += real
         window["n"] += 1
         fp16 = recipe.precision == "fp16"
         scale = float(engine.optimizer.loss_scale) if fp16 else None
@@ -203,10 +201,13 @@ def train(recipe_path: Path, stage: str, ds_config_path: Path | None = None, res
         if done_steps % recipe.log_every == 0 or done_steps == total_steps:
             elapsed = time.perf_counter() - t_start
             gnorm = engine.get_global_grad_norm()
-            record = {"step": done_steps, "total_steps": total_steps, "loss": window["loss"] / window["n"],
+            sums = torch.tensor([window["loss"], window["tokens"], window["samples"]], dtype=torch.float64)
+            dist.all_reduce(sums)
+            loss_sum, all_tokens, all_samples = sums.tolist()
+            record = {"step": done_steps, "total_steps": total_steps, "loss": loss_sum / ctx.world / window["n"],
                       "lr": lr, "grad_norm": float(gnorm) if gnorm is not None else float("nan"),
-                      "tokens_per_s": window["tokens"] / window["time"],
-                      "samples_per_s": window["samples"] / window["time"],
+                      "tokens_per_s": all_tokens / window["time"],
+                      "samples_per_s": all_samples / window["time"],
                       "data_wait_frac": window["data"] / max(window["time"], 1e-9), "elapsed_s": elapsed,
                       "eta_s": elapsed / (done_steps - start) * (total_steps - done_steps),
                       "epoch": step // plan.steps_per_epoch}
