@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from data_prep.format import publish
 from data_prep.tokenizer import TOKENIZER_FILES
 from medtrain.checkpoint import MARKER, CheckpointError, complete_checkpoints, read_state
 from medtrain.modeling import DTYPES
@@ -21,9 +22,7 @@ def write_hf_dir(state_dict: dict[str, torch.Tensor], config_dir: Path, state: d
     from safetensors.torch import save_file
     from transformers import AutoConfig, GenerationConfig
 
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = staging_dir(out)
     tmp.mkdir(parents=True)
     dtype = DTYPES[state["precision"]]
     tensors = {k: v.detach().to(dtype).contiguous().clone() for k, v in state_dict.items()}
@@ -35,15 +34,24 @@ def write_hf_dir(state_dict: dict[str, torch.Tensor], config_dir: Path, state: d
     GenerationConfig(bos_token_id=state.get("bos_id"), eos_token_id=state["eos_id"],
                      pad_token_id=state.get("pad_id") if state.get("pad_id") is not None else state["eos_id"],
                      do_sample=False).save_pretrained(str(tmp))
-    tok = Path(state["tokenizer_dir"])
+    return publish_model_dir(tmp, out, Path(state["tokenizer_dir"]), lineage)
+
+
+def staging_dir(out: Path) -> Path:
+    """An empty temporary sibling of `out` to build a model directory in."""
+    tmp = Path(out).with_name(f".{Path(out).name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return tmp
+
+
+def publish_model_dir(tmp: Path, out: Path, tokenizer_dir: Path, lineage: dict) -> Path:
+    """Add the tokenizer and lineage.json to a staged model directory and rename it into place (replacing an
+    older one), so a model directory that exists is always complete."""
     for name in TOKENIZER_FILES:
-        if (tok / name).is_file():
-            shutil.copy2(tok / name, tmp / name)
+        if (tokenizer_dir / name).is_file():
+            shutil.copy2(tokenizer_dir / name, tmp / name)
     (tmp / "lineage.json").write_text(json.dumps(lineage, indent=2, ensure_ascii=False) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
+    return publish(tmp, Path(out), overwrite=True)
 
 
 def lineage_for(state: dict) -> dict:

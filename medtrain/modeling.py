@@ -80,13 +80,10 @@ def save_hf_config(cfg, out: Path, precision: str) -> None:
 def init_model_dir(name: str, tokenizer_dir: Path, out: Path, seed: int = 0) -> Path:
     """A randomly initialised Llama of a named shape, saved as a Hugging Face directory with its tokenizer:
     the "base model" of the demo and of tests (nothing can be downloaded here)."""
-    import json
-    import os
-    import shutil
-
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from data_prep.tokenizer import TOKENIZER_FILES, Encoder
+    from data_prep.tokenizer import Encoder
+    from medtrain.export import publish_model_dir, staging_dir
 
     info = Encoder(tokenizer_dir).info
     shape = resolve_shape(name, vocab_size=info.vocab_size)
@@ -94,15 +91,7 @@ def init_model_dir(name: str, tokenizer_dir: Path, out: Path, seed: int = 0) -> 
                       pad_token_id=info.pad_id)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(cfg)
-    tmp = Path(out).with_name(f".{Path(out).name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = staging_dir(out)
     model.save_pretrained(str(tmp))
-    for f in TOKENIZER_FILES:
-        if (Path(tokenizer_dir) / f).is_file():
-            shutil.copy2(Path(tokenizer_dir) / f, tmp / f)
-    (tmp / "lineage.json").write_text(json.dumps({"base_model": f"{name} (random init, seed {seed})",
-                                                  "stage": "init", "step": 0, "base_lineage": None}, indent=2))
-    if Path(out).exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return Path(out)
+    lineage = {"base_model": f"{name} (random init, seed {seed})", "stage": "init", "step": 0, "base_lineage": None}
+    return publish_model_dir(tmp, out, Path(tokenizer_dir), lineage)
