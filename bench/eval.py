@@ -24,7 +24,7 @@ SAMPLES = Path(__file__).resolve().parent.parent / "data_prep" / "samples"
 def tiny_model(root: Path) -> Path:
     """A real Hugging Face Llama (random weights, shape tiny-wide) with a tokenizer trained on the samples."""
     from data_prep.tokenizer import train_bpe_tokenizer
-    from medtrain.modeling import init_model_dir
+    from medtrain.model_dir import init_model_dir
 
     tok = train_bpe_tokenizer([p.read_text() for p in SAMPLES.rglob("*.csv")], root / "tok", vocab_size=1000)
     return init_model_dir("tiny-wide", tok, root / "model", seed=0)

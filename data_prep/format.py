@@ -20,11 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from core.errors import UserError
+from core.publish import publish_dir, staging_dir
+
 FORMAT = "medtrain.tokens/1"
 _HEADER_LEN = 128  # bytes reserved for the .npy header of a 1-D array; written once the length is known
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """A dataset or input the user can fix; one line naming the file and the fix."""
 
 
@@ -50,10 +53,7 @@ class DatasetWriter:
 
     def __init__(self, out: Path, vocab_size: int, sft: bool):
         self.out = Path(out)
-        self.tmp = self.out.with_name(f".{self.out.name}.tmp-{os.getpid()}")
-        if self.tmp.exists():
-            shutil.rmtree(self.tmp)
-        self.tmp.mkdir(parents=True)
+        self.tmp = staging_dir(self.out)
         self.dtype = token_dtype(vocab_size)
         self.vocab_size = vocab_size
         self._tokens = open(self.tmp / "tokens.npy", "wb")
@@ -128,22 +128,7 @@ class DatasetWriter:
                     "num_tokens": self.num_tokens}
         (self.tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
                                                 encoding="utf-8")
-        return publish(self.tmp, self.out, overwrite)
-
-
-def publish(tmp: Path, out: Path, overwrite: bool) -> Path:
-    """Rename a finished temporary directory into place (replacing an old dataset only when asked)."""
-    if out.exists():
-        if not overwrite:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise DatasetError(f"{out} already exists; pass --overwrite to replace it")
-        trash = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, trash)
-        os.replace(tmp, out)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-    return out
+        return publish_dir(self.tmp, self.out, overwrite=overwrite)
 
 
 def read_manifest(root: Path) -> dict[str, Any]:

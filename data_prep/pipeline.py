@@ -15,12 +15,12 @@ import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from core import __version__ as MEDTRAIN_VERSION
 from data_prep.format import DatasetError, DatasetWriter, check_token_range, sha256_file
 from data_prep.sources import (
     JSON_RECORDS,
@@ -285,10 +285,7 @@ def _write_chunk(writer: DatasetWriter, r: ChunkResult, path: str, seq_len: int,
 
 
 def _manifest(kind, source, info, template, seq_len, stats: PrepStats, writer: DatasetWriter, target) -> dict:
-    try:
-        version = metadata.version("medtrain")
-    except metadata.PackageNotFoundError:
-        version = "unknown"
+    version = MEDTRAIN_VERSION
     num_tokens = writer.num_tokens
     report = {"seq_len": seq_len, "records": stats.records, "skipped": dict(sorted(stats.skipped.items()))}
     if kind == "continual":

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from core.errors import UserError
+
 ALPACA_HEADER = (
     "Below is an instruction that describes a task, paired with an input that provides further context. "
     "Write a response that appropriately completes the request.\n\n"
@@ -24,7 +26,7 @@ EXPLANATION_PREFIX = "解释: "
 _OPTION = re.compile(r"^\s*([A-Z])(?:[\s.．、:：)）]+|$)(.*)$")
 
 
-class OptionError(ValueError):
+class OptionError(UserError):
     """An options cell that cannot be read; the message names the line."""
 
 

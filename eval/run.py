@@ -4,29 +4,21 @@ markdown table into an output directory (written beside it and renamed into plac
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
 import time
 from collections import Counter
-from importlib import metadata
 from pathlib import Path
 
 from tqdm import tqdm
 
+from core import __version__ as MEDTRAIN_VERSION
+from core.publish import publish_dir, staging_dir
 from data_prep.templates import TEMPLATES, get_template
 from eval.choice import LETTERS, harness_pair, score_harness, score_original
 from eval.data import Question, file_sha256, mc_subjects, read_cmexam, read_mc_subject
 from eval.extract import MODES, NO_ANSWER, extract
 from eval.metrics import accuracy, breakdown, weighted_f1
 from eval.task import TaskError, load_task
-
-
-def _version() -> str:
-    try:
-        return metadata.version("medtrain")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def model_lineage(model_dir: Path | None) -> dict | None:
@@ -47,19 +39,13 @@ def default_template(model_dir: Path | None) -> str:
 
 
 def write_outputs(out: Path, results: dict, predictions: list[dict]) -> Path:
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = staging_dir(out)
     (tmp / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     with open(tmp / "predictions.jsonl", "w", encoding="utf-8") as f:
         for p in predictions:
             f.write(json.dumps(p, ensure_ascii=False) + "\n")
     (tmp / "table.md").write_text(results_table([results]), encoding="utf-8")
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
+    return publish_dir(tmp, out, overwrite=True)
 
 
 # ----- CMExam ----------------------------------------------------------------------------------------------
@@ -135,7 +121,7 @@ def run_cmexam(data: Path, out: Path, *, model_dir: Path | None = None, predicti
         "lineage": model_lineage(model_dir),
         "data": {"path": str(data), "sha256": file_sha256(data), "limit": limit},
         "config": {"batch_size": batch_size, "max_new_tokens": max_new, "do_sample": False},
-        "metrics": metrics, "seconds": seconds, "medtrain_version": _version(),
+        "metrics": metrics, "seconds": seconds, "medtrain_version": MEDTRAIN_VERSION,
     }
     preds = [{"id": q.id, "prompt": p, "output": o, "extracted": e.answer, "rule": e.rule, "gold": g,
               "correct": e.answer == g} for q, p, o, e, g in zip(questions, prompts, outputs, extracted, gold,
@@ -223,7 +209,7 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
                         "sha256": {s: file_sha256(Path(data) / task["layout"]["test"].format(subject=s))
                                    for s in chosen}},
                "config": {"batch_size": batch_size, "context": max_len}, "metrics": metrics,
-               "seconds": time.perf_counter() - start, "medtrain_version": _version()}
+               "seconds": time.perf_counter() - start, "medtrain_version": MEDTRAIN_VERSION}
     write_outputs(out, results, preds)
     return results
 

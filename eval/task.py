@@ -8,10 +8,12 @@ from typing import Any
 
 import yaml
 
+from core.errors import UserError
+
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 
 
-class TaskError(ValueError):
+class TaskError(UserError):
     """An eval input the user can fix (data layout, model directory, predictions file)."""
 
 

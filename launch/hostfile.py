@@ -7,13 +7,15 @@ RFC 1123 names and IPv4 addresses, so nothing a shell would interpret ever reach
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from collections import OrderedDict
 from pathlib import Path
 
+from core.errors import UserError
+from core.publish import publish_text
 
-class HostfileError(ValueError):
+
+class HostfileError(UserError):
     """A hostfile the user can fix; the message names file:line."""
 
 
@@ -90,17 +92,4 @@ def render_hostfile(nodes: int, slots: int, prefix: str = "node", start: int = 1
 
 def write_hostfile(text: str, out: Path) -> None:
     parse_hostfile_text(text, source=str(out))
-    atomic_write_text(out, text)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write beside the target and rename, so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def world_size(pool: OrderedDict[str, int]) -> int:
-    return sum(pool.values())
+    publish_text(out, text)

@@ -17,7 +17,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from launch.hostfile import atomic_write_text
+from core.errors import UserError
+from core.publish import publish_text
 
 LAUNCHERS = ("pdsh", "slurm", "openmpi", "local")
 FORWARDED_PREFIXES = ("NCCL_", "GLOO_", "HF_", "TRANSFORMERS_", "TORCH_", "OMP_NUM_THREADS", "MEDTRAIN_", "CCL_")
@@ -25,7 +26,7 @@ _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ENV_VALUE = re.compile(r"^[\w@%+=:,./ -]*$")
 
 
-class LaunchError(ValueError):
+class LaunchError(UserError):
     """A launch that would fail on the cluster; found before any process starts."""
 
 
@@ -128,7 +129,7 @@ def launch_environment(spec: LaunchSpec) -> dict[str, str]:
 
 def write_env_file(spec: LaunchSpec) -> None:
     lines = "".join(f"{k}={v}\n" for k, v in rank_env(spec.env).items())
-    atomic_write_text(spec.env_file, lines)
+    publish_text(spec.env_file, lines)
 
 
 def render_sbatch(spec: LaunchSpec, job_name: str) -> str:

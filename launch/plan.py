@@ -7,13 +7,13 @@ factored: 4 bytes per parameter, not the factored size (DESIGN.md).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from launch.ds_config import PRESETS, build_ds_config, warmup_steps
-from medtrain.model_specs import LlamaShape, resolve_shape
-from medtrain.recipe import Recipe, RecipeError
+from core.ds_config import PRESETS
+from core.model_specs import LlamaShape, resolve_shape
+from core.recipe import Recipe, RecipeError
+from core.run_spec import DataSize, RunSpec
 
 GiB = 2**30
 OPTIMIZER_STATE_BYTES = {"adafactor": 4, "adamw": 8}
@@ -33,29 +33,25 @@ class Hardware:
 
 
 @dataclass
-class DataSize:
-    samples: int
-    tokens: int
-    source: str
-
-
-@dataclass
 class Plan:
     recipe: Recipe
     shape: LlamaShape
     hosts: int
-    world_size: int
-    accumulation: int
-    data: DataSize
-    steps_per_epoch: int
-    total_steps: int
-    warmup: int
+    spec: RunSpec
+    """The batch split, steps, schedule and DeepSpeed JSON that the ranks will read back from run_spec.json."""
     memory: dict[str, float] = field(default_factory=dict)
     """Bytes per GPU by component."""
     gpu_bytes: float = 0.0
     flops: float = 0.0
     seconds: float = 0.0
     hardware: Hardware = field(default_factory=Hardware)
+
+    world_size = property(lambda self: self.spec.world_size)
+    accumulation = property(lambda self: self.spec.accumulation)
+    data = property(lambda self: self.spec.data)
+    steps_per_epoch = property(lambda self: self.spec.steps_per_epoch)
+    total_steps = property(lambda self: self.spec.total_steps)
+    warmup = property(lambda self: self.spec.warmup)
 
     @property
     def total_bytes(self) -> float:
@@ -72,8 +68,7 @@ class Plan:
             ("model", f"{r.model}: {n / 1e9:.2f} B params, {self.shape.num_hidden_layers} layers, "
                       f"hidden {self.shape.hidden_size}"),
             ("world size", f"{self.world_size} ranks on {self.hosts} hosts"),
-            ("batch", f"{r.micro_batch} micro x {self.accumulation} accum x {self.world_size} ranks = "
-                      f"{r.micro_batch * self.accumulation * self.world_size}"),
+            ("batch", self.spec.batch_equation()),
             ("data", f"{self.data.samples:,} samples, {self.data.tokens:,} tokens per epoch ({self.data.source})"),
             ("steps", f"{self.steps_per_epoch:,} per epoch x {r.epochs} epochs = {self.total_steps:,} "
                       f"(warmup {self.warmup})"),
@@ -147,41 +142,26 @@ def activation_bytes(shape: LlamaShape, micro_batch: int, seq_len: int, precisio
     return out
 
 
-def make_plan(recipe: Recipe, pool: dict[str, int], hardware: Hardware | None = None) -> Plan:
+def make_plan(recipe: Recipe, pool: dict[str, int], hardware: Hardware | None = None,
+              preset: str | None = None) -> Plan:
     hardware = hardware or Hardware()
     world = sum(pool.values())
-    accumulation = recipe.accumulation(world)
     vocab = _tokenizer_vocab(recipe)
     shape = resolve_shape(recipe.model, vocab_size=vocab)
     precision = recipe.precision
     if recipe.preset in PRESETS and precision not in PRESETS[recipe.preset].allowed:
         raise RecipeError(f"{recipe.source}: preset {recipe.preset} does not support precision {precision}")
-    data = data_size(recipe)
-    steps_per_epoch = math.ceil(data.samples / recipe.global_batch)
-    total = steps_per_epoch * recipe.epochs
-    if recipe.max_steps:
-        total = min(total, recipe.max_steps)
+    spec = RunSpec.compute(recipe, world, data_size(recipe), shape.hidden_size, preset)
     n = shape.num_params()
     memory = model_state_bytes(n, shape.largest_module_params(), world, recipe.optimizer, precision)
     memory.update(activation_bytes(shape, recipe.micro_batch, recipe.seq_len, precision,
                                    recipe.gradient_checkpointing, recipe.attn_implementation))
     memory["runtime reserve (context, comm buffers)"] = hardware.reserve_gb * GiB
-    tokens = data.tokens * recipe.epochs
+    tokens = spec.data.tokens * recipe.epochs
     flops = (8 if recipe.gradient_checkpointing else 6) * n * tokens
     seconds = flops / (world * hardware.peak_tflops * 1e12 * hardware.mfu)
-    return Plan(recipe=recipe, shape=shape, hosts=len(pool), world_size=world, accumulation=accumulation,
-                data=data, steps_per_epoch=steps_per_epoch, total_steps=total,
-                warmup=warmup_steps(total, recipe.warmup_ratio), memory=memory,
+    return Plan(recipe=recipe, shape=shape, hosts=len(pool), spec=spec, memory=memory,
                 gpu_bytes=hardware.gpu_mem_gb * GiB, flops=flops, seconds=seconds, hardware=hardware)
-
-
-def ds_config_for(plan: Plan, preset: str | None = None) -> dict:
-    """The DeepSpeed JSON of a planned run: batch triple, steps and bucket sizes all from the plan."""
-    r = plan.recipe
-    return build_ds_config(preset=preset or r.preset, precision=r.precision, micro_batch=r.micro_batch,
-                           accumulation=plan.accumulation, world_size=plan.world_size,
-                           hidden_size=plan.shape.hidden_size, lr=r.lr, total_steps=plan.total_steps,
-                           warmup_ratio=r.warmup_ratio, steps_per_print=max(r.log_every, 10))
 
 
 def _tokenizer_vocab(recipe: Recipe) -> int | None:

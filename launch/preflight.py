@@ -12,9 +12,9 @@ import signal
 import subprocess
 from dataclasses import dataclass, field
 
+from core.provenance import versions
 from launch.launcher import LaunchSpec, build_command, launch_environment, write_env_file
 from launch.preflight_rank import MARKER
-from medtrain.provenance import versions
 
 COMPARED = ("python", "torch", "deepspeed", "medtrain", "commit")
 
@@ -71,7 +71,6 @@ def parse_reports(output: str) -> tuple[list[dict], dict | None]:
 
 def summarize(spec: LaunchSpec, output: str, returncode: int, reference: dict[str, str]) -> Preflight:
     starts, done = parse_reports(output)
-    hosts = list(spec.pool)
     reports = [HostReport(h, s) for h, s in spec.pool.items()]
     for r in starts:
         node = r.get("node_rank", 0)
@@ -91,7 +90,6 @@ def summarize(spec: LaunchSpec, output: str, returncode: int, reference: dict[st
     allreduce_ok = bool(done) and done.get("world_size") == world and done.get("allreduce") == world * (world - 1) / 2
     if done is None and all(not rep.problems for rep in reports):
         reports[0].problems.append("ranks started but the all-reduce did not complete")
-    del hosts
     return Preflight(reports, allreduce_ok, returncode, reference)
 
 

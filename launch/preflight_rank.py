@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sys
 from datetime import timedelta
+
+from core.provenance import versions
+from core.rank import export_rank_env, run_rank
 
 MARKER = "MEDTRAIN_PREFLIGHT "
 
@@ -18,13 +20,9 @@ def _say(payload: dict) -> None:
     print(MARKER + json.dumps(payload, sort_keys=True), flush=True)
 
 
-def main() -> None:
-    from launch.ranks import export_rank_env
-    from medtrain.provenance import versions
-
+def rank_info() -> dict:
     export_rank_env()
-    timeout = int(os.environ.get("MEDTRAIN_PREFLIGHT_TIMEOUT", "60"))
-    info = {
+    return {
         "rank": int(os.environ.get("RANK", "0")),
         "local_rank": int(os.environ.get("LOCAL_RANK", "0")),
         "node_rank": int(os.environ.get("CROSS_RANK", "0")),
@@ -32,22 +30,26 @@ def main() -> None:
         "hostname": socket.gethostname(),
         **versions(),
     }
-    _say({"event": "start", **info})
-    import deepspeed
+
+
+def all_reduce_once(info: dict) -> None:
     import torch
     import torch.distributed as dist
+    from deepspeed.accelerator import get_accelerator
 
-    deepspeed.init_distributed(timeout=timedelta(seconds=timeout))
-    total = torch.tensor([float(info["rank"])])
+    total = torch.tensor([float(info["rank"])], device=get_accelerator().current_device_name())
     dist.all_reduce(total)
     gathered: list = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, info)
     if dist.get_rank() == 0:
         _say({"event": "done", "allreduce": total.item(), "world_size": dist.get_world_size(), "ranks": gathered})
     dist.barrier()
-    dist.destroy_process_group()
-    sys.stdout.flush()
-    os._exit(0)
+
+
+def main() -> None:
+    info = rank_info()
+    _say({"event": "start", **info})
+    run_rank(lambda: all_reduce_once(info), timedelta(seconds=int(os.environ.get("MEDTRAIN_PREFLIGHT_TIMEOUT", "60"))))
 
 
 if __name__ == "__main__":

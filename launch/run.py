@@ -10,25 +10,24 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from launch.ds_config import write_ds_config
-from launch.hostfile import atomic_write_text, read_hostfile
+from core.ds_config import write_ds_config
+from core.publish import publish_text
+from core.recipe import RecipeError, dump_recipe, load_recipe
+from launch.hostfile import read_hostfile
 from launch.launcher import LaunchError, LaunchSpec, build_command, free_port, render_plan, render_sbatch, validate
-from launch.plan import Plan, ds_config_for, make_plan
-from medtrain.recipe import RecipeError, dump_recipe, load_recipe
+from launch.plan import Plan, make_plan
 
 
 @dataclass
 class PreparedLaunch:
     spec: LaunchSpec
     plan: Plan
-    ds_config: dict
     command: list[str]
     dry_run: bool
 
     def describe(self) -> str:
         p = self.plan
-        head = (f"plan: {p.total_steps} steps, global batch {p.recipe.global_batch} = {p.recipe.micro_batch} micro x "
-                f"{p.accumulation} accum x {p.world_size} ranks; "
+        head = (f"plan: {p.total_steps} steps, global batch {p.spec.batch_equation()}; "
                 f"{'FITS' if p.fits else 'DOES NOT FIT'} ({p.total_bytes / 2**30:.1f} GiB per GPU, "
                 f"see `medtrain plan`)")
         tail = "dry run: nothing started" if self.dry_run else f"run dir: {self.spec.run_dir}"
@@ -52,36 +51,35 @@ def prepare_launch(recipe_path: Path, hosts: Path, launcher: str, *, overrides: 
     plan = make_plan(recipe, pool)
     if not dry_run and not (Path(recipe.data) / "manifest.json").is_file():
         raise RecipeError(f"{recipe.source}: data '{recipe.data}' is not a prepared dataset; run `medtrain prep` first")
-    ds_config = ds_config_for(plan)
     run_dir = Path(recipe.output_dir).resolve()
     if entry is None:
         entry = ["--module", "--no_local_rank", "medtrain", "train", recipe.stage,
-                 "--recipe", str(run_dir / "recipe.yaml"), "--ds-config", str(run_dir / "ds_config.json")]
+                 "--recipe", str(run_dir / "recipe.yaml"), "--run-spec", str(run_dir / "run_spec.json")]
         if resume:
             entry.append("--resume")
     spec = LaunchSpec(pool=pool, hostfile=Path(hosts), launcher=launcher, entry=entry, run_dir=run_dir,
                       master_port=free_port(), env=parse_env(env))
     validate(spec, dry_run=dry_run)
     command = build_command(spec)
-    prepared = PreparedLaunch(spec, plan, ds_config, command, dry_run)
+    prepared = PreparedLaunch(spec, plan, command, dry_run)
     if not dry_run:
         write_run_files(prepared)
     return prepared
 
 
 def write_run_files(prepared: PreparedLaunch) -> None:
-    """The recipe and DeepSpeed JSON every rank reads, and the env file remote ranks get (shared filesystem)."""
+    """The recipe and run spec every rank reads (the DeepSpeed JSON beside them for people and peers' tools),
+    and the env file remote ranks get (shared filesystem)."""
     from launch.launcher import write_env_file
 
     spec = prepared.spec
     spec.run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = spec.run_dir / ".recipe.yaml.tmp"
-    dump_recipe(prepared.plan.recipe, tmp)
-    tmp.replace(spec.run_dir / "recipe.yaml")
-    write_ds_config(prepared.ds_config, spec.run_dir / "ds_config.json")
+    publish_text(spec.run_dir / "recipe.yaml", dump_recipe(prepared.plan.recipe))
+    prepared.plan.spec.write(spec.run_dir / "run_spec.json")
+    write_ds_config(prepared.plan.spec.ds_config, spec.run_dir / "ds_config.json")
     write_env_file(spec)
     if spec.launcher == "slurm":
-        atomic_write_text(spec.run_dir / "launch.sbatch", render_sbatch(spec, f"medtrain-{prepared.plan.recipe.stage}"))
+        publish_text(spec.run_dir / "launch.sbatch", render_sbatch(spec, f"medtrain-{prepared.plan.recipe.stage}"))
 
 
 def start(prepared: PreparedLaunch) -> int:

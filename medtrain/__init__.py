@@ -1,3 +1,5 @@
 """medtrain: continual pretraining, SFT and evaluation of Llama-2 for medical QA on DeepSpeed ZeRO-3."""
 
-__version__ = "0.1.0"
+from core import __version__
+
+__all__ = ["__version__"]

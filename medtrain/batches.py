@@ -9,12 +9,12 @@ loss, instead of repeating or dropping samples.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from core.run_spec import RunSpec, accumulation_steps, steps_per_epoch
 from data_prep.reader import Samples, epoch_order
 
 IGNORE = -100
@@ -28,13 +28,17 @@ class StepPlan:
     world_size: int
     seed: int
 
+    @classmethod
+    def of(cls, spec: RunSpec) -> StepPlan:
+        return cls(spec.data.samples, spec.global_batch, spec.micro_batch, spec.world_size, spec.seed)
+
     @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(self.num_samples / self.global_batch)
+        return steps_per_epoch(self.num_samples, self.global_batch)
 
     @property
     def accumulation(self) -> int:
-        return self.global_batch // (self.micro_batch * self.world_size)
+        return accumulation_steps(self.global_batch, self.micro_batch, self.world_size)
 
     def step_ids(self, step: int) -> np.ndarray:
         """Global sample ids of optimizer step `step` (0-based over the whole run), -1 for ghost slots."""

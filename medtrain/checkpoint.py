@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import warnings
 from pathlib import Path
@@ -17,10 +16,13 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from core.errors import UserError
+from medtrain.state import TrainerState
+
 MARKER = "COMPLETE"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be resumed or exported; says why and what to do."""
 
 
@@ -41,7 +43,8 @@ def complete_checkpoints(root: Path) -> list[Path]:
     return done
 
 
-def save(engine, root: Path, step: int, state: dict, hf_config_writer, keep: int) -> Path:
+def save(engine, root: Path, state: TrainerState, hf_config_writer, keep: int) -> Path:
+    step = state.step
     tag = tag_for(step)
     engine.save_checkpoint(str(root), tag=tag, client_state={"medtrain_step": step})
     rank = dist.get_rank()
@@ -49,7 +52,7 @@ def save(engine, root: Path, step: int, state: dict, hf_config_writer, keep: int
     torch.save({"torch": torch.get_rng_state()}, path / f"rng_rank{rank}.pt")  # the order needs no other RNG
     dist.barrier()
     if rank == 0:
-        (path / "trainer_state.json").write_text(json.dumps(state, indent=2, ensure_ascii=False))
+        (path / "trainer_state.json").write_text(state.to_json(), encoding="utf-8")
         hf_config_writer(path)
         (path / MARKER).write_text(f"{step}\n")
         _prune(root, keep)
@@ -65,16 +68,12 @@ def _prune(root: Path, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def read_state(path: Path) -> dict:
-    return json.loads((path / "trainer_state.json").read_text())
-
-
-def load(engine, path: Path, precision: str) -> dict:
-    state = read_state(path)
-    if state.get("precision") != precision:
+def load(engine, path: Path, precision: str) -> TrainerState:
+    state = TrainerState.read(path)
+    if state.precision != precision:
         raise CheckpointError(
-            f"{path} was written in {state.get('precision')}, this run is {precision}: DeepSpeed names the "
-            f"optimizer shards by precision family; resume with precision={state.get('precision')} or start fresh"
+            f"{path} was written in {state.precision}, this run is {precision}: DeepSpeed names the "
+            f"optimizer shards by precision family; resume with precision={state.precision} or start fresh"
         )
     load_path, _ = engine.load_checkpoint(str(path.parent), tag=path.name, load_optimizer_states=True,
                                           load_lr_scheduler_states=True)

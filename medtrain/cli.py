@@ -8,15 +8,11 @@ from typing import Annotated
 
 import typer
 
-from data_prep.format import DatasetError
-from launch.ds_config import PRESETS, ConfigError, build_ds_config, write_ds_config
-from launch.hostfile import HostfileError, read_hostfile, render_hostfile, write_hostfile
-from launch.launcher import LaunchError
-from medtrain.model_specs import ModelSpecError
-from medtrain.recipe import RecipeError, load_recipe
-
-USER_ERRORS: tuple[type[Exception], ...] = (RecipeError, HostfileError, ConfigError, LaunchError, ModelSpecError,
-                                            DatasetError)
+from core.ds_config import PRESETS, ConfigError, build_ds_config, write_ds_config
+from core.errors import RunFailed, UserError
+from core.recipe import load_recipe
+from core.run_spec import warmup_steps
+from launch.hostfile import read_hostfile, render_hostfile, write_hostfile
 
 app = typer.Typer(help="Continual pretraining, SFT and evaluation of Llama-2 for medical QA on DeepSpeed ZeRO-3.",
                   pretty_exceptions_show_locals=False, no_args_is_help=True, add_completion=False)
@@ -30,19 +26,15 @@ prep_app = typer.Typer(help="Raw data -> offline-tokenized memory-mapped dataset
 app.add_typer(prep_app, name="prep")
 
 
-def register_user_errors(*errors: type[Exception]) -> None:
-    global USER_ERRORS
-    USER_ERRORS = USER_ERRORS + tuple(errors)
-
-
 @contextmanager
 def user_errors():
-    """Problems the user can fix print one line on stderr and exit 2; nothing else is caught."""
+    """The one place the CLI turns exceptions into exit codes: a UserError (exit 2) or a failed run (exit 1) is
+    one line on stderr; anything else is a bug and keeps its traceback."""
     try:
         yield
-    except USER_ERRORS as e:
+    except (UserError, RunFailed) as e:
         typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(code=2) from None
+        raise typer.Exit(code=e.exit_code) from None
 
 
 RecipeOpt = Annotated[Path, typer.Option("--recipe", help="Run recipe YAML (recipes/paper, recipes/tiny).")]
@@ -79,11 +71,11 @@ def deepspeed_config_for(preset: str, recipe_path: Path | None, hosts: Path | No
         if preset not in PRESETS:
             raise ConfigError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
         return build_ds_config(preset=preset, precision=None, micro_batch=1, accumulation=1, world_size=1,
-                               hidden_size=4096, lr=2e-5, total_steps=1000, warmup_ratio=0.03)
-    from launch.plan import ds_config_for, make_plan
+                               hidden_size=4096, lr=2e-5, total_steps=1000, warmup=warmup_steps(1000, 0.03))
+    from launch.plan import make_plan
 
     pool = read_hostfile(hosts) if hosts else {"localhost": 1}
-    return ds_config_for(make_plan(load_recipe(recipe_path), pool), preset)
+    return make_plan(load_recipe(recipe_path), pool, preset=preset).spec.ds_config
 
 
 @app.command()
@@ -111,7 +103,7 @@ def plan(
     mfu: Annotated[float, typer.Option(help="Assumed model FLOPs utilisation for the time estimate.")] = 0.25,
     set_: OverrideOpt = None,
 ) -> None:
-    """Memory per GPU, steps, tokens and time; exits 1 when it does not fit.
+    """Memory per GPU, steps, tokens and time; exits 2 when it does not fit (a recipe or hostfile to change).
 
     Example: medtrain plan --recipe recipes/paper/continual_llama2_13b.yaml --hosts hostfiles/v100x20
     """
@@ -124,7 +116,7 @@ def plan(
                            Hardware(gpu_mem_gb=gpu_mem_gb, peak_tflops=peak_tflops, mfu=mfu))
     typer.echo(result.render())
     if not result.fits:
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=2)
 
 
 @app.command()
@@ -261,30 +253,31 @@ def prep_inspect(dataset: Annotated[Path, typer.Argument(help="Dataset directory
     typer.echo(text)
 
 
-DsConfigOpt = Annotated[Path | None, typer.Option("--ds-config", help="DeepSpeed JSON (launch writes one).")]
+RunSpecOpt = Annotated[Path | None, typer.Option("--run-spec", help="run_spec.json (launch writes one; without "
+                                                "it the rank computes the same from the recipe).")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the newest complete checkpoint.")]
 
 
 @train_app.command("continual")
-def train_continual(recipe: RecipeOpt, ds_config: DsConfigOpt = None, resume: ResumeOpt = False) -> None:
+def train_continual(recipe: RecipeOpt, run_spec: RunSpecOpt = None, resume: ResumeOpt = False) -> None:
     """Continual pretraining on one rank of a DeepSpeed job.
 
     Example (under the launcher): deepspeed --num_gpus 2 --module medtrain train continual --recipe R
     """
     from medtrain.trainer import run_rank
 
-    run_rank(recipe, "continual", ds_config, resume)
+    run_rank(recipe, "continual", run_spec, resume)
 
 
 @train_app.command("sft")
-def train_sft(recipe: RecipeOpt, ds_config: DsConfigOpt = None, resume: ResumeOpt = False) -> None:
+def train_sft(recipe: RecipeOpt, run_spec: RunSpecOpt = None, resume: ResumeOpt = False) -> None:
     """Supervised fine-tuning (prompt masked from the loss) on one rank of a DeepSpeed job.
 
     Example (under the launcher): deepspeed --num_gpus 2 --module medtrain train sft --recipe R
     """
     from medtrain.trainer import run_rank
 
-    run_rank(recipe, "sft", ds_config, resume)
+    run_rank(recipe, "sft", run_spec, resume)
 
 
 @app.command()
@@ -294,20 +287,11 @@ def export(checkpoint: Annotated[Path, typer.Option(help="A checkpoint dir, or a
 
     Example: medtrain export --checkpoint runs/continual/checkpoints/step_000750 --out models/continual-750
     """
-    from medtrain.checkpoint import CheckpointError
     from medtrain.export import export_checkpoint
 
-    register_user_errors(CheckpointError)
     with user_errors():
         path = export_checkpoint(checkpoint, out)
     typer.echo(f"wrote {path}")
-
-
-def _eval_errors():
-    from eval.task import TaskError
-
-    register_user_errors(TaskError)
-    return user_errors()
 
 
 ModelOpt = Annotated[Path | None, typer.Option("--model", help="Hugging Face model directory.")]
@@ -336,7 +320,7 @@ def eval_cmexam(
     """
     from eval.run import run_cmexam
 
-    with _eval_errors():
+    with user_errors():
         r = run_cmexam(data, out, model_dir=model, predictions=predictions, template=template, extract_mode=extract,
                        batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit)
     m = r["metrics"]
@@ -348,7 +332,7 @@ def _eval_mc(task: str, model: Path, data: Path, out: Path, shots: int, scoring:
              limit: int | None) -> None:
     from eval.run import run_mc
 
-    with _eval_errors():
+    with user_errors():
         r = run_mc(task, model, data, out, shots=shots, scoring=scoring, batch_size=batch_size, limit=limit)
     m = r["metrics"]
     typer.echo(f"{task.upper()} {shots}-shot ({scoring}): acc {m['acc']:.2f} ({m['overall']}; micro "
@@ -388,7 +372,6 @@ def report(paths: Annotated[list[Path], typer.Argument(help="Training runs, swee
     """
     from medtrain.reporting import build_report
 
-    register_user_errors(FileNotFoundError)
     with user_errors():
         path = build_report(paths, out)
     typer.echo(f"wrote {path}")
@@ -425,7 +408,7 @@ def init_model(config: Annotated[str, typer.Option(help="Named shape (tiny, tiny
 
     Example: medtrain init-model --config tiny --tokenizer tok --out models/base
     """
-    from medtrain.modeling import init_model_dir
+    from medtrain.model_dir import init_model_dir
 
     with user_errors():
         path = init_model_dir(config, tokenizer, out, seed)
@@ -453,12 +436,9 @@ def sweep(
     --checkpoints 0,750,1500,2250,3000 --hosts hostfiles/v100x20 --out runs/sweep --cmexam-data test.csv
     --mmlu-data data/mmlu --cmmlu-data data/cmmlu
     """
-    from eval.task import TaskError
-    from medtrain.checkpoint import CheckpointError
     from medtrain.sweep import EvalData
     from medtrain.sweep import sweep as run_sweep
 
-    register_user_errors(TaskError, CheckpointError)
     with user_errors():
         if checkpoints == "all":
             from medtrain.checkpoint import complete_checkpoints
@@ -481,13 +461,10 @@ def demo(workdir: Annotated[Path, typer.Option(help="Where the demo writes every
          quick: Annotated[bool, typer.Option("--quick", help="Smallest setting (CI): fewer steps and questions.")]
          = False) -> None:
     """The whole pipeline at toy scale on CPU, on shipped data. Example: medtrain demo --workdir demo_work"""
-    from medtrain.demo import DemoError, run_demo
+    from medtrain.demo import run_demo
 
-    try:
+    with user_errors():
         run_demo(workdir, "quick" if quick else "full")
-    except DemoError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(code=1) from None
 
 
 def _module_entry() -> None:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import medtrain
+from core.errors import RunFailed
 
 REPO = Path(medtrain.__file__).resolve().parent.parent
 SAMPLES = REPO / "data_prep" / "samples"
@@ -29,7 +30,7 @@ SIZES = {
 }
 
 
-class DemoError(RuntimeError):
+class DemoError(RunFailed):
     """A demo step failed; the message names the command."""
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -46,6 +48,60 @@ class MetricsLogger:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+
+
+@dataclass
+class Window:
+    """This rank's sums since the last log line."""
+    steps: int = 0
+    loss: float = 0.0
+    """Sum over steps of the step's mean micro-batch loss."""
+    tokens: int = 0
+    samples: int = 0
+    seconds: float = 0.0
+    data_seconds: float = 0.0
+
+
+class StepMetrics:
+    """Loss, throughput and timing of the steps between two log lines, summed over ranks with one all-reduce
+    per log step (a collective per step would cost more than the tiny runs' steps)."""
+
+    def __init__(self, logger: MetricsLogger, world: int, start_step: int, total_steps: int, steps_per_epoch: int):
+        self.logger, self.world = logger, world
+        self.start_step, self.total_steps, self.steps_per_epoch = start_step, total_steps, steps_per_epoch
+        self.window = Window()
+        self.t_start = time.perf_counter()
+
+    def add(self, mean_loss: float, tokens: int, samples: int, seconds: float, data_seconds: float) -> None:
+        w = self.window
+        w.steps += 1
+        w.loss += mean_loss
+        w.tokens += tokens
+        w.samples += samples
+        w.seconds += seconds
+        w.data_seconds += data_seconds
+
+    def flush(self, done_steps: int, lr: float, grad_norm: float | None, extra: dict | None = None) -> dict:
+        """All ranks call this at the same step; rank 0 writes the record."""
+        import torch
+        import torch.distributed as dist
+        from deepspeed.accelerator import get_accelerator
+
+        w = self.window
+        sums = torch.tensor([w.loss, w.tokens, w.samples], dtype=torch.float64,
+                            device=get_accelerator().current_device_name())
+        dist.all_reduce(sums)
+        loss_sum, all_tokens, all_samples = sums.tolist()
+        elapsed = time.perf_counter() - self.t_start
+        record = {"step": done_steps, "total_steps": self.total_steps, "loss": loss_sum / self.world / w.steps,
+                  "lr": lr, "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
+                  "tokens_per_s": all_tokens / w.seconds, "samples_per_s": all_samples / w.seconds,
+                  "data_wait_frac": w.data_seconds / max(w.seconds, 1e-9), "elapsed_s": elapsed,
+                  "eta_s": elapsed / (done_steps - self.start_step) * (self.total_steps - done_steps),
+                  "epoch": (done_steps - 1) // self.steps_per_epoch, **(extra or {})}
+        self.logger.log(record)
+        self.window = Window()
+        return record
 
 
 def read_metrics(path: Path) -> list[dict]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from medtrain.model_specs import NAMED, resolve_shape
+from core.model_specs import NAMED, ModelSpecError, resolve_shape
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -34,7 +34,7 @@ def build_model(model: str, cfg, vocab_size: int, ds_config: dict, precision: st
 
     torch.manual_seed(seed)
     if cfg.vocab_size < vocab_size:
-        raise ValueError(f"model {model} has {cfg.vocab_size} embeddings, fewer than the data's vocabulary "
+        raise ModelSpecError(f"model {model} has {cfg.vocab_size} embeddings, fewer than the data's vocabulary "
                          f"({vocab_size}): prepare the data with the model's tokenizer")
     if model in NAMED:
         # dtype comes from the config: DeepSpeed 0.19 ignores an explicit dtype= when the accelerator lacks fp16
@@ -75,23 +75,3 @@ def save_hf_config(cfg, out: Path, precision: str) -> None:
     cfg.use_cache = True
     cfg.dtype = DTYPES[precision]
     cfg.save_pretrained(str(out))
-
-
-def init_model_dir(name: str, tokenizer_dir: Path, out: Path, seed: int = 0) -> Path:
-    """A randomly initialised Llama of a named shape, saved as a Hugging Face directory with its tokenizer:
-    the "base model" of the demo and of tests (nothing can be downloaded here)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from data_prep.tokenizer import Encoder
-    from medtrain.export import publish_model_dir, staging_dir
-
-    info = Encoder(tokenizer_dir).info
-    shape = resolve_shape(name, vocab_size=info.vocab_size)
-    cfg = LlamaConfig(**shape.to_hf_config(), bos_token_id=info.bos_id, eos_token_id=info.eos_id,
-                      pad_token_id=info.pad_id)
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(cfg)
-    tmp = staging_dir(out)
-    model.save_pretrained(str(tmp))
-    lineage = {"base_model": f"{name} (random init, seed {seed})", "stage": "init", "step": 0, "base_lineage": None}
-    return publish_model_dir(tmp, out, Path(tokenizer_dir), lineage)

@@ -7,7 +7,13 @@ import json
 import os
 from pathlib import Path
 
+from core.errors import UserError
+from core.publish import publish_text
 from medtrain.metrics import read_metrics
+
+
+class ReportError(UserError):
+    """Nothing reportable among the paths given."""
 
 
 def plot_loss(run_dirs: list[Path], out: Path, title: str = "Training loss") -> Path:
@@ -28,7 +34,7 @@ def plot_loss(run_dirs: list[Path], out: Path, title: str = "Training loss") -> 
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}.png")
+    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.png")  # savefig picks the format from the suffix
     fig.savefig(tmp)
     plt.close(fig)
     os.replace(tmp, out)
@@ -52,7 +58,7 @@ def build_report(paths: list[Path], out: Path) -> Path:
     sweeps = [p for p in paths if (p / "sweep.json").is_file()]
     results = [r for p in paths if p not in runs and p not in sweeps for r in find_results(p)]
     if not (runs or sweeps or results):
-        raise FileNotFoundError(f"nothing to report in {', '.join(map(str, paths))}: pass training run directories "
+        raise ReportError(f"nothing to report in {', '.join(map(str, paths))}: pass training run directories "
                                 "(metrics.jsonl), sweep directories (sweep.json) or eval outputs (results.json)")
     lines = ["# medtrain report", ""]
     for s in sweeps:
@@ -71,7 +77,4 @@ def build_report(paths: list[Path], out: Path) -> Path:
             lines.append(f"- `{run}`: {rec['step']} steps, final loss {rec['loss']:.4f}, "
                          f"{rec['tokens_per_s']:,.0f} tokens/s")
         lines.append("")
-    tmp = out / f".report.md.tmp{os.getpid()}"
-    tmp.write_text("\n".join(lines), encoding="utf-8")
-    os.replace(tmp, out / "report.md")
-    return out / "report.md"
+    return publish_text(out / "report.md", "\n".join(lines))

@@ -12,6 +12,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.errors import RunFailed
+from core.publish import publish_json, publish_text
 from medtrain.checkpoint import CheckpointError, tag_for
 
 
@@ -52,8 +54,8 @@ def evaluate(model: Path, out: Path, data: EvalData) -> list[dict]:
 
 def continual_model(continual: Path, step: int, out: Path) -> Path:
     """The HF directory of checkpoint `step` (0: the run's base model), exported once."""
+    from core.recipe import load_recipe
     from medtrain.export import export_checkpoint
-    from medtrain.recipe import load_recipe
 
     if step == 0:
         return Path(load_recipe(continual / "recipe.yaml").model)
@@ -88,7 +90,7 @@ def sweep(continual: Path, sft_recipe: Path, checkpoints: list[int], hosts: Path
                 env=[], resume=(sft_dir / "checkpoints").is_dir(), dry_run=False)
             code = start(prepared)
             if code != 0:
-                raise RuntimeError(f"SFT launch for step {step} exited with {code}; rerun the sweep to resume")
+                raise RunFailed(f"SFT launch for step {step} exited with {code}; rerun the sweep to resume")
         else:
             say(f"{sft_dir} done, reusing")
         rows.append({"step": step, "sft": True, "model": str(sft_dir / "export"),
@@ -96,8 +98,8 @@ def sweep(continual: Path, sft_recipe: Path, checkpoints: list[int], hosts: Path
     table = table3(rows)
     summary = {"continual": str(continual), "sft_recipe": str(sft_recipe), "checkpoints": checkpoints,
                "rows": [{k: v for k, v in r.items() if k != "results"} | {"metrics": metrics_of(r)} for r in rows]}
-    (out / "table3.md").write_text(table, encoding="utf-8")
-    (out / "sweep.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    publish_text(out / "table3.md", table)
+    publish_json(out / "sweep.json", summary)
     sys.stdout.flush()
     return summary
 

@@ -1,34 +1,36 @@
 """The per-rank training loop on deepspeed.initialize: batch, forward, loss, backward, step, log, checkpoint.
 
-`medtrain train continual|sft --recipe R` is what `medtrain launch` starts on every rank.
+`medtrain train continual|sft --recipe R --run-spec S` is what `medtrain launch` starts on every rank. The
+Trainer has torchtune's shape: setup (data, model, engine, resume), train_step, save, export, cleanup.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import sys
+import shutil
 import time
-from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from core.errors import RunFailed
+from core.rank import run_rank as run_as_rank
+from core.recipe import Recipe, RecipeError, load_recipe
+from core.run_spec import DataSize, RunSpec
 from data_prep.reader import open_samples
 from data_prep.tokenizer import tokenizer_sha256
-from launch.plan import ds_config_for, make_plan
 from medtrain import checkpoint
 from medtrain.batches import IGNORE, StepPlan, collate
-from medtrain.metrics import MetricsLogger
+from medtrain.metrics import MetricsLogger, StepMetrics
+from medtrain.model_dir import write_hf_dir
 from medtrain.modeling import build_model, hf_config, release_hf_deepspeed_config, save_hf_config
-from medtrain.recipe import Recipe, RecipeError, load_recipe
+from medtrain.state import TrainerState
 
 
-class TrainingError(RuntimeError):
+class TrainingError(RunFailed):
     """The run went wrong in a way more steps will not fix (exit code 1)."""
 
 
@@ -90,204 +92,192 @@ def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimi
     return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
 
 
-@dataclass
-class RunContext:
-    recipe: Recipe
-    rank: int
-    world: int
-    out: Path
+class Trainer:
+    """One rank's run. Every rank constructs it; only rank 0 prints, logs and writes shared files."""
+
+    def __init__(self, recipe: Recipe, stage: str, run_spec: Path | None = None, resume: bool = False):
+        if recipe.stage != stage:
+            raise RecipeError(f"{recipe.source}: stage is {recipe.stage}, but `medtrain train {stage}` was run")
+        self.recipe, self.stage, self.run_spec_path, self.resume = recipe, stage, run_spec, resume
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.out = Path(recipe.output_dir)
+        self.ckpt_root = self.out / "checkpoints"
+        self.start_step = 0
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def say(self, msg: str) -> None:
+        if self.is_main:
+            print(msg, flush=True)
 
-def _say(ctx: RunContext, msg: str) -> None:
-    if ctx.is_main:
-        print(msg, flush=True)
+    # ----- setup ----------------------------------------------------------------------------------------------
 
+    def setup(self) -> None:
+        self.logger = MetricsLogger(self.out, self.is_main)
+        self._setup_data()
+        self._setup_engine()
+        if self.resume:
+            self._resume()
 
-def train(recipe_path: Path, stage: str, ds_config_path: Path | None = None, resume: bool = False) -> dict:
-    recipe = load_recipe(recipe_path)
-    if recipe.stage != stage:
-        raise RecipeError(f"{recipe.source}: stage is {recipe.stage}, but `medtrain train {stage}` was run")
-    ctx = RunContext(recipe, dist.get_rank(), dist.get_world_size(), Path(recipe.output_dir))
-    tok_sha = tokenizer_sha256(recipe.tokenizer_dir)
-    samples = open_samples(recipe.data, stage, recipe.seq_len, recipe.packing, tokenizer_sha256=tok_sha)
-    manifest = samples.data.manifest
-    plan = StepPlan(len(samples), recipe.global_batch, recipe.micro_batch, ctx.world, recipe.seed)
-    planned = make_plan(recipe, {"localhost": ctx.world})  # the steps and batch `medtrain plan` reports
-    accumulation, total_steps = planned.accumulation, planned.total_steps
-    vocab = manifest["tokenizer"]["vocab_size"]
-    cfg = hf_config(recipe.model, vocab, recipe.attn_implementation)
-    ds_config = json.loads(Path(ds_config_path).read_text()) if ds_config_path else ds_config_for(planned)
-    if ds_config["train_batch_size"] != recipe.global_batch:
-        raise RecipeError(f"{ds_config_path}: train_batch_size {ds_config['train_batch_size']} != recipe "
-                          f"global_batch {recipe.global_batch}; regenerate it with `medtrain launch`")
-    _say(ctx, f"medtrain: {stage} on {ctx.world} ranks, {len(samples):,} samples/epoch, {total_steps} steps, "
-              f"batch {recipe.micro_batch} x {accumulation} x {ctx.world} = {recipe.global_batch}, {recipe.precision}")
+    def _setup_data(self) -> None:
+        r = self.recipe
+        self.samples = open_samples(r.data, self.stage, r.seq_len, r.packing,
+                                    tokenizer_sha256=tokenizer_sha256(r.tokenizer_dir))
+        tok = self.samples.data.manifest["tokenizer"]
+        self.cfg = hf_config(r.model, tok["vocab_size"], r.attn_implementation)
+        self.spec = self._run_spec()
+        self.plan = StepPlan.of(self.spec)
+        self.state = TrainerState(
+            step=0, epoch=0, samples_seen=0, total_steps=self.spec.total_steps, stage=self.stage,
+            precision=r.precision, recipe=r.to_dict(), tokenizer_dir=str(r.tokenizer_dir),
+            data_manifest_sha256=hashlib.sha256((Path(r.data) / "manifest.json").read_bytes()).hexdigest(),
+            vocab_size=tok["vocab_size"], bos_id=tok["bos_id"], eos_id=tok["eos_id"], pad_id=tok.get("pad_id"),
+            world_size=self.world, template=self.samples.data.manifest.get("template"))
+        self.say(f"medtrain: {self.stage} on {self.world} ranks, {len(self.samples):,} samples/epoch, "
+                 f"{self.spec.total_steps} steps, batch {self.spec.batch_equation()}, {r.precision}")
 
-    model = build_model(recipe.model, cfg, vocab, ds_config, recipe.precision, recipe.seed,
-                        recipe.gradient_checkpointing)
-    optimizer = make_optimizer(model, recipe)
-    import deepspeed
+    def _run_spec(self) -> RunSpec:
+        """The launch's run_spec.json when there is one (checked against what this rank sees), else the same
+        computation here (a rank started by hand)."""
+        if self.run_spec_path is not None:
+            spec = RunSpec.read(self.run_spec_path)
+            spec.check_matches(self.world, len(self.samples), str(self.run_spec_path))
+            return spec
+        data = DataSize(len(self.samples), self.samples.num_tokens(), f"prepared: {self.recipe.data}")
+        return RunSpec.compute(self.recipe, self.world, data, self.cfg.hidden_size)
 
-    ds_config = dict(ds_config)
-    schedule = ds_config.pop("scheduler", None)
-    scheduler = warmup_decay(optimizer, schedule["params"]) if schedule else None
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config,
-                                           lr_scheduler=scheduler)
-    release_hf_deepspeed_config()
+    def _setup_engine(self) -> None:
+        import deepspeed
 
-    ckpt_root = ctx.out / "checkpoints"
-    start = 0
-    if resume:
-        done = checkpoint.complete_checkpoints(ckpt_root)
-        if done:
-            state = checkpoint.load(engine, done[-1], recipe.precision)
-            start = state["step"]
-            _say(ctx, f"resumed from {done[-1]} at step {start}")
-        else:
-            _say(ctx, f"--resume: no complete checkpoint under {ckpt_root}; starting from step 0")
+        r = self.recipe
+        ds_config = dict(self.spec.ds_config)
+        model = build_model(r.model, self.cfg, self.state.vocab_size, ds_config, r.precision, r.seed,
+                            r.gradient_checkpointing)
+        optimizer = make_optimizer(model, r)
+        schedule = ds_config.pop("scheduler", None)
+        scheduler = warmup_decay(optimizer, schedule["params"]) if schedule else None
+        self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config,
+                                                    lr_scheduler=scheduler)
+        release_hf_deepspeed_config()
+        self.fp16 = r.precision == "fp16"
+        self.watch = LossScaleWatch(ds_config.get("fp16", {}).get("min_loss_scale", 1), r.loss_scale_patience)
 
-    pad_id = manifest["tokenizer"].get("pad_id")
-    pad_id = manifest["tokenizer"]["eos_id"] if pad_id is None else pad_id
-    data_sha = hashlib.sha256((Path(recipe.data) / "manifest.json").read_bytes()).hexdigest()
+    def _resume(self) -> None:
+        done = checkpoint.complete_checkpoints(self.ckpt_root)
+        if not done:
+            self.say(f"--resume: no complete checkpoint under {self.ckpt_root}; starting from step 0")
+            return
+        self.start_step = checkpoint.load(self.engine, done[-1], self.recipe.precision).step
+        self.say(f"resumed from {done[-1]} at step {self.start_step}")
 
-    def trainer_state(step: int) -> dict:
-        return {"step": step, "epoch": step // plan.steps_per_epoch, "samples_seen": step * recipe.global_batch,
-                "total_steps": total_steps, "stage": stage, "precision": recipe.precision,
-                "recipe": recipe.to_dict(), "tokenizer_dir": str(recipe.tokenizer_dir),
-                "data_manifest_sha256": data_sha, "vocab_size": vocab, "bos_id": manifest["tokenizer"]["bos_id"],
-                "eos_id": manifest["tokenizer"]["eos_id"], "pad_id": manifest["tokenizer"].get("pad_id"),
-                "world_size": ctx.world, "template": manifest.get("template")}
+    # ----- the loop -------------------------------------------------------------------------------------------
 
-    def save(step: int) -> None:
-        checkpoint.save(engine, ckpt_root, step, trainer_state(step),
-                        lambda path: save_hf_config(cfg, path, recipe.precision), recipe.keep_checkpoints)
-        _say(ctx, f"checkpoint {ckpt_root / checkpoint.tag_for(step)}")
-
-    logger = MetricsLogger(ctx.out, ctx.is_main)
-    watch = LossScaleWatch(ds_config.get("fp16", {}).get("min_loss_scale", 1), recipe.loss_scale_patience)
-    t_start = time.perf_counter()
-    window = {"tokens": 0, "samples": 0, "data": 0.0, "time": 0.0, "loss": 0.0, "n": 0}
-    engine.train()
-    for step in range(start, total_steps):
-        t0 = time.perf_counter()
-        lr = engine.get_lr()[0]
-        step_loss, data_time, tokens, real = 0.0, 0.0, 0, 0
-        for ids in plan.micro_ids(step, ctx.rank):
-            td = time.perf_counter()
-            batch = collate(samples, ids, pad_id)
-            data_time += time.perf_counter() - td
+    def train_step(self, step: int) -> tuple[float, int, int, float]:
+        """One optimizer step: (mean micro-batch loss, tokens, real samples, seconds spent collating)."""
+        loss_sum, data_seconds, tokens, real = 0.0, 0.0, 0, 0
+        device = self.engine.device
+        for ids in self.plan.micro_ids(step, self.rank):
+            t0 = time.perf_counter()
+            batch = {k: v.to(device) for k, v in collate(self.samples, ids, self.state.pad_or_eos).items()}
+            data_seconds += time.perf_counter() - t0
             mask = batch["attention_mask"]
             full = bool(mask.all())  # no padding: let SDPA take its causal fast path instead of a 4-D mask
-            logits = engine(input_ids=batch["input_ids"], attention_mask=None if full else mask).logits
+            logits = self.engine(input_ids=batch["input_ids"], attention_mask=None if full else mask).logits
             loss = token_loss(logits, batch["labels"])
-            engine.backward(loss)
-            engine.step()
-            step_loss += loss.item()
+            self.engine.backward(loss)
+            self.engine.step()
+            loss_sum += loss.item()
             tokens += int(mask.sum())
             real += int((ids >= 0).sum())
-        window["time"] += time.perf_counter() - t0
-        window["data"] += data_time
-        window["loss"] += step_loss / accumulation  # this rank's sums; summed over ranks once per log step
-        window["tokens"] += tokens
-        window["samples"] += real
-        window["n"] += 1
-        fp16 = recipe.precision == "fp16"
-        scale = float(engine.optimizer.loss_scale) if fp16 else None
-        done_steps = step + 1
-        if done_steps % recipe.log_every == 0 or done_steps == total_steps:
-            elapsed = time.perf_counter() - t_start
-            gnorm = engine.get_global_grad_norm()
-            sums = torch.tensor([window["loss"], window["tokens"], window["samples"]], dtype=torch.float64)
-            dist.all_reduce(sums)
-            loss_sum, all_tokens, all_samples = sums.tolist()
-            record = {"step": done_steps, "total_steps": total_steps, "loss": loss_sum / ctx.world / window["n"],
-                      "lr": lr, "grad_norm": float(gnorm) if gnorm is not None else float("nan"),
-                      "tokens_per_s": all_tokens / window["time"],
-                      "samples_per_s": all_samples / window["time"],
-                      "data_wait_frac": window["data"] / max(window["time"], 1e-9), "elapsed_s": elapsed,
-                      "eta_s": elapsed / (done_steps - start) * (total_steps - done_steps),
-                      "epoch": step // plan.steps_per_epoch}
-            if fp16:
-                record.update({"loss_scale": scale, "skipped_steps": int(engine.skipped_steps)})
-            logger.log(record)
-            window = {k: 0 if isinstance(v, int) else 0.0 for k, v in window.items()}
-        if fp16:
-            watch.update(scale, int(engine.skipped_steps))  # raises TrainingError when the scale collapsed
-        if recipe.checkpoint_every and done_steps % recipe.checkpoint_every == 0 and done_steps != total_steps:
-            save(done_steps)
-    logger.close()
-    if start < total_steps or not checkpoint.complete_checkpoints(ckpt_root):
-        save(total_steps)
-    result = export_from_engine(engine, ctx, trainer_state(total_steps), samples, cfg)
-    return result
+        return loss_sum / self.plan.accumulation, tokens, real, data_seconds
 
+    def train(self) -> None:
+        r, total = self.recipe, self.spec.total_steps
+        metrics = StepMetrics(self.logger, self.world, self.start_step, total, self.spec.steps_per_epoch)
+        self.engine.train()
+        for step in range(self.start_step, total):
+            t0 = time.perf_counter()
+            lr = self.engine.get_lr()[0]
+            mean_loss, tokens, real, data_seconds = self.train_step(step)
+            metrics.add(mean_loss, tokens, real, time.perf_counter() - t0, data_seconds)
+            done = step + 1
+            if done % r.log_every == 0 or done == total:
+                metrics.flush(done, lr, self.engine.get_global_grad_norm(), self._loss_scale())
+            if self.fp16:  # raises TrainingError when the scale has collapsed
+                self.watch.update(float(self.engine.optimizer.loss_scale), int(self.engine.skipped_steps))
+            if r.checkpoint_every and done % r.checkpoint_every == 0 and done != total:
+                self.save(done)
+        if self.start_step < total or not checkpoint.complete_checkpoints(self.ckpt_root):
+            self.save(total)
 
-def export_from_engine(engine, ctx: RunContext, state: dict, samples, cfg) -> dict:
-    """Gather the 16-bit weights (all ranks), write the HF directory, and check its logits against the engine's."""
-    from medtrain.export import lineage_for, write_hf_dir
+    def _loss_scale(self) -> dict:
+        if not self.fp16:
+            return {}
+        return {"loss_scale": float(self.engine.optimizer.loss_scale), "skipped_steps": int(self.engine.skipped_steps)}
 
-    tmp = ctx.out / f".gather-{os.getpid()}"
-    saved = engine.save_16bit_model(str(tmp), "weights.pt")
-    if not saved:
-        raise TrainingError("DeepSpeed saved no weights: stage3_gather_16bit_weights_on_model_save is off in the "
-                            "DeepSpeed config; turn it on (medtrain's presets do)")
-    probe = torch.as_tensor(samples[0].input_ids[:32]).unsqueeze(0)
-    engine.eval()
-    with torch.no_grad():
-        engine_logits = engine(input_ids=probe).logits.float()
-    out = ctx.out / "export"
-    result = {"export": str(out)}
-    if ctx.is_main:
-        state_dict = torch.load(tmp / "weights.pt", map_location="cpu", weights_only=True)
-        ckpt = ctx.out / "checkpoints" / f"step_{state['step']:06d}"
-        write_hf_dir(state_dict, ckpt, state, out, lineage_for(state))
-        import shutil
+    def state_at(self, step: int) -> TrainerState:
+        return self.state.at(step, self.spec.steps_per_epoch, self.spec.global_batch)
 
-        shutil.rmtree(tmp, ignore_errors=True)
+    def save(self, step: int) -> None:
+        checkpoint.save(self.engine, self.ckpt_root, self.state_at(step),
+                        lambda path: save_hf_config(self.cfg, path, self.recipe.precision),
+                        self.recipe.keep_checkpoints)
+        self.say(f"checkpoint {self.ckpt_root / checkpoint.tag_for(step)}")
+
+    # ----- export ---------------------------------------------------------------------------------------------
+
+    def export(self) -> dict:
+        """Gather the 16-bit weights (all ranks), write the HF directory, and check its logits against the
+        engine's on a probe from the data."""
+        engine, state = self.engine, self.state_at(self.spec.total_steps)
+        gathered = self.out / f".gather-{self.rank}"
+        if not engine.save_16bit_model(str(gathered), "weights.pt"):
+            raise TrainingError("DeepSpeed saved no weights: stage3_gather_16bit_weights_on_model_save is off in "
+                                "the DeepSpeed config; turn it on (medtrain's presets do)")
+        probe = torch.as_tensor(self.samples[0].input_ids[:32]).unsqueeze(0)
+        engine.eval()
+        with torch.no_grad():
+            engine_logits = engine(input_ids=probe.to(engine.device)).logits.float().cpu()
+        out = self.out / "export"
+        result: dict = {"export": str(out)}
+        if self.is_main:
+            state_dict = torch.load(gathered / "weights.pt", map_location="cpu", weights_only=True)
+            write_hf_dir(state_dict, self.ckpt_root / checkpoint.tag_for(state.step), state, out)
+            result["max_abs_diff"] = self._check_export(out, probe, engine_logits)
+        dist.barrier()
+        shutil.rmtree(gathered, ignore_errors=True)
+        return result
+
+    def _check_export(self, out: Path, probe: torch.Tensor, engine_logits: torch.Tensor) -> float:
         from transformers import AutoModelForCausalLM
 
         reloaded = AutoModelForCausalLM.from_pretrained(str(out), local_files_only=True)
         with torch.no_grad():
             hf_logits = reloaded(input_ids=probe).logits.float()
         diff = (hf_logits - engine_logits).abs().max().item()
-        torch.save({"input_ids": probe, "logits": engine_logits}, ctx.out / "engine_probe.pt")
+        torch.save({"input_ids": probe, "logits": engine_logits}, self.out / "engine_probe.pt")
         (out / "export_check.json").write_text(json.dumps({"probe_tokens": probe.shape[1], "max_abs_diff": diff}))
-        result["max_abs_diff"] = diff
         print(f"exported {out} (logits vs engine: max abs diff {diff:.2e})", flush=True)
-    dist.barrier()
+        return diff
+
+    def cleanup(self) -> None:
+        self.logger.close()
+
+
+def train(recipe_path: Path, stage: str, run_spec: Path | None = None, resume: bool = False) -> dict:
+    trainer = Trainer(load_recipe(recipe_path), stage, run_spec, resume)
+    trainer.setup()
+    trainer.train()
+    result = trainer.export()
+    trainer.cleanup()
     return result
 
 
-def run_rank(recipe: Path, stage: str, ds_config: Path | None, resume: bool) -> None:
+def run_rank(recipe: Path, stage: str, run_spec: Path | None, resume: bool) -> None:
     """Entry point on each rank: join the group, train, leave the group, exit with a meaningful code."""
     import warnings
 
-    import deepspeed
-
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch c10d renames, once per collective
-
-    from launch.ranks import export_rank_env
-
-    export_rank_env()
-    deepspeed.init_distributed(timeout=timedelta(minutes=int(os.environ.get("MEDTRAIN_DIST_TIMEOUT_MIN", "30"))))
-    code = 0
-    try:
-        train(recipe, stage, ds_config, resume)
-    except (RecipeError, checkpoint.CheckpointError, ValueError) as e:
-        if dist.get_rank() == 0:
-            print(f"error: {e}", file=sys.stderr, flush=True)
-        code = 2
-    except TrainingError as e:
-        if dist.get_rank() == 0:
-            print(f"error: {e}", file=sys.stderr, flush=True)
-        code = 1
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    os._exit(code)  # a clean exit: no "terminate called without an active exception"
+    run_as_rank(lambda: train(recipe, stage, run_spec, resume))

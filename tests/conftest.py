@@ -34,7 +34,7 @@ def loopback_cluster(tmp_path_factory):
 def hf_model(tmp_path_factory) -> Path:
     """A real Hugging Face Llama directory (random weights, named shape "tiny") with a locally trained tokenizer."""
     from data_prep.tokenizer import train_bpe_tokenizer
-    from medtrain.modeling import init_model_dir
+    from medtrain.model_dir import init_model_dir
 
     root = tmp_path_factory.mktemp("hf")
     texts = [p.read_text() for p in (REPO / "data_prep" / "samples").rglob("*.csv")]

@@ -5,7 +5,8 @@ import pytest
 from deepspeed.runtime.config import DeepSpeedConfig
 from typer.testing import CliRunner
 
-from launch.ds_config import PRESETS, ConfigError, build_ds_config
+from core.ds_config import PRESETS, ConfigError, build_ds_config
+from core.run_spec import warmup_steps
 from medtrain.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,15 +67,15 @@ def test_checked_in_config_is_parsed_by_deepspeed():
 
 def test_batch_size_is_computed_never_typed():
     c = build_ds_config(preset="a100-zero3-bf16", precision=None, micro_batch=2, accumulation=5, world_size=12,
-                        hidden_size=64, lr=1e-4, total_steps=100, warmup_ratio=0.03)
+                        hidden_size=64, lr=1e-4, total_steps=100, warmup=3)
     assert c["train_batch_size"] == 120 and c["bf16"]["enabled"]
-    assert c["scheduler"]["params"]["warmup_num_steps"] == 3
+    assert c["scheduler"]["params"]["warmup_num_steps"] == 3 == warmup_steps(100, 0.03)
 
 
 def test_v100_refuses_bf16():
     with pytest.raises(ConfigError, match="v100-zero3-fp16 does not support bf16"):
         build_ds_config(preset="v100-zero3-fp16", precision="bf16", micro_batch=1, accumulation=1, world_size=1,
-                        hidden_size=64, lr=1e-4, total_steps=10, warmup_ratio=0.0)
+                        hidden_size=64, lr=1e-4, total_steps=10, warmup=0)
 
 
 def test_unknown_preset_exits_2_and_writes_nothing(tmp_path):

@@ -3,11 +3,11 @@ from pathlib import Path
 from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
 from typer.testing import CliRunner
 
+from core.model_specs import NAMED
+from core.recipe import load_recipe
 from launch.hostfile import read_hostfile
 from launch.plan import make_plan, model_state_bytes
 from medtrain.cli import app
-from medtrain.model_specs import NAMED
-from medtrain.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parent.parent
 PAPER = REPO / "recipes/paper/continual_llama2_13b.yaml"
@@ -48,11 +48,11 @@ def test_plan_command_prints_table_and_fits():
         assert row in r.output
 
 
-def test_plan_exits_1_when_it_does_not_fit(tmp_path):
+def test_plan_exits_2_when_it_does_not_fit(tmp_path):
     hosts = tmp_path / "one"
     hosts.write_text("node01 slots=6\n")
     r = CliRunner().invoke(app, ["plan", "--recipe", str(PAPER), "--hosts", str(hosts), "--set", "global_batch=6"])
-    assert r.exit_code == 1 and "DOES NOT FIT" in r.output
+    assert r.exit_code == 2 and "DOES NOT FIT" in r.output
 
 
 def test_plan_refuses_a_world_size_that_breaks_the_batch(tmp_path):

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from medtrain.recipe import RecipeError, load_recipe
+from core.recipe import RecipeError, load_recipe
+from core.run_spec import accumulation_steps
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -63,6 +64,6 @@ def test_overrides_land_on_the_same_fields_and_are_checked(tmp_path):
 
 def test_batch_equation_names_all_three_numbers(tmp_path):
     r = load_recipe(_write(tmp_path, BASE + "global_batch: 120\nmicro_batch: 2\n"))
-    assert r.accumulation(6) == 10
+    assert accumulation_steps(r.global_batch, r.micro_batch, 6, r.source) == 10
     with pytest.raises(RecipeError, match=r"global_batch=120 .* micro_batch=2 x world_size=7 = 14"):
-        r.accumulation(7)
+        accumulation_steps(r.global_batch, r.micro_batch, 7, r.source)

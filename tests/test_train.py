@@ -7,12 +7,12 @@ import pytest
 import torch
 from train_fixtures import CONTINUAL, check, cli, launch_args, make_tiny_data, run_and_kill_after
 
+from core.recipe import load_recipe
 from data_prep.reader import open_samples
 from launch.hostfile import read_hostfile
 from launch.plan import make_plan
 from medtrain.batches import IGNORE, StepPlan, collate
 from medtrain.metrics import read_metrics
-from medtrain.recipe import load_recipe
 from medtrain.trainer import LossScaleWatch, TrainingError, token_loss, warmup_decay
 
 CONT_RECIPE = "recipes/tiny/continual.yaml"

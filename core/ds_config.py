@@ -1,4 +1,4 @@
-"""DeepSpeed JSON from a preset, a recipe and a world size.
+"""DeepSpeed JSON from a preset and a run's batch triple and schedule (core.run_spec computes those).
 
 Batch sizes are computed (micro x accumulation x world), bucket sizes follow the model's hidden size the way
 Hugging Face's "auto" fills them, and the optimizer is left to the client (HF Adafactor), which is why
@@ -8,15 +8,15 @@ Hugging Face's "auto" fills them, and the optimizer is left to the client (HF Ad
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launch.hostfile import atomic_write_text
+from core.errors import UserError
+from core.publish import publish_text
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A preset/precision/batch combination that cannot work."""
 
 
@@ -40,10 +40,6 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def warmup_steps(total_steps: int, warmup_ratio: float) -> int:
-    return math.ceil(warmup_ratio * total_steps)
-
-
 def build_ds_config(
     *,
     preset: str,
@@ -54,7 +50,7 @@ def build_ds_config(
     hidden_size: int,
     lr: float,
     total_steps: int,
-    warmup_ratio: float,
+    warmup: int,
     steps_per_print: int = 10,
 ) -> dict[str, Any]:
     if preset not in PRESETS:
@@ -95,7 +91,7 @@ def build_ds_config(
             "type": "WarmupDecayLR",
             "params": {
                 "total_num_steps": total_steps,
-                "warmup_num_steps": warmup_steps(total_steps, warmup_ratio),
+                "warmup_num_steps": warmup,
                 "warmup_min_lr": 0.0,
                 "warmup_max_lr": lr,
                 "warmup_type": "linear",
@@ -115,4 +111,4 @@ def render_ds_config(config: dict[str, Any]) -> str:
 
 
 def write_ds_config(config: dict[str, Any], out: Path) -> None:
-    atomic_write_text(out, render_ds_config(config))
+    publish_text(out, render_ds_config(config))

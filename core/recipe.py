@@ -15,8 +15,10 @@ from typing import Any, Literal
 
 import yaml
 
+from core.errors import UserError
 
-class RecipeError(ValueError):
+
+class RecipeError(UserError):
     """A recipe the user can fix; the message names the file and the key."""
 
 
@@ -31,7 +33,7 @@ class Recipe:
     stage: Stage
     """continual (causal LM on raw text) or sft (prompt masked from the loss)."""
     model: str
-    """A Hugging Face model directory, or a named config from medtrain.model_specs (e.g. llama2-13b, tiny)."""
+    """A Hugging Face model directory, or a named config from core.model_specs (e.g. llama2-13b, tiny)."""
     data: str
     """A dataset directory written by `medtrain prep` (use `prep mix` to combine several)."""
     output_dir: str
@@ -94,8 +96,6 @@ class Recipe:
             problems.append(f"warmup_ratio={self.warmup_ratio} must be in [0, 1)")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             problems.append(f"lr={self.lr} must be a positive number")
-        if self.global_batch % self.micro_batch:
-            problems.append(f"global_batch={self.global_batch} is not a multiple of micro_batch={self.micro_batch}")
         if problems:
             raise RecipeError(f"{where}: " + "; ".join(problems))
 
@@ -107,17 +107,6 @@ class Recipe:
         d = dataclasses.asdict(self)
         d.pop("source")
         return d
-
-    def accumulation(self, world_size: int) -> int:
-        """Gradient accumulation for a world size; raises with the batch equation when it does not divide."""
-        per_step = self.micro_batch * world_size
-        if self.global_batch % per_step:
-            raise RecipeError(
-                f"{self.source}: global_batch={self.global_batch} is not divisible by "
-                f"micro_batch={self.micro_batch} x world_size={world_size} = {per_step}; "
-                f"pick a global_batch that is a multiple of {per_step} or change micro_batch/hosts"
-            )
-        return self.global_batch // per_step
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
@@ -203,5 +192,5 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     return recipe_from_dict(raw, source=str(path))
 
 
-def dump_recipe(recipe: Recipe, path: Path) -> None:
-    path.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.to_dict(), sort_keys=False, allow_unicode=True)

@@ -10,8 +10,10 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from core.errors import UserError
 
-class ModelSpecError(ValueError):
+
+class ModelSpecError(UserError):
     """A model name or directory that cannot be resolved."""
 
 

@@ -8,13 +8,13 @@ from functools import cache
 from importlib import metadata
 from pathlib import Path
 
-import medtrain
+import core
 
 
 @cache
 def git_commit() -> str:
     """The commit of the medtrain checkout ('unknown' outside git), with '+dirty' for uncommitted changes."""
-    root = Path(medtrain.__file__).resolve().parent.parent
+    root = Path(core.__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                               timeout=10, check=True).stdout.strip()
@@ -38,6 +38,6 @@ def versions() -> dict[str, str]:
         "torch": package_version("torch"),
         "deepspeed": package_version("deepspeed"),
         "transformers": package_version("transformers"),
-        "medtrain": medtrain.__version__,
+        "medtrain": core.__version__,
         "commit": git_commit(),
     }

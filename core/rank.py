@@ -1,0 +1,84 @@
+"""The life of one rank, the same for training, preflight and eval ranks: find its place, join the group with a
+finite timeout, run, leave the group, exit with a code that means something.
+
+DeepSpeed's pdsh and local launchers set RANK/LOCAL_RANK/WORLD_SIZE; its slurm and openmpi runners start the
+script directly, and the ranks must read their place from the scheduler's own variables. A rank that exits
+without destroying its process group aborts with "terminate called without an active exception" (DESIGN), so
+every path out goes through `destroy_process_group` and `os._exit`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from datetime import timedelta
+from typing import NoReturn
+
+from core.errors import RunFailed, UserError
+
+_SCHEDULERS = (
+    ("SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS"),
+    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_SIZE"),
+    ("PMI_RANK", "MPI_LOCALRANKID", "PMI_SIZE"),
+)
+TIMEOUT_ENV = "MEDTRAIN_DIST_TIMEOUT_MIN"
+
+
+def export_rank_env() -> None:
+    """Fill RANK, LOCAL_RANK and WORLD_SIZE from a scheduler when the launcher did not."""
+    if "RANK" in os.environ:
+        return
+    for rank, local, size in _SCHEDULERS:
+        if rank in os.environ and size in os.environ:
+            os.environ["RANK"] = os.environ[rank]
+            os.environ["LOCAL_RANK"] = os.environ.get(local, "0")
+            os.environ["WORLD_SIZE"] = os.environ[size]
+            return
+
+
+def dist_timeout(default_minutes: float = 30.0) -> timedelta:
+    """How long a collective may wait before the group gives up (MEDTRAIN_DIST_TIMEOUT_MIN)."""
+    return timedelta(minutes=float(os.environ.get(TIMEOUT_ENV, default_minutes)))
+
+
+def join(timeout: timedelta) -> None:
+    """Pick this rank's device from LOCAL_RANK, then join the process group on the accelerator's backend
+    (NCCL on CUDA, gloo/ccl on CPU)."""
+    import deepspeed
+    from deepspeed.accelerator import get_accelerator
+
+    export_rank_env()
+    get_accelerator().set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    deepspeed.init_distributed(timeout=timeout)
+
+
+def is_main() -> bool:
+    import torch.distributed as dist
+
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def run_rank(body: Callable[[], object], timeout: timedelta | None = None) -> NoReturn:
+    """Join, run `body`, leave, exit: 0 ok, 2 a UserError (one line, rank 0), 1 a failed run or a bug
+    (a RunFailed is one line on rank 0; anything else keeps its traceback on every rank that raised it)."""
+    import torch.distributed as dist
+
+    code = 0
+    try:
+        join(timeout or dist_timeout())
+        body()
+    except (UserError, RunFailed) as e:
+        if is_main():
+            print(f"error: {e}", file=sys.stderr, flush=True)
+        code = e.exit_code
+    except Exception:
+        traceback.print_exc()
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    os._exit(code)  # a clean exit: no "terminate called without an active exception"

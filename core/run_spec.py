@@ -1,0 +1,126 @@
+"""The run spec: the batch and step arithmetic of a recipe on a world size, computed once.
+
+`medtrain launch` computes it (with the prepared data's size), writes `run_spec.json` beside `recipe.yaml`, and
+every rank reads it back: `plan`, `--dry-run`, the DeepSpeed JSON and the trainer's loop all see the same
+accumulation, step count, warmup and schedule, from the one function below that divides a batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.ds_config import build_ds_config
+from core.errors import UserError
+from core.publish import publish_json
+from core.recipe import Recipe, RecipeError
+
+FORMAT = "medtrain.run_spec/1"
+
+
+class RunSpecError(UserError):
+    """A run_spec.json that is missing, from another format, or disagrees with the run it is read by."""
+
+
+def accumulation_steps(global_batch: int, micro_batch: int, world_size: int, source: str = "<recipe>") -> int:
+    """Gradient accumulation for a world size; the batch equation in the error when it does not divide."""
+    per_step = micro_batch * world_size
+    if micro_batch <= 0 or world_size <= 0 or global_batch % per_step:
+        raise RecipeError(
+            f"{source}: global_batch={global_batch} is not divisible by micro_batch={micro_batch} x "
+            f"world_size={world_size} = {per_step}; pick a global_batch that is a multiple of {per_step} or change "
+            "micro_batch/hosts"
+        )
+    return global_batch // per_step
+
+
+def steps_per_epoch(num_samples: int, global_batch: int) -> int:
+    """The last step of an epoch is topped up with ghost slots, never dropped."""
+    return math.ceil(num_samples / global_batch)
+
+
+def warmup_steps(total_steps: int, warmup_ratio: float) -> int:
+    return math.ceil(warmup_ratio * total_steps)
+
+
+@dataclass(frozen=True)
+class DataSize:
+    samples: int
+    """Samples per epoch as the trainer sees them (packed blocks or documents)."""
+    tokens: int
+    source: str
+    """Where the counts came from: the prepared dataset, or the recipe's expected_* figures."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    stage: str
+    world_size: int
+    global_batch: int
+    micro_batch: int
+    accumulation: int
+    data: DataSize
+    steps_per_epoch: int
+    epochs: int
+    total_steps: int
+    warmup: int
+    seed: int
+    ds_config: dict[str, Any]
+    """The DeepSpeed JSON, scheduler included (batch triple, buckets and schedule from the fields above)."""
+
+    @classmethod
+    def compute(cls, recipe: Recipe, world_size: int, data: DataSize, hidden_size: int,
+                preset: str | None = None) -> RunSpec:
+        accumulation = accumulation_steps(recipe.global_batch, recipe.micro_batch, world_size, recipe.source)
+        per_epoch = steps_per_epoch(data.samples, recipe.global_batch)
+        total = per_epoch * recipe.epochs
+        if recipe.max_steps:
+            total = min(total, recipe.max_steps)
+        ds_config = build_ds_config(preset=preset or recipe.preset, precision=recipe.precision,
+                                    micro_batch=recipe.micro_batch, accumulation=accumulation,
+                                    world_size=world_size, hidden_size=hidden_size, lr=recipe.lr,
+                                    total_steps=total, warmup=warmup_steps(total, recipe.warmup_ratio),
+                                    steps_per_print=max(recipe.log_every, 10))
+        return cls(stage=recipe.stage, world_size=world_size, global_batch=recipe.global_batch,
+                   micro_batch=recipe.micro_batch, accumulation=accumulation, data=data, steps_per_epoch=per_epoch,
+                   epochs=recipe.epochs, total_steps=total, warmup=warmup_steps(total, recipe.warmup_ratio),
+                   seed=recipe.seed, ds_config=ds_config)
+
+    def batch_equation(self) -> str:
+        return (f"{self.micro_batch} micro x {self.accumulation} accum x {self.world_size} ranks = "
+                f"{self.micro_batch * self.accumulation * self.world_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, **dataclasses.asdict(self)}
+
+    def write(self, path: Path) -> Path:
+        return publish_json(path, self.to_dict())
+
+    @classmethod
+    def read(cls, path: Path) -> RunSpec:
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise RunSpecError(f"{path}: no run spec; `medtrain launch` writes one into the run directory") from None
+        except json.JSONDecodeError as e:
+            raise RunSpecError(f"{path}: not valid JSON ({e.msg}); launch the run again to rewrite it") from None
+        if raw.pop("format", None) != FORMAT:
+            raise RunSpecError(f"{path}: not a {FORMAT} file; launch the run again to rewrite it")
+        try:
+            return cls(**{**raw, "data": DataSize(**raw["data"])})
+        except (KeyError, TypeError) as e:
+            raise RunSpecError(f"{path}: malformed run spec ({e}); launch the run again to rewrite it") from None
+
+    def check_matches(self, world_size: int, num_samples: int, where: str) -> None:
+        """The ranks' view must be the launch's: a different world or a dataset changed since launch is refused."""
+        if world_size != self.world_size:
+            raise RunSpecError(f"{where}: planned for {self.world_size} ranks, started on {world_size}; launch it "
+                               "again with `medtrain launch` so the batch split is recomputed")
+        if num_samples != self.data.samples:
+            raise RunSpecError(f"{where}: planned for {self.data.samples:,} samples per epoch, the data now has "
+                               f"{num_samples:,}; the dataset changed since launch, launch again")

@@ -1,0 +1,82 @@
+"""Hugging Face model directories that medtrain writes: safetensors weights, config, generation config,
+tokenizer and lineage (where the model came from), staged beside the target and renamed into place."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from core.model_specs import resolve_shape
+from core.provenance import versions
+from core.publish import publish_dir, staging_dir
+from data_prep.tokenizer import TOKENIZER_FILES
+from medtrain.modeling import DTYPES
+from medtrain.state import TrainerState
+
+
+def lineage_for(state: TrainerState) -> dict:
+    """Base model (and its own lineage when it is one of ours), datasets, recipe, step, versions."""
+    recipe = state.recipe
+    base = recipe["model"]
+    parent = Path(base) / "lineage.json"
+    return {
+        "base_model": base,
+        "base_lineage": json.loads(parent.read_text()) if parent.is_file() else None,
+        "stage": state.stage,
+        "template": state.template,
+        "datasets": [{"path": recipe["data"], "manifest_sha256": state.data_manifest_sha256}],
+        "recipe": recipe,
+        "step": state.step,
+        "continual_checkpoint_step": recipe.get("continual_step"),
+        "versions": versions(),
+    }
+
+
+def write_hf_dir(state_dict: dict[str, torch.Tensor], config_dir: Path, state: TrainerState, out: Path) -> Path:
+    """Weights in the training dtype as safetensors, with the checkpoint's config and the run's lineage."""
+    from safetensors.torch import save_file
+    from transformers import AutoConfig, GenerationConfig
+
+    tmp = staging_dir(out)
+    dtype = DTYPES[state.precision]
+    tensors = {k: v.detach().to(dtype).contiguous().clone() for k, v in state_dict.items()}
+    save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    cfg = AutoConfig.from_pretrained(str(config_dir), local_files_only=True)
+    cfg.use_cache = True
+    cfg.dtype = dtype
+    cfg.save_pretrained(str(tmp))
+    GenerationConfig(bos_token_id=state.bos_id, eos_token_id=state.eos_id, pad_token_id=state.pad_or_eos,
+                     do_sample=False).save_pretrained(str(tmp))
+    return publish_model_dir(tmp, out, Path(state.tokenizer_dir), lineage_for(state))
+
+
+def publish_model_dir(tmp: Path, out: Path, tokenizer_dir: Path, lineage: dict) -> Path:
+    """Add the tokenizer and lineage.json to a staged model directory and rename it into place (replacing an
+    older one), so a model directory that exists is always complete."""
+    for name in TOKENIZER_FILES:
+        if (tokenizer_dir / name).is_file():
+            shutil.copy2(tokenizer_dir / name, tmp / name)
+    (tmp / "lineage.json").write_text(json.dumps(lineage, indent=2, ensure_ascii=False) + "\n")
+    return publish_dir(tmp, Path(out), overwrite=True)
+
+
+def init_model_dir(name: str, tokenizer_dir: Path, out: Path, seed: int = 0) -> Path:
+    """A randomly initialised Llama of a named shape, saved as a Hugging Face directory with its tokenizer:
+    the "base model" of the demo and of tests (nothing can be downloaded here)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from data_prep.tokenizer import Encoder
+
+    info = Encoder(tokenizer_dir).info
+    shape = resolve_shape(name, vocab_size=info.vocab_size)
+    cfg = LlamaConfig(**shape.to_hf_config(), bos_token_id=info.bos_id, eos_token_id=info.eos_id,
+                      pad_token_id=info.pad_id)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg)
+    tmp = staging_dir(out)
+    model.save_pretrained(str(tmp))
+    lineage = {"base_model": f"{name} (random init, seed {seed})", "stage": "init", "step": 0, "base_lineage": None}
+    return publish_model_dir(tmp, out, Path(tokenizer_dir), lineage)
