@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +14,7 @@ from typing import Any, Literal
 import yaml
 
 from core.errors import UserError
+from core.schema import from_mapping, read_yaml
 
 
 class RecipeError(UserError):
@@ -109,86 +108,22 @@ class Recipe:
         return d
 
 
-def _type_ok(value: Any, annotation: Any) -> bool:
-    origin = typing.get_origin(annotation)
-    if annotation is Any:
-        return True
-    if origin is Literal:
-        return value in typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, a) for a in typing.get_args(annotation))
-    if annotation is type(None):
-        return value is None
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if origin is dict:
-        return isinstance(value, dict)
-    if origin is list:
-        return isinstance(value, list)
-    return isinstance(value, annotation)
-
-
-def _describe(annotation: Any) -> str:
-    if typing.get_origin(annotation) is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(annotation))
-    return getattr(annotation, "__name__", str(annotation)).replace("typing.", "")
-
-
-def _parse_scalar(text: str) -> Any:
-    return yaml.safe_load(text)
-
-
 def recipe_from_dict(raw: dict[str, Any], source: str = "<memory>") -> Recipe:
     """Build a Recipe, reporting every unknown key, missing field and wrong type at once."""
-    if not isinstance(raw, dict):
-        raise RecipeError(f"{source}: a recipe is a YAML mapping of key: value, got {type(raw).__name__}")
-    hints = typing.get_type_hints(Recipe)
-    fields = {f.name: f for f in dataclasses.fields(Recipe) if f.name != "source"}
-    problems = []
-    for key in raw:
-        if key not in fields:
-            close = [k for k in fields if k.replace("_", "") == str(key).replace("_", "").lower()]
-            hint = f" (did you mean {close[0]}?)" if close else f" (known keys: {', '.join(fields)})"
-            problems.append(f"unknown key '{key}'{hint}")
-    for name, f in fields.items():
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if name not in raw:
-            if required:
-                problems.append(f"missing required key '{name}'")
-            continue
-        value = raw[name]
-        if hints[name] is float and isinstance(value, str):
-            try:  # YAML 1.1 reads 2e-5 as a string; accept it as the number it plainly is
-                value = raw[name] = float(value)
-            except ValueError:
-                pass
-        if not _type_ok(value, hints[name]):
-            problems.append(f"key '{name}' must be {_describe(hints[name])}, got {value!r}")
-    if problems:
-        raise RecipeError(f"{source}: " + "; ".join(problems))
-    return Recipe(**{k: v for k, v in raw.items()}, source=source)
+    return from_mapping(Recipe, raw, source, RecipeError, what="recipe", skip=("source",),
+                        extra={"source": source})
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read a recipe YAML; `key=value` overrides land on the same fields and are checked the same way."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RecipeError(f"{path}: no such recipe file") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise RecipeError(f"{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
-    raw = raw or {}
+    raw = read_yaml(path, RecipeError, "no such recipe file") or {}
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise RecipeError(f"override '{item}' must look like key=value")
         if isinstance(raw, dict):
-            raw[key.strip()] = _parse_scalar(value)
+            raw[key.strip()] = yaml.safe_load(value)
     return recipe_from_dict(raw, source=str(path))
 
 

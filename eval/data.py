@@ -9,7 +9,7 @@ from pathlib import Path
 
 from data_prep.templates import OptionError, canonical_answer
 from data_prep.templates import parse_options as parse_cell
-from eval.task import TaskError, TaskSpec
+from eval.task import MultipleChoiceTask, TaskError
 
 
 @dataclass
@@ -56,18 +56,18 @@ def read_cmexam(path: Path) -> list[Question]:
     return out
 
 
-def read_mc_subject(task: TaskSpec, root: Path, subject: str, split: str) -> list[Question]:
-    layout = task["layout"]
-    path = Path(root) / layout[split].format(subject=subject)
+def read_mc_subject(task: MultipleChoiceTask, root: Path, subject: str, split: str) -> list[Question]:
+    layout = task.layout
+    path = Path(root) / getattr(layout, split).format(subject=subject)
     with open(path, encoding="utf-8", newline="") as f:
         rows = list(csv.reader(f))
-    if layout["header"]:
+    if layout.header:
         rows = rows[1:]
     out = []
     for i, row in enumerate(rows):
-        cells = row[1:] if layout["header"] else row  # CMMLU's first column is an unnamed index
+        cells = row[1:] if layout.header else row  # CMMLU's first column is an unnamed index
         if len(cells) < 6:
-            raise TaskError(f"{path}:{i + 1 + layout['header']}: expected question, A, B, C, D, answer; got "
+            raise TaskError(f"{path}:{i + 1 + layout.header}: expected question, A, B, C, D, answer; got "
                             f"{len(cells)} columns")
         q, a, b, c, d, ans = cells[:6]
         out.append(Question(f"{subject}/{i}", i, q, {"A": a, "B": b, "C": c, "D": d}, ans.strip().upper(),
@@ -75,15 +75,15 @@ def read_mc_subject(task: TaskSpec, root: Path, subject: str, split: str) -> lis
     return out
 
 
-def mc_subjects(task: TaskSpec, root: Path) -> list[str]:
+def mc_subjects(task: MultipleChoiceTask, root: Path) -> list[str]:
     root = Path(root)
-    pattern = task["layout"]["test"]
+    pattern = task.layout.test
     prefix, suffix = pattern.split("{subject}")
     folder_part, _, name_prefix = prefix.rpartition("/")
     folder = root / folder_part
     if not folder.is_dir():
         raise TaskError(f"{root}: no {folder_part}/ folder; expected the released {task.task} layout "
-                        f"({task['layout']['dev']}, {pattern})")
+                        f"({task.layout.dev}, {pattern})")
     subjects = sorted(p.name[len(name_prefix):-len(suffix)] for p in folder.iterdir()
                       if p.name.startswith(name_prefix) and p.name.endswith(suffix))
     if not subjects:

@@ -26,27 +26,27 @@ _LETTERS = re.compile(r"(?<![A-Za-z])([A-E](?:[\s,，、]*[A-E])*)(?![A-Za-z])")
 @dataclass
 class Extraction:
     answer: str
-    """Canonical letters, or NO_ANSWER."""
+    """Canonical letters, or the task's no-answer label."""
     rule: str
 
 
-def extract(output: str, options: dict[str, str], mode: str) -> Extraction:
+def extract(output: str, options: dict[str, str], mode: str, no_answer: str = NO_ANSWER) -> Extraction:
     if not output or not output.strip():
-        return Extraction(NO_ANSWER, "empty")
+        return Extraction(no_answer, "empty")
     if mode == "hard":
         m = _HARD.search(output)
         got = canonical_answer(m.group(1), options) if m else ""
-        return Extraction(got, "hard") if got else Extraction(NO_ANSWER, "hard:none")
+        return Extraction(got, "hard") if got else Extraction(no_answer, "hard:none")
     if mode == "paper":
-        return _paper(output, options)
+        return _paper(output, options, no_answer)
     if mode == "cmexam":
         text = output.split("\n")[0] if "解释" in output else output
         got = "".join(k for k, v in options.items() if k in text or (v and v in text))
-        return Extraction(got, "cmexam") if got else Extraction(NO_ANSWER, "cmexam:none")
+        return Extraction(got, "cmexam") if got else Extraction(no_answer, "cmexam:none")
     raise ValueError(f"unknown extraction mode {mode!r}; one of {', '.join(MODES)}")
 
 
-def _paper(output: str, options: dict[str, str]) -> Extraction:
+def _paper(output: str, options: dict[str, str], no_answer: str) -> Extraction:
     m = _HARD.search(output) or _LETTERS.search(output)
     if m:
         got = canonical_answer(m.group(1), options)
@@ -58,6 +58,6 @@ def _paper(output: str, options: dict[str, str]) -> Extraction:
         return Extraction(found, "paper:text")
     first = output.strip().split("\n")[0]
     if not first or not options:
-        return Extraction(NO_ANSWER, "paper:none")
+        return Extraction(no_answer, "paper:none")
     best = min(options, key=lambda k: (Levenshtein.distance(first, options[k]), k))
     return Extraction(best, "paper:levenshtein")

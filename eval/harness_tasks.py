@@ -14,21 +14,21 @@ from eval.task import load_task
 def write_harness_tasks(task_name: str, data: Path, out_dir: Path, subjects: list[str] | None = None) -> list[str]:
     """One lm-eval task per subject (named medtrain_{task}_{subject}); returns the task names."""
     task = load_task(task_name)
-    style = task["harness"]
+    style = task.harness
     data = Path(data).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     names = []
     for subject in subjects or mc_subjects(task, data):
-        files = {split: str(data / task["layout"][split].format(subject=subject)) for split in ("dev", "test")}
+        files = {split: str(data / getattr(task.layout, split).format(subject=subject)) for split in ("dev", "test")}
         kwargs: dict = {"data_files": files}
-        if task["layout"]["header"]:
+        if task.layout.header:
             q, cols = "Question", ["A", "B", "C", "D"]
             target = "{{['A','B','C','D'].index(Answer.strip())}}"
         else:
             kwargs["column_names"] = ["question", "A", "B", "C", "D", "answer"]
             q, cols = "question", ["A", "B", "C", "D"]
             target = "{{['A','B','C','D'].index(answer.strip())}}"
-        text = style["question"].replace("{question}", "{{" + q + ".strip()}}")
+        text = style.question.replace("{question}", "{{" + q + ".strip()}}")
         for c in cols:
             text = text.replace("{" + c + "}", "{{" + c + "}}")
         name = f"medtrain_{task_name}_{subject}"
@@ -36,8 +36,7 @@ def write_harness_tasks(task_name: str, data: Path, out_dir: Path, subjects: lis
             "task": name, "dataset_path": "csv", "dataset_kwargs": kwargs, "test_split": "test",
             "fewshot_split": "dev", "fewshot_config": {"sampler": "first_n"}, "output_type": "multiple_choice",
             "doc_to_text": text, "doc_to_choice": ["A", "B", "C", "D"], "doc_to_target": target,
-            "description": style["header"].format(subject=task.get("subject_names", {}).get(
-                subject, subject.replace("_", " "))),
+            "description": style.header.format(subject=task.subject_name(subject)),
             "target_delimiter": " ", "fewshot_delimiter": "\n\n", "metric_list": [{"metric": "acc"}],
         }
         (out_dir / f"{name}.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True, sort_keys=False))

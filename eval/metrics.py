@@ -4,6 +4,7 @@ computed as scikit-learn's precision_recall_fscore_support(average="weighted") d
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Callable
 
 
 def accuracy(gold: list[str], pred: list[str]) -> float:
@@ -36,3 +37,16 @@ def breakdown(gold: list[str], pred: list[str], groups: list[str]) -> dict[str, 
         by[g].append(i)
     return {g: {"n": len(ix), "acc": accuracy([gold[i] for i in ix], [pred[i] for i in ix])}
             for g, ix in sorted(by.items())}
+
+
+METRICS: dict[str, Callable[[list[str], list[str]], float]] = {"acc": accuracy, "weighted_f1": weighted_f1}
+"""What a task's `metrics:` list may name."""
+
+
+def score(names: tuple[str, ...], gold: list[str], pred: list[str]) -> dict[str, float]:
+    """The named metrics in percent."""
+    return {name: 100 * METRICS[name](gold, pred) for name in names}
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0

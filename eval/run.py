@@ -16,9 +16,9 @@ from core.publish import publish_dir, staging_dir
 from data_prep.templates import TEMPLATES, get_template
 from eval.choice import LETTERS, harness_pair, score_harness, score_original
 from eval.data import Question, file_sha256, mc_subjects, read_cmexam, read_mc_subject
-from eval.extract import MODES, NO_ANSWER, extract
-from eval.metrics import accuracy, breakdown, weighted_f1
-from eval.task import TaskError, load_task
+from eval.extract import MODES, extract
+from eval.metrics import accuracy, breakdown, mean, score
+from eval.task import GenerateTask, MultipleChoiceTask, PromptStyle, TaskError, load_task
 
 
 def model_lineage(model_dir: Path | None) -> dict | None:
@@ -81,20 +81,22 @@ def run_cmexam(data: Path, out: Path, *, model_dir: Path | None = None, predicti
                template: str | None = None, extract_mode: str | None = None, batch_size: int = 16,
                max_new_tokens: int | None = None, limit: int | None = None) -> dict:
     task = load_task("cmexam")
+    if not isinstance(task, GenerateTask):
+        raise TaskError(f"task cmexam declares output {task.output}; run_cmexam runs generate tasks")
     questions = read_cmexam(data)
     if limit:
         questions = questions[:limit]
     if (model_dir is None) == (predictions is None):
         raise TaskError("give exactly one of --model (generate) or --predictions (score given outputs)")
-    template = template or (default_template(model_dir) if model_dir else task["template"])
+    template = template or (default_template(model_dir) if model_dir else task.template)
     if template not in TEMPLATES:
         raise TaskError(f"unknown template '{template}'; known: {', '.join(TEMPLATES)}")
     tpl = get_template(template)
-    mode = extract_mode or ("paper" if not tpl.alpaca else task["extract"])
+    mode = extract_mode or ("paper" if not tpl.alpaca else task.extract)
     if mode not in MODES:
         raise TaskError(f"--extract {mode} is not one of {', '.join(MODES)}")
     prompts = [tpl.prompt(q.question, q.options) for q in questions]
-    max_new = max_new_tokens or task["generation"]["max_new_tokens"]
+    max_new = max_new_tokens or task.generation.max_new_tokens
     start = time.perf_counter()
     if predictions is not None:
         outputs = read_predictions(predictions, questions)
@@ -105,14 +107,13 @@ def run_cmexam(data: Path, out: Path, *, model_dir: Path | None = None, predicti
         model, tok = load_model(model_dir)
         outputs = generate(model, tok, prompts, batch_size=batch_size, max_new_tokens=max_new)
     seconds = time.perf_counter() - start
-    extracted = [extract(o, q.options, mode) for o, q in zip(outputs, questions, strict=True)]
-    gold = [q.answer or NO_ANSWER for q in questions]
+    extracted = [extract(o, q.options, mode, task.no_answer) for o, q in zip(outputs, questions, strict=True)]
+    gold = [q.answer or task.no_answer for q in questions]
     pred = [e.answer for e in extracted]
-    metrics = {"acc": 100 * accuracy(gold, pred), "weighted_f1": 100 * weighted_f1(gold, pred),
-               "n": len(questions), "no_answer": pred.count(NO_ANSWER),
+    metrics = {**score(task.metrics, gold, pred), "n": len(questions), "no_answer": pred.count(task.no_answer),
                "gold_missing": sum(1 for q in questions if not q.answer),
                "rules": dict(sorted(Counter(e.rule for e in extracted).items()))}
-    for column in task["breakdowns"]:
+    for column in task.breakdowns:
         if questions and column in questions[0].meta:
             metrics.setdefault("by", {})[column] = breakdown(gold, pred, [q.meta[column] for q in questions])
     results = {
@@ -120,7 +121,7 @@ def run_cmexam(data: Path, out: Path, *, model_dir: Path | None = None, predicti
         "model": str(model_dir) if model_dir else None, "predictions_file": str(predictions) if predictions else None,
         "lineage": model_lineage(model_dir),
         "data": {"path": str(data), "sha256": file_sha256(data), "limit": limit},
-        "config": {"batch_size": batch_size, "max_new_tokens": max_new, "do_sample": False},
+        "config": {"batch_size": batch_size, "max_new_tokens": max_new, "do_sample": task.generation.do_sample},
         "metrics": metrics, "seconds": seconds, "medtrain_version": MEDTRAIN_VERSION,
     }
     preds = [{"id": q.id, "prompt": p, "output": o, "extracted": e.answer, "rule": e.rule, "gold": g,
@@ -133,16 +134,16 @@ def run_cmexam(data: Path, out: Path, *, model_dir: Path | None = None, predicti
 # ----- MMLU / CMMLU ------------------------------------------------------------------------------------------
 
 
-def build_prompt(task, style: dict, subject: str, shots: list[Question], q: Question) -> str:
-    name = task.get("subject_names", {}).get(subject, subject.replace("_", " "))
-    text = style["header"].format(subject=name)
+def build_prompt(task: MultipleChoiceTask, style: PromptStyle, subject: str, shots: list[Question],
+                 q: Question) -> str:
+    text = style.header.format(subject=task.subject_name(subject))
 
     def question(x: Question) -> str:
-        stem = x.question.strip() if style.get("strip_question") else x.question
-        return style["question"].format(question=stem, **x.options)
+        stem = x.question.strip() if style.strip_question else x.question
+        return style.question.format(question=stem, **x.options)
 
     for s in shots:
-        text += question(s) + style["shot_answer"].format(answer=s.answer)
+        text += question(s) + style.shot_answer.format(answer=s.answer)
     return text + question(q)
 
 
@@ -151,6 +152,8 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
     if scoring not in ("original", "harness"):
         raise TaskError(f"--scoring {scoring} is not one of original, harness")
     task = load_task(task_name)
+    if not isinstance(task, MultipleChoiceTask):
+        raise TaskError(f"task {task_name} declares output {task.output}; run_mc runs multiple_choice tasks")
     all_subjects = mc_subjects(task, data)
     chosen = subjects or all_subjects
     unknown = sorted(set(chosen) - set(all_subjects))
@@ -160,7 +163,7 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
 
     model, tok = load_model(model_dir)
     max_len = context_length(model)
-    style = task[scoring]
+    style = task.style(scoring)
     start = time.perf_counter()
     preds, truncated = [], 0
     bar = tqdm(chosen, unit="subject", desc=f"{task_name} {shots}-shot", file=sys.stderr,
@@ -178,7 +181,7 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
                 contexts.append(ids[-max_len:])
             scores = score_original(model, tok, contexts, batch_size)
         else:
-            requests = [harness_pair(tok, p, style["continuation"].format(letter=x)) for p in prompts
+            requests = [harness_pair(tok, p, style.continuation.format(letter=x)) for p in prompts
                         for x in LETTERS]
             truncated += sum(len(c) + len(x) > max_len + 1 for c, x in requests[::4])
             flat = score_harness(model, tok, requests, batch_size * 4, max_len)
@@ -189,24 +192,20 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
                           "rule": scoring, "gold": q.answer, "correct": choice == q.answer})
         bar.set_postfix_str(f"{len(preds) / (time.perf_counter() - start):.1f} q/s", refresh=False)
     bar.close()
-    by_subject = {}
-    for subject in chosen:
-        rows = [p for p in preds if p["subject"] == subject]
-        by_subject[subject] = {"n": len(rows), "acc": 100 * sum(p["correct"] for p in rows) / max(len(rows), 1)}
-    micro = 100 * sum(p["correct"] for p in preds) / max(len(preds), 1)
-    macro = sum(v["acc"] for v in by_subject.values()) / max(len(by_subject), 1)
-    by_category = {}
-    for cat, subs in (task.get("categories") or {}).items():
-        rows = [p for p in preds if p["subject"] in subs]
-        if rows:
-            by_category[cat] = {"n": len(rows), "acc": 100 * sum(p["correct"] for p in rows) / len(rows)}
-    metrics = {"acc": micro if task["overall"] == "micro" else macro, "acc_micro": micro, "acc_macro": macro,
-               "overall": task["overall"], "n": len(preds), "truncated_prompts": truncated,
+    def acc(rows: list[dict]) -> dict:
+        return {"n": len(rows), "acc": 100 * accuracy([p["gold"] for p in rows], [p["extracted"] for p in rows])}
+
+    by_subject = {subject: acc([p for p in preds if p["subject"] == subject]) for subject in chosen}
+    by_category = {cat: acc(rows) for cat, subs in task.categories.items()
+                   if (rows := [p for p in preds if p["subject"] in subs])}
+    micro, macro = acc(preds)["acc"], mean([v["acc"] for v in by_subject.values()])
+    metrics = {"acc": micro if task.overall == "micro" else macro, "acc_micro": micro, "acc_macro": macro,
+               "overall": task.overall, "n": len(preds), "truncated_prompts": truncated,
                "by_subject": by_subject, "by_category": by_category}
     results = {"task": task_name, "task_version": task.version, "scoring": scoring, "shots": shots,
                "model": str(model_dir), "lineage": model_lineage(model_dir),
                "data": {"path": str(data), "subjects": len(chosen), "limit": limit,
-                        "sha256": {s: file_sha256(Path(data) / task["layout"]["test"].format(subject=s))
+                        "sha256": {s: file_sha256(Path(data) / task.layout.test.format(subject=s))
                                    for s in chosen}},
                "config": {"batch_size": batch_size, "context": max_len}, "metrics": metrics,
                "seconds": time.perf_counter() - start, "medtrain_version": MEDTRAIN_VERSION}

@@ -146,13 +146,13 @@ def test_every_subject_of_the_real_files_parses_and_prompts(task, n_subjects, n_
         dev, test = read_mc_subject(spec, root, s, "dev"), read_mc_subject(spec, root, s, "test")
         total_dev, total_test = total_dev + len(dev), total_test + len(test)
         assert all(q.answer in "ABCD" and len(q.options) == 4 for q in dev + test)
-        prompt = build_prompt(spec, spec["original"], s, dev[:5], test[0])
+        prompt = build_prompt(spec, spec.original, s, dev[:5], test[0])
         if task == "mmlu":
             assert prompt.startswith(f"The following are multiple choice questions (with answers) about "
                                      f"{s.replace('_', ' ')}.\n\n") and prompt.endswith("\nAnswer:")
             assert prompt.count("\nAnswer: ") == 5
         else:
-            header = f"以下是关于{spec['subject_names'][s]}的单项选择题，请直接给出正确答案的选项。\n\n"
+            header = f"以下是关于{spec.subject_names[s]}的单项选择题，请直接给出正确答案的选项。\n\n"
             assert prompt.startswith(header)
             assert prompt.endswith("\n答案是：") and prompt.count("题目：") == 6
     assert (total_test, total_dev) == (n_test, n_dev)
