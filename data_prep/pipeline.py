@@ -23,27 +23,18 @@ from tqdm import tqdm
 from core import __version__ as MEDTRAIN_VERSION
 from data_prep.format import DatasetError, DatasetWriter, check_token_range, sha256_file
 from data_prep.sources import (
-    JSON_RECORDS,
+    SOURCES,
     ByteCounter,
     ByteRange,
-    Doc,
-    Example,
     RawLines,
     Skip,
     byte_ranges,
-    convert_line,
-    is_json_lines,
     iter_raw_chunks,
-    read_huatuo,
-    read_mcq_csv,
-    read_medmcqa,
-    read_medqa,
-    read_text,
+    to_record,
 )
 from data_prep.templates import MODE_TEMPLATES, get_template
 from data_prep.tokenizer import Encoder, encode_chunk
 
-SOURCES = {"huatuo": "continual", "text": "continual", "cmexam": "sft", "medqa": "sft", "medmcqa": "sft"}
 PAPER_TARGET_TOKENS = 1_000_000_000
 SHOW_SKIPS = 5
 
@@ -67,18 +58,6 @@ class PrepStats:
             self.first_skips.append(f"{s.where}: {s.reason}" + (f" ({s.detail})" if s.detail else ""))
 
 
-def _reader(source: str, path: Path, template, counter: ByteCounter) -> Iterator[Doc | Example | Skip]:
-    if source == "huatuo":
-        return read_huatuo(path, counter)
-    if source == "text":
-        return read_text(path, counter)
-    if source == "cmexam":
-        return read_mcq_csv(path, template, counter)
-    if source == "medqa":
-        return read_medqa(path, template, counter)
-    return read_medmcqa(path, template, counter)
-
-
 @dataclass
 class ChunkResult:
     flat: np.ndarray
@@ -100,13 +79,13 @@ def parse_chunk(source: str, template, chunk, mode: str) -> tuple[list, int]:
     the main process already read (CSV, JSON arrays, plain text)."""
     if mode == "range":
         raw = chunk.read_lines()
-        items = [convert_line(source, template, "", b) for b in raw]
+        items = [to_record(SOURCES[source], template, "", b) for b in raw]
         for k, item in enumerate(items):
             if isinstance(item, Skip):
                 item.line = k + 1
         return [i for i in items if i is not None], len(raw)
     if mode == "lines":
-        items = [convert_line(source, template, chunk.where(i), b) for i, b in enumerate(chunk.lines)]
+        items = [to_record(SOURCES[source], template, chunk.where(i), b) for i, b in enumerate(chunk.lines)]
         return [i for i in items if i is not None], 0
     return chunk, 0
 
@@ -121,7 +100,7 @@ def process_chunk(encoder: Encoder, source: str, template, chunk, mode: str, sha
     items, lines = parse_chunk(source, template, chunk, mode)
     skips = [i for i in items if isinstance(i, Skip)]
     good = [i for i in items if not isinstance(i, Skip)]
-    sft = SOURCES[source] == "sft"
+    sft = SOURCES[source].kind == "sft"
     if not good:
         empty = np.empty(0, dtype=np.int64)
         return ChunkResult(empty, empty, empty if sft else None, skips, 0, 0, lines)
@@ -162,7 +141,8 @@ def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: s
     and plain text are parsed here and only their texts travel."""
     if source not in SOURCES:
         raise DatasetError(f"unknown source '{source}'; one of {', '.join(SOURCES)}")
-    kind = SOURCES[source]
+    src = SOURCES[source]
+    kind = src.kind
     template = None
     if kind == "sft":
         if mode not in MODE_TEMPLATES:
@@ -184,18 +164,18 @@ def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: s
         for path in inputs:
             entry = stats.per_source[str(path)] = {"path": str(path), "sha256": None, "records": 0, "skipped": {}}
             line_base[str(path)] = 0
-            if source in JSON_RECORDS and is_json_lines(path) and path.suffix != ".gz":
+            if src.parallel_json(path) and path.suffix != ".gz":
                 entry["sha256"] = sha256_file(path)  # workers read their own byte ranges of the file
                 for rng in byte_ranges(path, chunk_bytes):
                     yield str(path), rng, "range"
-            elif source in JSON_RECORDS and is_json_lines(path):  # compressed: raw lines, hashed as read
+            elif src.parallel_json(path):  # compressed: raw lines, hashed as read
                 digest = hashlib.sha256()
                 for raw_chunk in iter_raw_chunks(path, chunk_size, counter, digest):
                     yield str(path), raw_chunk, "lines"
                 entry["sha256"] = digest.hexdigest()
             else:
                 entry["sha256"] = sha256_file(path)
-                for chunk in _chunks(_reader(source, path, template, counter), chunk_size):
+                for chunk in _chunks(src.read(path, template, counter), chunk_size):
                     yield str(path), chunk, "parsed"
 
     line_base: dict[str, int] = {}

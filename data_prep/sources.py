@@ -11,9 +11,10 @@ import gzip
 import itertools
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import orjson
 
@@ -75,17 +76,29 @@ def iter_json_records(path: Path, counter: ByteCounter | None = None) -> Iterato
     if name.endswith(".json"):
         yield from _iter_json_array(path, counter)
         return
-    for lineno, text in iter_lines(path, counter):
-        where = f"{path}:{lineno}"
-        if text is None:
-            yield where, Skip("non_utf8", where)
-            continue
-        if not text.strip():
-            continue
+    with _open_binary(path) as f:
+        for lineno, raw in enumerate(f, start=1):
+            if counter:
+                counter.bytes += len(raw)
+            where = f"{path}:{lineno}"
+            rec = parse_json_line(raw, where)
+            if rec is not None:
+                yield where, rec
+
+
+def parse_json_line(raw: bytes, where: str) -> object | Skip | None:
+    """One JSON Lines record from raw bytes (None for a blank line). The only JSON Lines parser: the main
+    process and the encoding workers both use it, so a record is skipped for the same reason either way."""
+    if not raw.strip():
+        return None
+    try:
+        return orjson.loads(raw)  # validates UTF-8 too; ~3x the standard library on these lines
+    except orjson.JSONDecodeError as e:
         try:
-            yield where, json.loads(text)
-        except json.JSONDecodeError as e:
-            yield where, Skip("malformed_json", where, e.msg)
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return Skip("non_utf8", where)
+        return Skip("malformed_json", where, str(e).split(":")[0])
 
 
 def _iter_json_array(path: Path, counter: ByteCounter | None) -> Iterator[tuple[str, object]]:
@@ -135,17 +148,6 @@ def _iter_json_array(path: Path, counter: ByteCounter | None) -> Iterator[tuple[
             pos = end
 
 
-def iter_json_objects(path: Path, counter: ByteCounter | None = None) -> Iterator[Skip | tuple[str, dict]]:
-    """Records that are JSON objects as (file:line, record); everything else as a Skip."""
-    for where, rec in iter_json_records(path, counter):
-        if isinstance(rec, Skip):
-            yield rec
-        elif not isinstance(rec, dict):
-            yield Skip("not_an_object", where)
-        else:
-            yield where, rec
-
-
 def _flatten(value) -> list[str]:
     if isinstance(value, str):
         return [value]
@@ -173,14 +175,11 @@ def text_record(rec: dict, where: str, template: Template | None = None) -> Doc 
     return Doc(rec["text"], where)
 
 
-def read_huatuo(path: Path, counter: ByteCounter | None = None) -> Iterator[Doc | Skip]:
-    return read_json_source("huatuo", path, None, counter)
-
-
-def read_text(path: Path, counter: ByteCounter | None = None) -> Iterator[Doc | Skip]:
+def read_text(path: Path, template: Template | None = None,
+              counter: ByteCounter | None = None) -> Iterator[Doc | Skip]:
     """Any other corpus: JSON Lines {"text": ...}, or plain text where blank lines separate documents."""
     if is_json(path):
-        yield from read_json_source("text", path, None, counter)
+        yield from read_json_source(text_record, path, template, counter)
         return
     para: list[str] = []
     start = 1
@@ -304,32 +303,78 @@ def medmcqa_record(rec: dict, where: str, template: Template) -> Example | Skip:
     return mcq_example(str(rec.get("question", "")), options, answer, str(rec.get("exp") or ""), template, where)
 
 
-JSON_RECORDS = {"huatuo": huatuo_record, "text": text_record, "medqa": medqa_record, "medmcqa": medmcqa_record}
-
-
-def convert_line(source: str, template: Template | None, where: str, raw: bytes) -> Doc | Example | Skip | None:
-    """One JSON Lines record, from raw bytes to a document, an example or a skip (None for a blank line).
-    Runs in the encoding workers, so parsing is spread over every core."""
-    if not raw.strip():
-        return None
-    try:
-        rec = orjson.loads(raw)  # validates UTF-8 too; ~3x the standard library on these lines
-    except orjson.JSONDecodeError as e:
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return Skip("non_utf8", where)
-        return Skip("malformed_json", where, str(e).split(":")[0])
+def to_record(source: Source, template: Template | None, where: str, raw: bytes) -> Doc | Example | Skip | None:
+    """One JSON Lines line through a source's converter; runs in the encoding workers, so parsing is spread
+    over every core."""
+    rec = parse_json_line(raw, where)
+    if rec is None or isinstance(rec, Skip):
+        return rec
     if not isinstance(rec, dict):
         return Skip("not_an_object", where)
-    return JSON_RECORDS[source](rec, where, template)
+    return source.record(rec, where, template)
 
 
-def read_json_source(source: str, path: Path, template: Template | None,
+def read_json_source(record: RecordFn, path: Path, template: Template | None,
                      counter: ByteCounter | None = None) -> Iterator[Doc | Example | Skip]:
-    """Records of a JSON Lines file or JSON array through the source's converter."""
-    for item in iter_json_objects(path, counter):
-        yield item if isinstance(item, Skip) else JSON_RECORDS[source](item[1], item[0], template)
+    """Records of a JSON Lines file or JSON array through a converter."""
+    for where, rec in iter_json_records(path, counter):
+        if isinstance(rec, Skip):
+            yield rec
+        elif not isinstance(rec, dict):
+            yield Skip("not_an_object", where)
+        else:
+            yield record(rec, where, template)
+
+
+RecordFn = Callable[[dict, str, "Template | None"], "Doc | Example | Skip"]
+ReaderFn = Callable[[Path, "Template | None", "ByteCounter | None"], Iterator["Doc | Example | Skip"]]
+
+
+@dataclass(frozen=True)
+class Source:
+    """A raw data source: everything medtrain needs to know to prepare it. Adding one is one entry below; the
+    `medtrain prep NAME` command is generated from it."""
+    name: str
+    kind: Literal["continual", "sft"]
+    about: str
+    """The schema, for --help."""
+    example: str
+    record: RecordFn | None = None
+    """JSON record -> document/example/skip, for sources whose files are JSON Lines or JSON arrays (these are
+    parsed in the workers, in parallel)."""
+    reader: ReaderFn | None = None
+    """Whole-file reader for other layouts (CSV, plain text); defaults to JSON through `record`."""
+    default_mode: str | None = None
+    """sft: answer_only | with_reasoning."""
+
+    def read(self, path: Path, template: Template | None, counter: ByteCounter | None) -> Iterator:
+        if self.reader is not None:
+            return self.reader(path, template, counter)
+        return read_json_source(self.record, path, template, counter)
+
+    def parallel_json(self, path: Path) -> bool:
+        """Whether the workers parse this file's lines themselves (JSON Lines through `record`)."""
+        return self.record is not None and self.reader is None and is_json_lines(path)
+
+
+SOURCES: dict[str, Source] = {s.name: s for s in (
+    Source("huatuo", "continual", "Huatuo-26M QA (jsonl, json, jsonl.gz) for continual pretraining.",
+           "medtrain prep huatuo --input huatuo_encyclopedia_qa.jsonl --tokenizer TOK --out data/huatuo",
+           record=huatuo_record),
+    Source("text", "continual", "Any corpus: plain text (blank lines separate documents) or jsonl {\"text\": ...}.",
+           "medtrain prep text --input general.jsonl --tokenizer TOK --out data/general",
+           record=text_record, reader=read_text),
+    Source("cmexam", "sft", "CMExam CSV (Question, Options, Answer, Explanation) as Alpaca SFT examples.",
+           "medtrain prep cmexam --input train.csv --tokenizer TOK --out data/cmexam --mode with_reasoning",
+           reader=read_mcq_csv,
+           default_mode="with_reasoning"),
+    Source("medqa", "sft", "MedQA jsonl (question, options, answer_idx).",
+           "medtrain prep medqa --input train.jsonl --tokenizer TOK --out data/medqa", record=medqa_record,
+           default_mode="answer_only"),
+    Source("medmcqa", "sft", "MedMCQA jsonl (question, opa..opd, cop, exp).",
+           "medtrain prep medmcqa --input train.json --tokenizer TOK --out data/medmcqa", record=medmcqa_record,
+           default_mode="with_reasoning"),
+)}
 
 
 @dataclass
@@ -385,11 +430,3 @@ def iter_raw_chunks(path: Path, size: int, counter: ByteCounter | None = None,
                 counter.bytes += sum(map(len, lines))
             yield RawLines(str(path), first, lines)
             first += len(lines)
-
-
-def read_medqa(path: Path, template: Template, counter: ByteCounter | None = None) -> Iterator[Example | Skip]:
-    return read_json_source("medqa", path, template, counter)
-
-
-def read_medmcqa(path: Path, template: Template, counter: ByteCounter | None = None) -> Iterator[Example | Skip]:
-    return read_json_source("medmcqa", path, template, counter)

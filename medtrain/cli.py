@@ -12,6 +12,7 @@ from core.ds_config import PRESETS, ConfigError, build_ds_config, write_ds_confi
 from core.errors import RunFailed, UserError
 from core.recipe import load_recipe
 from core.run_spec import warmup_steps
+from data_prep.sources import SOURCES, Source
 from launch.hostfile import read_hostfile, render_hostfile, write_hostfile
 
 app = typer.Typer(help="Continual pretraining, SFT and evaluation of Llama-2 for medical QA on DeepSpeed ZeRO-3.",
@@ -178,51 +179,25 @@ def _prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, mode: str
                f"({m['stats']['records']:,} records read, {skipped:,} skipped)")
 
 
-@prep_app.command("huatuo")
-def prep_huatuo(input: InputsOpt, tokenizer: TokOpt, out: OutOpt, seq_len: SeqOpt = 4096, workers: WorkersOpt = 0,
-                overwrite: OverwriteOpt = False) -> None:
-    """Huatuo-26M QA (jsonl, json, jsonl.gz) for continual pretraining.
-
-    Example: medtrain prep huatuo --input huatuo_encyclopedia_qa.jsonl --tokenizer TOK --out data/huatuo
-    """
-    _prep("huatuo", input, tokenizer, out, None, seq_len, workers, overwrite)
-
-
-@prep_app.command("text")
-def prep_text(input: InputsOpt, tokenizer: TokOpt, out: OutOpt, seq_len: SeqOpt = 4096, workers: WorkersOpt = 0,
-              overwrite: OverwriteOpt = False) -> None:
-    """Any corpus: plain text (blank lines separate documents) or jsonl {"text": ...}.
-
-    Example: medtrain prep text --input general.jsonl --tokenizer TOK --out data/general
-    """
-    _prep("text", input, tokenizer, out, None, seq_len, workers, overwrite)
-
-
 ModeOpt = Annotated[str, typer.Option(help="answer_only | with_reasoning (answer then explanation).")]
 
 
-@prep_app.command("cmexam")
-def prep_cmexam(input: InputsOpt, tokenizer: TokOpt, out: OutOpt, mode: ModeOpt = "with_reasoning",
-                seq_len: SeqOpt = 4096, workers: WorkersOpt = 0, overwrite: OverwriteOpt = False) -> None:
-    """CMExam CSV (Question, Options, Answer, Explanation) as Alpaca SFT examples.
-
-    Example: medtrain prep cmexam --input train.csv --tokenizer TOK --out data/cmexam --mode with_reasoning
-    """
-    _prep("cmexam", input, tokenizer, out, mode, seq_len, workers, overwrite)
-
-
-@prep_app.command("medqa")
-def prep_medqa(input: InputsOpt, tokenizer: TokOpt, out: OutOpt, mode: ModeOpt = "answer_only",
-               seq_len: SeqOpt = 4096, workers: WorkersOpt = 0, overwrite: OverwriteOpt = False) -> None:
-    """MedQA jsonl (question, options, answer_idx). Example: medtrain prep medqa --input train.jsonl ..."""
-    _prep("medqa", input, tokenizer, out, mode, seq_len, workers, overwrite)
+def _prep_command(src: Source) -> None:
+    """`medtrain prep NAME` for one entry of data_prep.sources.SOURCES (SFT sources take --mode)."""
+    if src.kind == "sft":
+        def command(input: InputsOpt, tokenizer: TokOpt, out: OutOpt, mode: ModeOpt = src.default_mode or "",
+                    seq_len: SeqOpt = 4096, workers: WorkersOpt = 0, overwrite: OverwriteOpt = False) -> None:
+            _prep(src.name, input, tokenizer, out, mode, seq_len, workers, overwrite)
+    else:
+        def command(input: InputsOpt, tokenizer: TokOpt, out: OutOpt, seq_len: SeqOpt = 4096,
+                    workers: WorkersOpt = 0, overwrite: OverwriteOpt = False) -> None:
+            _prep(src.name, input, tokenizer, out, None, seq_len, workers, overwrite)
+    command.__doc__ = f"{src.about}\n\nExample: {src.example}"
+    prep_app.command(src.name)(command)
 
 
-@prep_app.command("medmcqa")
-def prep_medmcqa(input: InputsOpt, tokenizer: TokOpt, out: OutOpt, mode: ModeOpt = "with_reasoning",
-                 seq_len: SeqOpt = 4096, workers: WorkersOpt = 0, overwrite: OverwriteOpt = False) -> None:
-    """MedMCQA jsonl (question, opa..opd, cop, exp). Example: medtrain prep medmcqa --input train.json ..."""
-    _prep("medmcqa", input, tokenizer, out, mode, seq_len, workers, overwrite)
+for _source in SOURCES.values():
+    _prep_command(_source)
 
 
 @prep_app.command("mix")

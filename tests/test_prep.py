@@ -14,7 +14,7 @@ from data_prep.format import DatasetError, TokenDataset
 from data_prep.mix import mix
 from data_prep.pipeline import prep
 from data_prep.reader import PackedSamples, epoch_order, open_samples
-from data_prep.sources import read_huatuo
+from data_prep.sources import SOURCES
 from data_prep.templates import get_template, render_huatuo
 from data_prep.tokenizer import Encoder, train_bpe_tokenizer
 from medtrain.cli import app
@@ -45,7 +45,7 @@ def test_huatuo_sample_decodes_back_to_rendered_documents(tmp_path, bpe_tok):
     assert m["num_docs"] == 288 and m["stats"]["records"] == 288 and m["stats"]["skipped"] == {}
     data = TokenDataset(out)
     enc = Encoder(bpe_tok)
-    docs = [d.text for d in read_huatuo(SAMPLES / "huatuo_sample.jsonl")]
+    docs = [d.text for d in SOURCES["huatuo"].read(SAMPLES / "huatuo_sample.jsonl", None, None)]
     for i in (0, 17, 287):
         ids = data[i]
         assert ids[0] == enc.info.bos_id and ids[-1] == enc.info.eos_id
