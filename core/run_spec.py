@@ -52,6 +52,7 @@ class DataSize:
     samples: int
     """Samples per epoch as the trainer sees them (packed blocks or documents)."""
     tokens: int
+    """Tokens per epoch (for the time estimate and the tokens/s the plan expects)."""
     source: str
     """Where the counts came from: the prepared dataset, or the recipe's expected_* figures."""
 

@@ -278,7 +278,7 @@ def _manifest(kind, source, info, template, seq_len, stats: PrepStats, writer: D
         })
     else:
         report.update({"response_truncated": stats.response_truncated, "prompt_too_long": stats.prompt_too_long,
-                       "empty_response": 0, "without_explanation": stats.without_explanation})
+                       "without_explanation": stats.without_explanation})
     return {
         "kind": kind,
         "source_type": source,

@@ -24,7 +24,9 @@ class TaskError(UserError):
 @dataclass(frozen=True)
 class Generation:
     max_new_tokens: int
+    """256 in the paper."""
     do_sample: bool = False
+    """Greedy decoding, as the paper."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class GenerateTask:
 @dataclass(frozen=True)
 class Layout:
     dev: str
+    """Few-shot examples, a path pattern with {subject}."""
     test: str
     header: bool
     """CMMLU's CSVs have a header row and an index column; MMLU's have neither."""

@@ -319,22 +319,21 @@ ShotsOpt = Annotated[int, typer.Option(help="Few-shot examples from dev.")]
 ScoringOpt = Annotated[str, typer.Option(help="original (letter logit) | harness (lm-eval loglikelihood).")]
 
 
-@eval_app.command("mmlu")
-def eval_mmlu(model: Annotated[Path, typer.Option(help="Hugging Face model directory.")],
-              data: Annotated[Path, typer.Option(help="MMLU folder with dev/ and test/.")], out: EvalOutOpt,
-              shots: ShotsOpt = 5, scoring: ScoringOpt = "original", batch_size: int = 8,
-              limit: LimitOpt = None) -> None:
-    """MMLU k-shot. Example: medtrain eval mmlu --model runs/sft/export --data data/mmlu --out results/mmlu"""
-    _eval_mc("mmlu", model, data, out, shots, scoring, batch_size, limit)
+def _mc_command(task: str, title: str, layout: str) -> None:
+    """`medtrain eval mmlu|cmmlu`: the same options for both k-shot benchmarks."""
+    def command(model: Annotated[Path, typer.Option(help="Hugging Face model directory.")],
+                data: Path, out: EvalOutOpt,
+                shots: ShotsOpt = 5, scoring: ScoringOpt = "original", batch_size: int = 8,
+                limit: LimitOpt = None) -> None:
+        _eval_mc(task, model, data, out, shots, scoring, batch_size, limit)
+    command.__annotations__["data"] = Annotated[Path, typer.Option(help=f"{title} folder with {layout}.")]
+    command.__doc__ = (f"{title} k-shot.\n\nExample: medtrain eval {task} --model runs/sft/export --data data/{task} "
+                       f"--out results/{task}")
+    eval_app.command(task)(command)
 
 
-@eval_app.command("cmmlu")
-def eval_cmmlu(model: Annotated[Path, typer.Option(help="Hugging Face model directory.")],
-               data: Annotated[Path, typer.Option(help="CMMLU folder with dev/ and test/.")], out: EvalOutOpt,
-               shots: ShotsOpt = 5, scoring: ScoringOpt = "original", batch_size: int = 8,
-               limit: LimitOpt = None) -> None:
-    """CMMLU k-shot. Example: medtrain eval cmmlu --model runs/sft/export --data data/cmmlu --out results/cmmlu"""
-    _eval_mc("cmmlu", model, data, out, shots, scoring, batch_size, limit)
+_mc_command("mmlu", "MMLU", "dev/ and test/ (headerless CSVs)")
+_mc_command("cmmlu", "CMMLU", "dev/ and test/ (CSVs with a header)")
 
 
 @app.command()

@@ -57,9 +57,12 @@ class Window:
     loss: float = 0.0
     """Sum over steps of the step's mean micro-batch loss."""
     tokens: int = 0
+    """Attended (non-padding) tokens."""
     samples: int = 0
+    """Real samples (ghost slots of an epoch's last step not counted)."""
     seconds: float = 0.0
     data_seconds: float = 0.0
+    """Of which spent collating batches."""
 
 
 class StepMetrics:

@@ -19,10 +19,14 @@ from medtrain.checkpoint import CheckpointError, tag_for
 
 @dataclass
 class EvalData:
+    """The three benchmarks every cell is evaluated on, and the settings shared by all cells."""
     cmexam: Path
+    """CMExam test CSV."""
     mmlu: Path
     cmmlu: Path
+    """MMLU / CMMLU folders in their released layouts."""
     limit: int | None = None
+    """Only the first N questions (per subject for MMLU/CMMLU): smoke sweeps."""
     max_new_tokens: int = 256
     batch_size: int = 16
 

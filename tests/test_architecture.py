@@ -1,0 +1,70 @@
+"""The rooms' arrows (docs/architecture.md), checked on every import in the source, function-level ones too."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+ROOMS = ("core", "data_prep", "eval", "launch", "medtrain")
+# modules that run on the ranks: they read run_spec.json and never import the cluster side
+RANK_SIDE = ("medtrain.trainer", "medtrain.checkpoint", "medtrain.export", "medtrain.state", "medtrain.model_dir",
+             "medtrain.modeling", "medtrain.batches", "medtrain.metrics")
+ALLOWED = {
+    "core": set(),
+    "data_prep": {"core"},
+    "eval": {"core", "data_prep"},
+    "launch": {"core", "data_prep"},
+}
+
+
+def _modules() -> dict[str, set[str]]:
+    """module name -> the modules of ours it imports."""
+    graph = {}
+    for room in ROOMS:
+        for path in (REPO / room).rglob("*.py"):
+            name = ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+            deps = set()
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                elif isinstance(node, ast.Import):
+                    targets = [a.name for a in node.names]
+                else:
+                    continue
+                deps |= {t for t in targets if t.split(".")[0] in ROOMS}
+            graph[name] = deps
+    return {m: {d for d in deps if d in graph} | {d.rsplit(".", 1)[0] for d in deps if d not in graph
+                                                   and d.rsplit(".", 1)[0] in graph} for m, deps in graph.items()}
+
+
+GRAPH = _modules()
+
+
+@pytest.mark.parametrize("room", sorted(ALLOWED))
+def test_lower_rooms_import_only_the_rooms_below_them(room):
+    bad = {m: sorted(d for d in deps if d.split(".")[0] not in ALLOWED[room] | {room})
+           for m, deps in GRAPH.items() if m.split(".")[0] == room}
+    assert not {m: d for m, d in bad.items() if d}
+
+
+def test_the_ranks_never_import_the_cluster_side():
+    bad = {m: sorted(d for d in GRAPH[m] if d.startswith("launch")) for m in RANK_SIDE}
+    assert not {m: d for m, d in bad.items() if d}
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    def reaches(start: str, goal: str) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            m = todo.pop()
+            for d in GRAPH.get(m, ()):
+                if d == goal:
+                    return True
+                if d not in seen:
+                    seen.add(d)
+                    todo.append(d)
+        return False
+
+    cycles = sorted((m, d) for m, deps in GRAPH.items() for d in deps if d != m and reaches(d, m))
+    assert not cycles
