@@ -162,6 +162,12 @@ class Trainer:
                                                     lr_scheduler=scheduler)
         release_hf_deepspeed_config()
         self.fp16 = r.precision == "fp16"
+        scaler = getattr(self.engine.optimizer, "loss_scaler", None)
+        if scaler is not None and hasattr(scaler, "raise_error_at_min_scale"):
+            # DeepSpeed would raise a bare Exception ("cannot decrease scale anymore") at the first overflow on
+            # the floor, with no config key to turn that off; LossScaleWatch decides instead, with patience and a
+            # message that says what to change
+            scaler.raise_error_at_min_scale = False
         self.watch = LossScaleWatch(ds_config.get("fp16", {}).get("min_loss_scale", 1), r.loss_scale_patience)
 
     def _resume(self) -> None:

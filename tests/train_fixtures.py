@@ -49,10 +49,10 @@ CONTINUAL = ("--set", "seq_len=64", "--set", "max_steps=12", "--set", "checkpoin
              "--set", "keep_checkpoints=2", "--set", "lr=3e-3")
 
 
-def run_and_kill_after(args: list[str], marker: Path, timeout: float = 300) -> int:
+def run_and_kill_after(args: list[str], marker: Path, timeout: float = 300, env: dict | None = None) -> int:
     """Start `medtrain launch` in its own process group and SIGKILL the whole group once `marker` exists."""
     proc = subprocess.Popen([sys.executable, "-m", "medtrain", *args], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+                            stderr=subprocess.DEVNULL, start_new_session=True, env=env)
     deadline = time.time() + timeout
     while time.time() < deadline:
         if marker.exists() or proc.poll() is not None:
