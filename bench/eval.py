@@ -39,7 +39,7 @@ def bench_generation(model_dir: Path, n: int, max_new: int, batch: int) -> dict:
     from eval.model import load_model
 
     torch.set_num_threads(os.cpu_count() or 1)
-    model, tok = load_model(model_dir)
+    model, tok, _ = load_model(model_dir)
     tpl = get_template("cmexam_with_reasoning")
     qs = (read_cmexam(SAMPLES / "cmexam_test.csv") * 4)[:n]
     prompts = [tpl.prompt(q.question, q.options) for q in qs]

@@ -37,10 +37,11 @@ def score_original(model, tok, contexts: list[list[int]], batch_size: int) -> li
     for b in range(0, len(contexts), batch_size):
         chunk = contexts[b:b + batch_size]
         ids, mask = _pad_right(chunk, pad)
+        device = model.get_input_embeddings().weight.device
         with torch.no_grad():
-            logits = model(input_ids=ids, attention_mask=mask).logits.float()
-        last = torch.tensor([len(c) - 1 for c in chunk])
-        rows = logits[torch.arange(len(chunk)), last][:, targets]
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        last = torch.tensor([len(c) - 1 for c in chunk], device=logits.device)
+        rows = logits[torch.arange(len(chunk), device=logits.device), last].float()[:, targets].cpu()
         out += rows.tolist()
     return out
 
@@ -65,10 +66,11 @@ def score_harness(model, tok, requests: list[tuple[list[int], list[int]]], batch
         chunk = requests[b:b + batch_size]
         seqs = [(ctx + cont)[-(max_len + 1):][:-1] for ctx, cont in chunk]
         ids, mask = _pad_right(seqs, pad)
+        device = model.get_input_embeddings().weight.device
         with torch.no_grad():
-            logp = F.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+            logp = F.log_softmax(model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float(), dim=-1)
         for i, (_, cont) in enumerate(chunk):
             n = len(seqs[i])
-            positions = torch.arange(n - len(cont), n)
-            out.append(logp[i, positions, torch.tensor(cont)].sum().item())
+            positions = torch.arange(n - len(cont), n, device=logp.device)
+            out.append(logp[i, positions, torch.tensor(cont, device=logp.device)].sum().item())
     return out

@@ -30,14 +30,20 @@ def generate(model, tok, prompts: list[str], *, batch_size: int = 16, max_new_to
             ids[row, width - n:] = torch.tensor(encoded[i])
             mask[row, width - n:] = 1
         with torch.no_grad():
-            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+            device = model.get_input_embeddings().weight.device
+            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                 max_new_tokens=max_new_tokens, do_sample=False,
                                  num_beams=1, pad_token_id=pad, eos_token_id=tok.eos_token_id, use_cache=True)
         for row, i in enumerate(idx):
-            outputs[i] = tok.decode(out[row, width:], skip_special_tokens=True)
+            outputs[i] = tok.decode(out[row, width:].tolist(), skip_special_tokens=True)
         bar.update(len(idx))
         bar.set_postfix_str(f"{(b + len(idx)) / (time.perf_counter() - start):.2f} q/s", refresh=False)
     bar.close()
     return outputs
+
+
+def encode_prompts(tok, prompts: list[str], add_bos: bool = True) -> list[list[int]]:
+    return [_encode(tok, p, add_bos) for p in prompts]
 
 
 def _encode(tok, prompt: str, add_bos: bool) -> list[int]:

@@ -1,34 +1,152 @@
-"""Loading a Hugging Face model directory for evaluation (weights as stored, no remote code)."""
+"""Loading a Hugging Face model directory for evaluation: on the accelerator when there is one, in a 16-bit
+dtype there (a 13B model is 26 GB in fp16 and 52 GB in fp32), spread over the node's GPUs when one is too small,
+with the generation batch sized to the memory that is left. No remote code unless asked."""
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from eval.task import TaskError
 
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+_STORED = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}
+DEVICES = ("auto", "cpu", "cuda")
 
-def load_model(model_dir: Path, trust_remote_code: bool = False):
-    """(model, tokenizer) in eval mode; a directory that is not a model is a TaskError, not a traceback."""
+
+@dataclass(frozen=True)
+class Placement:
+    device: str
+    """Where inputs go: 'cpu', 'cuda' or 'cuda:0' (the first GPU of a spread model)."""
+    dtype: str
+    spread: bool = False
+    """The model is spread over several GPUs (device_map='auto')."""
+
+    def describe(self) -> str:
+        return f"{self.device}{' (spread over GPUs)' if self.spread else ''}, {self.dtype}"
+
+
+def accelerator_available() -> bool:
+    return torch.cuda.is_available()
+
+
+def stored_dtype(model_dir: Path) -> str:
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    return _STORED.get(str(cfg.get("dtype") or cfg.get("torch_dtype") or "float32"), "fp32")
+
+
+def choose_placement(model_dir: Path, device: str = "auto", dtype: str = "auto") -> Placement:
+    """auto device: the accelerator when present. auto dtype: the stored one, except that an fp32 checkpoint
+    runs in bf16 (fp16 where bf16 is missing, as on a V100) on a GPU, and an fp16 one in fp32 on a CPU (no fast
+    half-precision kernels there)."""
+    if device not in DEVICES:
+        raise TaskError(f"--device {device} is not one of {', '.join(DEVICES)}")
+    if dtype not in ("auto", *DTYPES):
+        raise TaskError(f"--dtype {dtype} is not one of auto, {', '.join(DTYPES)}")
+    if device == "auto":
+        device = "cuda" if accelerator_available() else "cpu"
+    if device == "cuda" and not accelerator_available():
+        raise TaskError("--device cuda: no CUDA device is visible here; use --device cpu or auto")
+    if dtype == "auto":
+        dtype = stored_dtype(model_dir)
+        if device == "cuda" and dtype == "fp32":
+            dtype = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        elif device == "cpu" and dtype == "fp16":
+            dtype = "fp32"
+    return Placement(device, dtype)
+
+
+def _weights_bytes(model_dir: Path, dtype: str) -> int:
+    from core.model_specs import resolve_shape
+
+    return resolve_shape(str(model_dir)).num_params() * DTYPES[dtype].itemsize
+
+
+def load_model(model_dir: Path, trust_remote_code: bool = False, device: str = "auto", dtype: str = "auto"):
+    """(model, tokenizer, placement) in eval mode; a directory that is not a model is a TaskError."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise TaskError(f"{model_dir}: not a Hugging Face model directory (no config.json); pass an exported "
                         "model, e.g. runs/NAME/export")
+    placement = choose_placement(model_dir, device, dtype)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    kwargs: dict = {"dtype": DTYPES[placement.dtype]}
+    if placement.device == "cuda":
+        free = torch.cuda.mem_get_info()[0]
+        if torch.cuda.device_count() > 1 and _weights_bytes(model_dir, placement.dtype) > 0.8 * free:
+            kwargs["device_map"] = "auto"  # accelerate places whole layers on each GPU in turn
+            placement = Placement("cuda:0", placement.dtype, spread=True)
     try:
         tok = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True,
                                             trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), local_files_only=True,
-                                                     trust_remote_code=trust_remote_code)
+                                                     trust_remote_code=trust_remote_code, **kwargs)
     except (OSError, ValueError) as e:
         raise TaskError(f"{model_dir}: cannot load model or tokenizer ({e})") from None
+    if not placement.spread:
+        model.to(placement.device)
     model.eval()
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    return model, tok
+    return model, tok, placement
 
 
 def context_length(model) -> int:
     return int(getattr(model.config, "max_position_embeddings", 2048))
+
+
+def input_device(model) -> torch.device:
+    """Where a batch goes: the device of the input embeddings (the first GPU of a spread model)."""
+    return model.get_input_embeddings().weight.device
+
+
+def kv_bytes_per_token(model) -> int:
+    """KV cache per token: 2 (K and V) x layers x KV width x bytes."""
+    cfg = model.config
+    heads = cfg.num_attention_heads
+    kv_width = cfg.hidden_size // heads * (getattr(cfg, "num_key_value_heads", None) or heads)
+    return 2 * cfg.num_hidden_layers * kv_width * next(model.parameters()).element_size()
+
+
+def generation_row_bytes(model, longest_prompt: int, max_new_tokens: int) -> int:
+    """Memory one question of a generation batch needs: its KV cache over prompt and answer, and the fp32 logits
+    of the position being decoded."""
+    return kv_bytes_per_token(model) * (longest_prompt + max_new_tokens) + 2 * 4 * model.config.vocab_size
+
+
+def scoring_row_bytes(model, longest_prompt: int) -> int:
+    """Memory one prompt of a scoring batch needs: the logits of every position (16-bit, then fp32) and the
+    layer activations kept for the forward pass (no cache)."""
+    return longest_prompt * (6 * model.config.vocab_size + kv_bytes_per_token(model))
+
+
+def auto_batch_size(model, row_bytes: int, rows: int, cpu_default: int, cap: int = 512,
+                    headroom: float = 0.8) -> tuple[int, str]:
+    """The largest batch whose rows fit the accelerator's free memory (after the weights); the CPU default
+    on the CPU, where memory is not what limits a batch."""
+    device = input_device(model)
+    if device.type != "cuda":
+        size = max(1, min(cpu_default, rows))
+        return size, f"{size} (CPU default)"
+    free = torch.cuda.mem_get_info(device)[0]
+    size = max(1, min(cap, rows, int(headroom * free // row_bytes)))
+    return size, f"{size} ({free / 2**30:.1f} GiB free, {row_bytes / 2**20:.1f} MiB per row)"
+
+
+def parse_batch_size(value: str | int) -> int | str:
+    """--batch-size: a positive number, or 'auto'."""
+    if value == "auto":
+        return "auto"
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        raise TaskError(f"--batch-size {value!r} must be a positive number or 'auto'") from None
+    if size <= 0:
+        raise TaskError(f"--batch-size {size} must be a positive number or 'auto'")
+    return size

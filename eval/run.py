@@ -78,8 +78,9 @@ def read_predictions(path: Path, questions: list[Question]) -> list[str]:
 
 
 def run_cmexam(data: Path, out: Path, *, model_dir: Path | None = None, predictions: Path | None = None,
-               template: str | None = None, extract_mode: str | None = None, batch_size: int = 16,
-               max_new_tokens: int | None = None, limit: int | None = None) -> dict:
+               template: str | None = None, extract_mode: str | None = None, batch_size: int | str = 16,
+               max_new_tokens: int | None = None, limit: int | None = None, device: str = "auto",
+               dtype: str = "auto") -> dict:
     task = load_task("cmexam")
     if not isinstance(task, GenerateTask):
         raise TaskError(f"task cmexam declares output {task.output}; run_cmexam runs generate tasks")
@@ -98,13 +99,19 @@ def run_cmexam(data: Path, out: Path, *, model_dir: Path | None = None, predicti
     prompts = [tpl.prompt(q.question, q.options) for q in questions]
     max_new = max_new_tokens or task.generation.max_new_tokens
     start = time.perf_counter()
+    placement = None
     if predictions is not None:
         outputs = read_predictions(predictions, questions)
     else:
-        from eval.generate import generate
-        from eval.model import load_model
+        from eval.generate import encode_prompts, generate
+        from eval.model import auto_batch_size, generation_row_bytes, load_model, parse_batch_size
 
-        model, tok = load_model(model_dir)
+        batch_size = parse_batch_size(batch_size)
+        model, tok, placement = load_model(model_dir, device=device, dtype=dtype)
+        if batch_size == "auto":
+            longest = max((len(x) for x in encode_prompts(tok, prompts)), default=1)
+            batch_size, why = auto_batch_size(model, generation_row_bytes(model, longest, max_new), len(prompts), 16)
+            print(f"batch size auto: {why}", file=sys.stderr, flush=True)
         outputs = generate(model, tok, prompts, batch_size=batch_size, max_new_tokens=max_new)
     seconds = time.perf_counter() - start
     extracted = [extract(o, q.options, mode, task.no_answer) for o, q in zip(outputs, questions, strict=True)]
@@ -121,7 +128,8 @@ def run_cmexam(data: Path, out: Path, *, model_dir: Path | None = None, predicti
         "model": str(model_dir) if model_dir else None, "predictions_file": str(predictions) if predictions else None,
         "lineage": model_lineage(model_dir),
         "data": {"path": str(data), "sha256": file_sha256(data), "limit": limit},
-        "config": {"batch_size": batch_size, "max_new_tokens": max_new, "do_sample": task.generation.do_sample},
+        "config": {"batch_size": batch_size, "max_new_tokens": max_new, "do_sample": task.generation.do_sample,
+                   "device": placement.describe() if placement else None},
         "metrics": metrics, "seconds": seconds, "medtrain_version": MEDTRAIN_VERSION,
     }
     preds = [{"id": q.id, "prompt": p, "output": o, "extracted": e.answer, "rule": e.rule, "gold": g,
@@ -148,7 +156,8 @@ def build_prompt(task: MultipleChoiceTask, style: PromptStyle, subject: str, sho
 
 
 def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int = 5, scoring: str = "original",
-           batch_size: int = 8, limit: int | None = None, subjects: list[str] | None = None) -> dict:
+           batch_size: int | str = 8, limit: int | None = None, subjects: list[str] | None = None,
+           device: str = "auto", dtype: str = "auto") -> dict:
     if scoring not in ("original", "harness"):
         raise TaskError(f"--scoring {scoring} is not one of original, harness")
     task = load_task(task_name)
@@ -159,9 +168,10 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
     unknown = sorted(set(chosen) - set(all_subjects))
     if unknown:
         raise TaskError(f"{data}: no subject(s) {', '.join(unknown)}")
-    from eval.model import context_length, load_model
+    from eval.model import auto_batch_size, context_length, load_model, parse_batch_size, scoring_row_bytes
 
-    model, tok = load_model(model_dir)
+    batch_size = parse_batch_size(batch_size)
+    model, tok, placement = load_model(model_dir, device=device, dtype=dtype)
     max_len = context_length(model)
     style = task.style(scoring)
     start = time.perf_counter()
@@ -172,6 +182,10 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
         dev = read_mc_subject(task, data, subject, "dev")[:shots]
         test = read_mc_subject(task, data, subject, "test")[:limit or None]
         prompts = [build_prompt(task, style, subject, dev, q) for q in test]
+        rows = batch_size
+        if rows == "auto":  # per subject: its longest prompt sets the memory of a row
+            longest = max((len(tok(p, add_special_tokens=False)["input_ids"]) + 2 for p in prompts), default=1)
+            rows, _ = auto_batch_size(model, scoring_row_bytes(model, min(longest, max_len + 1)), len(prompts), 8)
         if scoring == "original":
             bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
             contexts = []
@@ -179,12 +193,12 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
                 ids = bos + tok(p, add_special_tokens=False)["input_ids"]
                 truncated += len(ids) > max_len
                 contexts.append(ids[-max_len:])
-            scores = score_original(model, tok, contexts, batch_size)
+            scores = score_original(model, tok, contexts, rows)
         else:
             requests = [harness_pair(tok, p, style.continuation.format(letter=x)) for p in prompts
                         for x in LETTERS]
             truncated += sum(len(c) + len(x) > max_len + 1 for c, x in requests[::4])
-            flat = score_harness(model, tok, requests, batch_size * 4, max_len)
+            flat = score_harness(model, tok, requests, rows * 4, max_len)
             scores = [flat[i:i + 4] for i in range(0, len(flat), 4)]
         for q, p, s in zip(test, prompts, scores, strict=True):
             choice = LETTERS[max(range(4), key=lambda k: s[k])]
@@ -207,7 +221,8 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
                "data": {"path": str(data), "subjects": len(chosen), "limit": limit,
                         "sha256": {s: file_sha256(Path(data) / task.layout.test.format(subject=s))
                                    for s in chosen}},
-               "config": {"batch_size": batch_size, "context": max_len}, "metrics": metrics,
+               "config": {"batch_size": batch_size, "context": max_len, "device": placement.describe()},
+               "metrics": metrics,
                "seconds": time.perf_counter() - start, "medtrain_version": MEDTRAIN_VERSION}
     write_outputs(out, results, preds)
     return results

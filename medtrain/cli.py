@@ -270,6 +270,12 @@ def export(checkpoint: Annotated[Path, typer.Option(help="A checkpoint dir, or a
 
 
 ModelOpt = Annotated[Path | None, typer.Option("--model", help="Hugging Face model directory.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto (the GPU when there is one) | cpu | cuda. A model larger than "
+                                        "one GPU is spread over the node's GPUs.")]
+DtypeOpt = Annotated[str, typer.Option(help="auto (the stored dtype; fp32 checkpoints run in bf16/fp16 on a GPU) | "
+                                       "fp16 | bf16 | fp32.")]
+McBatchOpt = Annotated[str, typer.Option(help="Prompts per forward pass, or auto: sized to the free GPU memory "
+                                         "(8 on the CPU).")]
 EvalOutOpt = Annotated[Path, typer.Option("--out", help="Directory for results.json, predictions.jsonl, table.md.")]
 LimitOpt = Annotated[int | None, typer.Option(help="Only the first N questions (per subject for MMLU/CMMLU).")]
 
@@ -285,7 +291,10 @@ def eval_cmexam(
     = None,
     extract: Annotated[str | None, typer.Option(help="hard | paper | cmexam (default follows the template).")]
     = None,
-    batch_size: Annotated[int, typer.Option(help="Questions per generate call.")] = 16,
+    batch_size: Annotated[str, typer.Option(help="Questions per generate call, or auto: the largest whose KV "
+                                            "cache fits the free GPU memory (16 on the CPU).")] = "auto",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
     max_new_tokens: Annotated[int | None, typer.Option(help="Default 256, as in the paper.")] = None,
     limit: LimitOpt = None,
 ) -> None:
@@ -297,18 +306,20 @@ def eval_cmexam(
 
     with user_errors():
         r = run_cmexam(data, out, model_dir=model, predictions=predictions, template=template, extract_mode=extract,
-                       batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit)
+                       batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit, device=device,
+                       dtype=dtype)
     m = r["metrics"]
     typer.echo(f"CMExam: acc {m['acc']:.2f}  weighted F1 {m['weighted_f1']:.2f}  ({m['n']} questions, "
                f"{m['no_answer']} no answer, extract {r['extract']}) -> {out}")
 
 
-def _eval_mc(task: str, model: Path, data: Path, out: Path, shots: int, scoring: str, batch_size: int,
-             limit: int | None) -> None:
+def _eval_mc(task: str, model: Path, data: Path, out: Path, shots: int, scoring: str, batch_size: str,
+             limit: int | None, device: str, dtype: str) -> None:
     from eval.run import run_mc
 
     with user_errors():
-        r = run_mc(task, model, data, out, shots=shots, scoring=scoring, batch_size=batch_size, limit=limit)
+        r = run_mc(task, model, data, out, shots=shots, scoring=scoring, batch_size=batch_size, limit=limit,
+                   device=device, dtype=dtype)
     m = r["metrics"]
     typer.echo(f"{task.upper()} {shots}-shot ({scoring}): acc {m['acc']:.2f} ({m['overall']}; micro "
                f"{m['acc_micro']:.2f}, macro {m['acc_macro']:.2f}), {m['n']} questions, "
@@ -323,9 +334,9 @@ def _mc_command(task: str, title: str, layout: str) -> None:
     """`medtrain eval mmlu|cmmlu`: the same options for both k-shot benchmarks."""
     def command(model: Annotated[Path, typer.Option(help="Hugging Face model directory.")],
                 data: Path, out: EvalOutOpt,
-                shots: ShotsOpt = 5, scoring: ScoringOpt = "original", batch_size: int = 8,
-                limit: LimitOpt = None) -> None:
-        _eval_mc(task, model, data, out, shots, scoring, batch_size, limit)
+                shots: ShotsOpt = 5, scoring: ScoringOpt = "original", batch_size: McBatchOpt = "auto",
+                limit: LimitOpt = None, device: DeviceOpt = "auto", dtype: DtypeOpt = "auto") -> None:
+        _eval_mc(task, model, data, out, shots, scoring, batch_size, limit, device, dtype)
     command.__annotations__["data"] = Annotated[Path, typer.Option(help=f"{title} folder with {layout}.")]
     command.__doc__ = (f"{title} k-shot.\n\nExample: medtrain eval {task} --model runs/sft/export --data data/{task} "
                        f"--out results/{task}")

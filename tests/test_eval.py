@@ -190,7 +190,7 @@ def test_batched_left_padded_generation_equals_one_at_a_time(hf_model):
     from eval.generate import generate
     from eval.model import load_model
 
-    model, tok = load_model(hf_model)
+    model, tok, _ = load_model(hf_model)
     prompts = ["问题: 高血压的典型表现是", "短", "问题: 确诊肺结核最常用的检查是什么？请回答", "答案:"]
     batched = generate(model, tok, prompts, batch_size=4, max_new_tokens=12, progress=False)
     single = [generate(model, tok, [p], batch_size=1, max_new_tokens=12, progress=False)[0] for p in prompts]
@@ -229,7 +229,7 @@ def test_harness_scores_equal_a_direct_loglikelihood(hf_model):
     from eval.choice import harness_pair, score_harness
     from eval.model import load_model
 
-    model, tok = load_model(hf_model)
+    model, tok, _ = load_model(hf_model)
     reqs = [harness_pair(tok, "Question: x\nAnswer:", f" {x}") for x in "ABCD"]
     reqs.append(harness_pair(tok, "一个更长一些的上下文，用来检查右侧填充。答案：", " B"))
     batched = score_harness(model, tok, reqs, batch_size=8, max_len=2048)
@@ -251,3 +251,54 @@ def test_report_merges_one_models_evals_into_one_row(hf_model, tmp_path):
     rows = [line for line in (tmp_path / "report" / "report.md").read_text().splitlines()
             if line.startswith(f"| {hf_model} |")]
     assert len(rows) == 1 and rows[0].count(" - ") == 1  # CMExam Acc, F1 and CMMLU filled; MMLU not run
+
+
+# ----- placement: device, dtype, batch size ------------------------------------------------------------------
+
+
+def test_auto_placement_on_the_cpu_keeps_fp32_and_refuses_what_cannot_run(hf_model, tmp_path):
+    import json as _json
+    import shutil
+
+    from eval.model import choose_placement, parse_batch_size
+    from eval.task import TaskError
+
+    assert choose_placement(hf_model) == choose_placement(hf_model, "cpu", "auto")
+    assert choose_placement(hf_model, "cpu", "bf16").dtype == "bf16"
+    half = tmp_path / "half"
+    shutil.copytree(hf_model, half)
+    cfg = _json.loads((half / "config.json").read_text())
+    cfg["dtype"] = "float16"
+    (half / "config.json").write_text(_json.dumps(cfg))
+    assert choose_placement(half, "cpu").dtype == "fp32"  # no fast half kernels on a CPU
+    for bad in (("tpu", "auto"), ("cpu", "int8")):
+        with pytest.raises(TaskError):
+            choose_placement(hf_model, *bad)
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(TaskError, match="no CUDA device"):
+            choose_placement(hf_model, "cuda")
+    assert parse_batch_size("auto") == "auto" and parse_batch_size("12") == 12
+    with pytest.raises(TaskError, match="positive number or 'auto'"):
+        parse_batch_size("0")
+
+
+def test_kv_cache_per_token_is_2_x_layers_x_hidden_x_bytes_for_llama2_13b():
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from core.model_specs import NAMED
+    from eval.model import generation_row_bytes, kv_bytes_per_token
+
+    with torch.device("meta"):
+        model = LlamaForCausalLM(LlamaConfig(**NAMED["llama2-13b"].to_hf_config())).to(torch.float16)
+    assert kv_bytes_per_token(model) == 2 * 40 * 5120 * 2  # 0.78 MiB per token in fp16
+    # a CMExam question: ~300 prompt tokens + 256 generated, and one row of fp32 logits being decoded
+    assert generation_row_bytes(model, 300, 256) == 2 * 40 * 5120 * 2 * 556 + 2 * 4 * 32000
+
+
+def test_eval_cli_offers_device_dtype_and_auto_batch():
+    for task in ("cmexam", "mmlu", "cmmlu"):
+        text = CliRunner().invoke(app, ["eval", task, "--help"], env={"COLUMNS": "200"}).output
+        assert "--device" in text and "--dtype" in text and "--batch-size" in text and "auto" in text
