@@ -28,13 +28,17 @@ class Preset:
     allowed: tuple[str, ...]
     overlap_comm: bool
     about: str
+    peak_tflops: float = 0.0
+    """Dense tensor-core peak per GPU in the default precision (0: unknown, no MFU is reported)."""
 
 
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
-        Preset("v100-zero3-fp16", "fp16", ("fp16", "fp32"), True, "V100 32GB: no bf16, fp16 with dynamic loss scaling"),
-        Preset("a100-zero3-bf16", "bf16", ("bf16", "fp16", "fp32"), True, "A100/H100: bf16, no loss scaling"),
+        Preset("v100-zero3-fp16", "fp16", ("fp16", "fp32"), True, "V100 32GB: no bf16, fp16 with dynamic loss scaling",
+               125.0),
+        Preset("a100-zero3-bf16", "bf16", ("bf16", "fp16", "fp32"), True, "A100: bf16, no loss scaling", 312.0),
+        Preset("h100-zero3-bf16", "bf16", ("bf16", "fp16", "fp32"), True, "H100/H200: bf16, no loss scaling", 989.0),
         Preset("cpu-zero3", "fp32", ("fp32", "bf16", "fp16"), False, "DeepSpeed CPU accelerator over gloo (tests)"),
     )
 }

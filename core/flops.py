@@ -21,7 +21,8 @@ class TokenFlops:
     """FLOPs per trained token the hardware executes (recomputation included)."""
 
 
-def flops_per_token(shape: LlamaShape, seq_len: int, recompute: bool) -> TokenFlops:
+def flops_per_token(shape: LlamaShape, seq_len: float, recompute: bool) -> TokenFlops:
+    """seq_len: the mean length of the sequences the tokens come in (attention cost grows with it)."""
     n = shape.num_params() - shape.vocab_size * shape.hidden_size  # the input embedding is a lookup
     attention = 12 * shape.num_hidden_layers * shape.hidden_size * seq_len
     model = 6 * n + attention

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import yaml
 
+from core.ds_config import PRESETS
 from core.errors import UserError
 from core.schema import from_mapping, read_yaml
 
@@ -75,6 +76,8 @@ class Recipe:
     """Tokens per epoch that `plan` assumes when the data is not prepared yet (the paper: ~1B)."""
     continual_step: int | None = None
     """Lineage: the continual-pretraining checkpoint step this run starts from (sft after continual)."""
+    peak_tflops: float = 0.0
+    """Dense peak TFLOP/s per GPU for MFU/HFU (0: the preset's, e.g. V100 fp16 125, A100 bf16 312, H100 989)."""
     attn_implementation: str = "sdpa"
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form notes carried into lineage; never read by the trainer."""
@@ -88,7 +91,8 @@ class Recipe:
         for name in positive:
             if getattr(self, name) <= 0:
                 problems.append(f"{name}={getattr(self, name)} must be > 0")
-        for name in ("checkpoint_every", "keep_checkpoints", "max_steps", "expected_samples", "expected_tokens"):
+        for name in ("checkpoint_every", "keep_checkpoints", "max_steps", "expected_samples", "expected_tokens",
+                     "peak_tflops"):
             if getattr(self, name) < 0:
                 problems.append(f"{name}={getattr(self, name)} must be >= 0")
         if not (0.0 <= self.warmup_ratio < 1.0):
@@ -97,6 +101,11 @@ class Recipe:
             problems.append(f"lr={self.lr} must be a positive number")
         if problems:
             raise RecipeError(f"{where}: " + "; ".join(problems))
+
+    @property
+    def peak(self) -> float:
+        """Peak TFLOP/s per GPU: the recipe's, else the preset's (0 when neither knows)."""
+        return self.peak_tflops or (PRESETS[self.preset].peak_tflops if self.preset in PRESETS else 0.0)
 
     @property
     def tokenizer_dir(self) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.ds_config import PRESETS
+from core.flops import TokenFlops, flops_per_token
 from core.model_specs import LlamaShape, resolve_shape
 from core.recipe import Recipe, RecipeError
 from core.run_spec import DataSize, RunSpec
@@ -24,8 +25,8 @@ DTYPE_BYTES = {"fp16": 2, "bf16": 2, "fp32": 4}
 class Hardware:
     gpu_mem_gb: float = 32.0
     """V100-32GB by default."""
-    peak_tflops: float = 125.0
-    """Dense tensor-core peak per GPU in the training dtype (V100 fp16: 125)."""
+    peak_tflops: float = 0.0
+    """Dense tensor-core peak per GPU in the training dtype (0: the recipe's or its preset's; V100 fp16: 125)."""
     mfu: float = 0.25
     """Assumed model FLOPs utilisation for the time estimate."""
     reserve_gb: float = 2.0
@@ -42,7 +43,9 @@ class Plan:
     memory: dict[str, float] = field(default_factory=dict)
     """Bytes per GPU by component."""
     gpu_bytes: float = 0.0
+    token_flops: TokenFlops | None = None
     flops: float = 0.0
+    """Model FLOPs of the whole run (what MFU is measured against)."""
     seconds: float = 0.0
     hardware: Hardware = field(default_factory=Hardware)
 
@@ -81,13 +84,15 @@ class Plan:
             lines.append(f"  {name:<42} {b / GiB:>8.2f}")
         lines.append(f"  {'total':<42} {self.total_bytes / GiB:>8.2f}  of {self.gpu_bytes / GiB:.1f}")
         lines.append("")
-        recompute = " (incl. recomputation)" if r.gradient_checkpointing else ""
-        lines.append(f"compute      {self.flops:.3e} FLOPs{recompute}")
+        tf = self.token_flops
+        recompute = f", {tf.hardware:.3g} with recomputation (HFU)" if r.gradient_checkpointing else ""
+        lines.append(f"compute      {self.flops:.3e} model FLOPs ({tf.model:.3g} per token{recompute})")
         hw = self.hardware
-        lines.append(
-            f"time         {self.seconds / 3600:.1f} h at {hw.mfu:.0%} MFU of {hw.peak_tflops:g} TFLOPS x "
-            f"{self.world_size} GPUs"
-        )
+        if hw.peak_tflops > 0:
+            lines.append(f"time         {self.seconds / 3600:.1f} h at {hw.mfu:.0%} MFU of {hw.peak_tflops:g} TFLOPS x "
+                         f"{self.world_size} GPUs")
+        else:
+            lines.append("time         unknown: the preset has no peak TFLOPS; pass --peak-tflops or set peak_tflops")
         verdict = "FITS" if self.fits else "DOES NOT FIT"
         lines.append(f"verdict      {verdict} ({self.total_bytes / GiB:.2f} GiB of {self.gpu_bytes / GiB:.1f} GiB)")
         return "\n".join(lines)
@@ -145,6 +150,8 @@ def activation_bytes(shape: LlamaShape, micro_batch: int, seq_len: int, precisio
 def make_plan(recipe: Recipe, pool: dict[str, int], hardware: Hardware | None = None,
               preset: str | None = None) -> Plan:
     hardware = hardware or Hardware()
+    if hardware.peak_tflops <= 0:
+        hardware = Hardware(**{**vars(hardware), "peak_tflops": recipe.peak})
     world = sum(pool.values())
     vocab = _tokenizer_vocab(recipe)
     shape = resolve_shape(recipe.model, vocab_size=vocab)
@@ -157,11 +164,14 @@ def make_plan(recipe: Recipe, pool: dict[str, int], hardware: Hardware | None = 
     memory.update(activation_bytes(shape, recipe.micro_batch, recipe.seq_len, precision,
                                    recipe.gradient_checkpointing, recipe.attn_implementation))
     memory["runtime reserve (context, comm buffers)"] = hardware.reserve_gb * GiB
-    tokens = spec.data.tokens * recipe.epochs
-    flops = (8 if recipe.gradient_checkpointing else 6) * n * tokens
-    seconds = flops / (world * hardware.peak_tflops * 1e12 * hardware.mfu)
+    mean_len = min(recipe.seq_len, spec.data.tokens / max(spec.data.samples, 1))  # attention grows with it
+    token_flops = flops_per_token(shape, mean_len, recipe.gradient_checkpointing)
+    flops = token_flops.model * spec.data.tokens * recipe.epochs
+    peak = hardware.peak_tflops * 1e12
+    seconds = flops / (world * peak * hardware.mfu) if peak > 0 else 0.0
     return Plan(recipe=recipe, shape=shape, hosts=len(pool), spec=spec, memory=memory,
-                gpu_bytes=hardware.gpu_mem_gb * GiB, flops=flops, seconds=seconds, hardware=hardware)
+                gpu_bytes=hardware.gpu_mem_gb * GiB, token_flops=token_flops, flops=flops, seconds=seconds,
+                hardware=hardware)
 
 
 def _tokenizer_vocab(recipe: Recipe) -> int | None:

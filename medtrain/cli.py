@@ -100,7 +100,9 @@ def plan(
     recipe: RecipeOpt,
     hosts: HostsOpt,
     gpu_mem_gb: Annotated[float, typer.Option(help="Memory per GPU in GB (V100: 32).")] = 32.0,
-    peak_tflops: Annotated[float, typer.Option(help="Peak TFLOPS per GPU in the training dtype.")] = 125.0,
+    peak_tflops: Annotated[float, typer.Option(help="Peak TFLOPS per GPU in the training dtype (default: the "
+                                               "recipe's peak_tflops, else its preset's: V100 125, A100 312, "
+                                               "H100 989).")] = 0.0,
     mfu: Annotated[float, typer.Option(help="Assumed model FLOPs utilisation for the time estimate.")] = 0.25,
     set_: OverrideOpt = None,
 ) -> None:

@@ -9,6 +9,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.flops import flops_per_token, utilisation
+from core.model_specs import LlamaShape
+
 
 def fmt_seconds(s: float) -> str:
     s = int(max(s, 0))
@@ -40,6 +43,9 @@ class MetricsLogger:
                     self._tb.add_scalar(f"train/{k}", v, record["step"])
             self._tb.flush()
         scale = f" scale {record['loss_scale']:g} skipped {record['skipped_steps']}" if "loss_scale" in record else ""
+        if "tflops_per_gpu" in record:
+            mfu = f" MFU {100 * record['mfu']:.1f}% HFU {100 * record['hfu']:.1f}%" if "mfu" in record else ""
+            scale += f" {record['tflops_per_gpu']:.3g} TFLOP/s/GPU{mfu}"
         print(f"step {record['step']}/{record['total_steps']} loss {record['loss']:.4f} lr {record['lr']:.3e}"
               f"{scale} gnorm {record['grad_norm']:.3f} {record['tokens_per_s']:,.0f} tok/s "
               f"{record['samples_per_s']:.2f} samples/s data {100 * record['data_wait_frac']:.2f}% "
@@ -69,8 +75,10 @@ class StepMetrics:
     """Loss, throughput and timing of the steps between two log lines, summed over ranks with one all-reduce
     per log step (a collective per step would cost more than the tiny runs' steps)."""
 
-    def __init__(self, logger: MetricsLogger, world: int, start_step: int, total_steps: int, steps_per_epoch: int):
+    def __init__(self, logger: MetricsLogger, world: int, start_step: int, total_steps: int, steps_per_epoch: int,
+                 shape: LlamaShape | None = None, recompute: bool = False, peak_tflops: float = 0.0):
         self.logger, self.world = logger, world
+        self.shape, self.recompute, self.peak_tflops = shape, recompute, peak_tflops
         self.start_step, self.total_steps, self.steps_per_epoch = start_step, total_steps, steps_per_epoch
         self.window = Window()
         self.t_start = time.perf_counter()
@@ -102,6 +110,9 @@ class StepMetrics:
                   "data_wait_frac": w.data_seconds / max(w.seconds, 1e-9), "elapsed_s": elapsed,
                   "eta_s": elapsed / (done_steps - self.start_step) * (self.total_steps - done_steps),
                   "epoch": (done_steps - 1) // self.steps_per_epoch, **(extra or {})}
+        if self.shape is not None and all_samples:
+            flops = flops_per_token(self.shape, all_tokens / all_samples, self.recompute)
+            record.update(utilisation(record["tokens_per_s"], self.world, flops, self.peak_tflops))
         self.logger.log(record)
         self.window = Window()
         return record

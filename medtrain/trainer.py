@@ -17,6 +17,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from core.errors import RunFailed
+from core.model_specs import resolve_shape
 from core.rank import run_rank as run_as_rank
 from core.recipe import Recipe, RecipeError, load_recipe
 from core.run_spec import DataSize, RunSpec
@@ -201,7 +202,9 @@ class Trainer:
 
     def train(self) -> None:
         r, total = self.recipe, self.spec.total_steps
-        metrics = StepMetrics(self.logger, self.world, self.start_step, total, self.spec.steps_per_epoch)
+        metrics = StepMetrics(self.logger, self.world, self.start_step, total, self.spec.steps_per_epoch,
+                              resolve_shape(r.model, vocab_size=self.state.vocab_size), r.gradient_checkpointing,
+                              r.peak)
         self.engine.train()
         for step in range(self.start_step, total):
             t0 = time.perf_counter()

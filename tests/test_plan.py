@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import pytest
 from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
 from typer.testing import CliRunner
 
@@ -61,3 +62,18 @@ def test_plan_refuses_a_world_size_that_breaks_the_batch(tmp_path):
     r = CliRunner().invoke(app, ["plan", "--recipe", str(PAPER), "--hosts", str(hosts)])
     assert r.exit_code == 2
     assert "global_batch=120 is not divisible by micro_batch=1 x world_size=7 = 7" in r.output
+
+
+def test_plan_and_trainer_share_one_flops_formula():
+    from core.flops import flops_per_token, utilisation
+
+    shape = NAMED["llama2-13b"]
+    f = flops_per_token(shape, 4096, recompute=True)
+    n = shape.num_params() - 32000 * 5120
+    assert f.model == 6 * n + 12 * 40 * 5120 * 4096 and f.hardware == pytest.approx(f.model * 4 / 3)
+    u = utilisation(tokens_per_s=120 * 1000, world=120, flops=f, peak_tflops=125)
+    assert u["mfu"] == pytest.approx(1000 * f.model / 125e12) and u["hfu"] == pytest.approx(u["mfu"] * 4 / 3)
+    plan = make_plan(load_recipe(PAPER), read_hostfile(REPO / "hostfiles/v100x20"))
+    assert plan.hardware.peak_tflops == 125.0  # from the v100-zero3-fp16 preset
+    mean_len = plan.data.tokens / plan.data.samples
+    assert plan.flops == pytest.approx(flops_per_token(plan.shape, mean_len, True).model * plan.data.tokens)

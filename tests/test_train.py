@@ -106,8 +106,11 @@ def test_continual_loss_decreases_and_steps_match_the_plan(continual_run, tiny):
     assert [r["step"] for r in records] == list(range(1, plan.total_steps + 1))
     assert plan.accumulation == 2 and plan.world_size == 2
     assert np.mean([r["loss"] for r in records[-3:]]) < records[0]["loss"] - 0.5
-    for key in ("loss", "lr", "grad_norm", "tokens_per_s", "samples_per_s", "elapsed_s", "eta_s", "data_wait_frac"):
+    for key in ("loss", "lr", "grad_norm", "tokens_per_s", "samples_per_s", "elapsed_s", "eta_s", "data_wait_frac",
+                "tflops_per_gpu", "mfu", "hfu"):
         assert all(np.isfinite(r[key]) for r in records), key
+    assert all(r["hfu"] == pytest.approx(r["mfu"] * 4 / 3) for r in records)  # checkpointing recomputes a forward
+    assert all(r["mfu"] == pytest.approx(r["tflops_per_gpu"] / 0.5) for r in records)
     state = json.loads((continual_run / "checkpoints" / "step_000012" / "trainer_state.json").read_text())
     assert state["samples_seen"] == 12 * recipe.global_batch == 12 * 2 * plan.accumulation * 2
     assert (continual_run / "tensorboard").is_dir() and any((continual_run / "tensorboard").iterdir())

@@ -46,7 +46,7 @@ def launch_args(recipe: str, data: dict, out: Path, *extra: str, hosts: str = "h
 
 
 CONTINUAL = ("--set", "seq_len=64", "--set", "max_steps=12", "--set", "checkpoint_every=4",
-             "--set", "keep_checkpoints=2", "--set", "lr=3e-3")
+             "--set", "keep_checkpoints=2", "--set", "lr=3e-3", "--set", "peak_tflops=0.5")
 
 
 def run_and_kill_after(args: list[str], marker: Path, timeout: float = 300, env: dict | None = None) -> int:
