@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup sysdeps test lint demo clean
+.PHONY: setup sysdeps test lint demo clean gpu-kit
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ lint: setup
 
 demo: setup
 	$(BIN)/medtrain demo --workdir demo_work
+
+# the wheels and tokenizer the offline GPU machine needs, in .gpu/ (git-ignored, carried there); bench/README.md
+gpu-kit: $(STAMP)
+	PYTHON=$(BIN)/python bash bench/gpu/make_kit.sh
+	$(BIN)/pip install -q --dry-run --no-index --no-deps --find-links .gpu/wheels --only-binary=:all: \
+	  --python-version 3.12 --implementation cp --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
+	  --target /tmp/medtrain-gpu-kit-check .gpu/wheels/*.whl && echo "gpu-kit: every wheel installs on cp312"
 
 clean:
 	rm -rf $(VENV) demo_work runs

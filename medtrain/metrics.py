@@ -110,6 +110,9 @@ class StepMetrics:
                   "data_wait_frac": w.data_seconds / max(w.seconds, 1e-9), "elapsed_s": elapsed,
                   "eta_s": elapsed / (done_steps - self.start_step) * (self.total_steps - done_steps),
                   "epoch": (done_steps - 1) // self.steps_per_epoch, **(extra or {})}
+        accelerator = get_accelerator()
+        if accelerator.device_name() != "cpu":  # the figure `medtrain plan` predicts, per GPU
+            record["max_mem_gib"] = accelerator.max_memory_allocated() / 2**30
         if self.shape is not None and all_samples:
             flops = flops_per_token(self.shape, all_tokens / all_samples, self.recompute)
             record.update(utilisation(record["tokens_per_s"], self.world, flops, self.peak_tflops))

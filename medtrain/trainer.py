@@ -262,9 +262,11 @@ class Trainer:
     def _check_export(self, out: Path, probe: torch.Tensor, engine_logits: torch.Tensor) -> float:
         from transformers import AutoModelForCausalLM
 
-        reloaded = AutoModelForCausalLM.from_pretrained(str(out), local_files_only=True)
+        device = self.engine.device  # the same kernels as the engine's forward: equal logits in the same dtype
+        reloaded = AutoModelForCausalLM.from_pretrained(str(out), local_files_only=True).to(device)
         with torch.no_grad():
-            hf_logits = reloaded(input_ids=probe).logits.float()
+            hf_logits = reloaded(input_ids=probe.to(device)).logits.float().cpu()
+        del reloaded
         diff = (hf_logits - engine_logits).abs().max().item()
         torch.save({"input_ids": probe, "logits": engine_logits}, self.out / "engine_probe.pt")
         (out / "export_check.json").write_text(json.dumps({"probe_tokens": probe.shape[1], "max_abs_diff": diff}))
