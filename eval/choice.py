@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from eval.shard import ONE, Shard
+
 LETTERS = ("A", "B", "C", "D")
 
 
@@ -29,12 +31,15 @@ def _pad_right(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Ten
     return ids, mask
 
 
-def score_original(model, tok, contexts: list[list[int]], batch_size: int) -> list[list[float]]:
+def score_original(model, tok, contexts: list[list[int]], batch_size: int,
+                   shard: Shard = ONE) -> list[list[float]]:
     """Per prompt, the four letter logits at its last position."""
     targets = letter_ids(tok)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    out: list[list[float]] = []
-    for b in range(0, len(contexts), batch_size):
+    out: dict[int, list[float]] = {}
+    for k, b in enumerate(range(0, len(contexts), batch_size)):
+        if not shard.takes(k):
+            continue
         chunk = contexts[b:b + batch_size]
         ids, mask = _pad_right(chunk, pad)
         device = model.get_input_embeddings().weight.device
@@ -42,8 +47,9 @@ def score_original(model, tok, contexts: list[list[int]], batch_size: int) -> li
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
         last = torch.tensor([len(c) - 1 for c in chunk], device=logits.device)
         rows = logits[torch.arange(len(chunk), device=logits.device), last].float()[:, targets].cpu()
-        out += rows.tolist()
-    return out
+        out.update(zip(range(b, b + len(chunk)), rows.tolist(), strict=True))
+    merged = shard.gather(out)
+    return [merged[i] for i in range(len(contexts))]
 
 
 def harness_pair(tok, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -58,11 +64,13 @@ def harness_pair(tok, context: str, continuation: str) -> tuple[list[int], list[
 
 
 def score_harness(model, tok, requests: list[tuple[list[int], list[int]]], batch_size: int,
-                  max_len: int) -> list[float]:
+                  max_len: int, shard: Shard = ONE) -> list[float]:
     """Sum of log-probabilities of each continuation given its context (left-truncated to max_len)."""
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    out: list[float] = []
-    for b in range(0, len(requests), batch_size):
+    out: dict[int, float] = {}
+    for k, b in enumerate(range(0, len(requests), batch_size)):
+        if not shard.takes(k):
+            continue
         chunk = requests[b:b + batch_size]
         seqs = [(ctx + cont)[-(max_len + 1):][:-1] for ctx, cont in chunk]
         ids, mask = _pad_right(seqs, pad)
@@ -72,5 +80,6 @@ def score_harness(model, tok, requests: list[tuple[list[int], list[int]]], batch
         for i, (_, cont) in enumerate(chunk):
             n = len(seqs[i])
             positions = torch.arange(n - len(cont), n, device=logp.device)
-            out.append(logp[i, positions, torch.tensor(cont, device=logp.device)].sum().item())
-    return out
+            out[b + i] = logp[i, positions, torch.tensor(cont, device=logp.device)].sum().item()
+    merged = shard.gather(out)
+    return [merged[i] for i in range(len(requests))]

@@ -9,18 +9,23 @@ import time
 import torch
 from tqdm import tqdm
 
+from eval.shard import ONE, Shard
+
 
 def generate(model, tok, prompts: list[str], *, batch_size: int = 16, max_new_tokens: int = 256,
-             add_bos: bool = True, progress: bool = True) -> list[str]:
-    """Greedy continuations of `prompts`, in input order."""
+             add_bos: bool = True, progress: bool = True, shard: Shard = ONE) -> list[str]:
+    """Greedy continuations of `prompts`, in input order. Under a shard each rank generates its batches and the
+    outputs are gathered, so every rank returns all of them."""
     encoded = [_encode(tok, p, add_bos) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
-    outputs: list[str] = [""] * len(prompts)
-    bar = tqdm(total=len(prompts), unit="q", desc="generate", file=sys.stderr, disable=not progress,
-               mininterval=0.5 if sys.stderr.isatty() else 10.0)
+    outputs: dict[int, str] = {}
+    bar = tqdm(total=len(prompts), unit="q", desc="generate", file=sys.stderr,
+               disable=not progress or not shard.is_main, mininterval=0.5 if sys.stderr.isatty() else 10.0)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     start = time.perf_counter()
-    for b in range(0, len(order), batch_size):
+    for k, b in enumerate(range(0, len(order), batch_size)):
+        if not shard.takes(k):
+            continue
         idx = order[b:b + batch_size]
         width = max(len(encoded[i]) for i in idx)
         ids = torch.full((len(idx), width), pad, dtype=torch.long)
@@ -36,10 +41,11 @@ def generate(model, tok, prompts: list[str], *, batch_size: int = 16, max_new_to
                                  num_beams=1, pad_token_id=pad, eos_token_id=tok.eos_token_id, use_cache=True)
         for row, i in enumerate(idx):
             outputs[i] = tok.decode(out[row, width:].tolist(), skip_special_tokens=True)
-        bar.update(len(idx))
-        bar.set_postfix_str(f"{(b + len(idx)) / (time.perf_counter() - start):.2f} q/s", refresh=False)
+        bar.update(len(idx) * shard.world)
+        bar.set_postfix_str(f"{bar.n / (time.perf_counter() - start):.2f} q/s", refresh=False)
     bar.close()
-    return outputs
+    merged = shard.gather(outputs)
+    return [merged[i] for i in range(len(prompts))]
 
 
 def encode_prompts(tok, prompts: list[str], add_bos: bool = True) -> list[list[int]]:

@@ -18,6 +18,7 @@ from eval.choice import LETTERS, harness_pair, score_harness, score_original
 from eval.data import Question, file_sha256, mc_subjects, read_cmexam, read_mc_subject
 from eval.extract import MODES, extract
 from eval.metrics import accuracy, breakdown, mean, score
+from eval.shard import ONE, Shard
 from eval.task import GenerateTask, MultipleChoiceTask, PromptStyle, TaskError, load_task
 
 
@@ -80,7 +81,7 @@ def read_predictions(path: Path, questions: list[Question]) -> list[str]:
 def run_cmexam(data: Path, out: Path, *, model_dir: Path | None = None, predictions: Path | None = None,
                template: str | None = None, extract_mode: str | None = None, batch_size: int | str = 16,
                max_new_tokens: int | None = None, limit: int | None = None, device: str = "auto",
-               dtype: str = "auto") -> dict:
+               dtype: str = "auto", shard: Shard = ONE) -> dict:
     task = load_task("cmexam")
     if not isinstance(task, GenerateTask):
         raise TaskError(f"task cmexam declares output {task.output}; run_cmexam runs generate tasks")
@@ -111,8 +112,10 @@ def run_cmexam(data: Path, out: Path, *, model_dir: Path | None = None, predicti
         if batch_size == "auto":
             longest = max((len(x) for x in encode_prompts(tok, prompts)), default=1)
             batch_size, why = auto_batch_size(model, generation_row_bytes(model, longest, max_new), len(prompts), 16)
-            print(f"batch size auto: {why}", file=sys.stderr, flush=True)
-        outputs = generate(model, tok, prompts, batch_size=batch_size, max_new_tokens=max_new)
+            batch_size = shard.smallest(batch_size)
+            if shard.is_main:
+                print(f"batch size auto: {why}", file=sys.stderr, flush=True)
+        outputs = generate(model, tok, prompts, batch_size=batch_size, max_new_tokens=max_new, shard=shard)
     seconds = time.perf_counter() - start
     extracted = [extract(o, q.options, mode, task.no_answer) for o, q in zip(outputs, questions, strict=True)]
     gold = [q.answer or task.no_answer for q in questions]
@@ -129,13 +132,14 @@ def run_cmexam(data: Path, out: Path, *, model_dir: Path | None = None, predicti
         "lineage": model_lineage(model_dir),
         "data": {"path": str(data), "sha256": file_sha256(data), "limit": limit},
         "config": {"batch_size": batch_size, "max_new_tokens": max_new, "do_sample": task.generation.do_sample,
-                   "device": placement.describe() if placement else None},
+                   "device": placement.describe() if placement else None, "ranks": shard.world},
         "metrics": metrics, "seconds": seconds, "medtrain_version": MEDTRAIN_VERSION,
     }
     preds = [{"id": q.id, "prompt": p, "output": o, "extracted": e.answer, "rule": e.rule, "gold": g,
               "correct": e.answer == g} for q, p, o, e, g in zip(questions, prompts, outputs, extracted, gold,
                                                                  strict=True)]
-    write_outputs(out, results, preds)
+    if shard.is_main:
+        write_outputs(out, results, preds)
     return results
 
 
@@ -157,7 +161,7 @@ def build_prompt(task: MultipleChoiceTask, style: PromptStyle, subject: str, sho
 
 def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int = 5, scoring: str = "original",
            batch_size: int | str = 8, limit: int | None = None, subjects: list[str] | None = None,
-           device: str = "auto", dtype: str = "auto") -> dict:
+           device: str = "auto", dtype: str = "auto", shard: Shard = ONE) -> dict:
     if scoring not in ("original", "harness"):
         raise TaskError(f"--scoring {scoring} is not one of original, harness")
     task = load_task(task_name)
@@ -177,7 +181,7 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
     start = time.perf_counter()
     preds, truncated = [], 0
     bar = tqdm(chosen, unit="subject", desc=f"{task_name} {shots}-shot", file=sys.stderr,
-               mininterval=0.5 if sys.stderr.isatty() else 10.0)
+               mininterval=0.5 if sys.stderr.isatty() else 10.0, disable=not shard.is_main)
     for subject in bar:
         dev = read_mc_subject(task, data, subject, "dev")[:shots]
         test = read_mc_subject(task, data, subject, "test")[:limit or None]
@@ -186,6 +190,7 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
         if rows == "auto":  # per subject: its longest prompt sets the memory of a row
             longest = max((len(tok(p, add_special_tokens=False)["input_ids"]) + 2 for p in prompts), default=1)
             rows, _ = auto_batch_size(model, scoring_row_bytes(model, min(longest, max_len + 1)), len(prompts), 8)
+            rows = shard.smallest(rows)
         if scoring == "original":
             bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
             contexts = []
@@ -193,12 +198,12 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
                 ids = bos + tok(p, add_special_tokens=False)["input_ids"]
                 truncated += len(ids) > max_len
                 contexts.append(ids[-max_len:])
-            scores = score_original(model, tok, contexts, rows)
+            scores = score_original(model, tok, contexts, rows, shard)
         else:
             requests = [harness_pair(tok, p, style.continuation.format(letter=x)) for p in prompts
                         for x in LETTERS]
             truncated += sum(len(c) + len(x) > max_len + 1 for c, x in requests[::4])
-            flat = score_harness(model, tok, requests, rows * 4, max_len)
+            flat = score_harness(model, tok, requests, rows * 4, max_len, shard)
             scores = [flat[i:i + 4] for i in range(0, len(flat), 4)]
         for q, p, s in zip(test, prompts, scores, strict=True):
             choice = LETTERS[max(range(4), key=lambda k: s[k])]
@@ -221,10 +226,12 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
                "data": {"path": str(data), "subjects": len(chosen), "limit": limit,
                         "sha256": {s: file_sha256(Path(data) / task.layout.test.format(subject=s))
                                    for s in chosen}},
-               "config": {"batch_size": batch_size, "context": max_len, "device": placement.describe()},
+               "config": {"batch_size": batch_size, "context": max_len, "device": placement.describe(),
+                          "ranks": shard.world},
                "metrics": metrics,
                "seconds": time.perf_counter() - start, "medtrain_version": MEDTRAIN_VERSION}
-    write_outputs(out, results, preds)
+    if shard.is_main:
+        write_outputs(out, results, preds)
     return results
 
 

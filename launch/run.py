@@ -84,15 +84,33 @@ def write_run_files(prepared: PreparedLaunch) -> None:
 
 def start(prepared: PreparedLaunch) -> int:
     """Run the launcher in the foreground (slurm: submit the sbatch script) and return its exit code."""
+    return run_launcher(prepared.spec, prepared.command)
+
+
+def run_launcher(spec: LaunchSpec, command: list[str]) -> int:
     import subprocess
 
     from launch.launcher import launch_environment
 
-    spec = prepared.spec
-    if spec.launcher == "slurm":
-        cmd = ["sbatch", str(spec.run_dir / "launch.sbatch")]
-    else:
-        cmd = prepared.command
+    cmd = ["sbatch", str(spec.run_dir / "launch.sbatch")] if spec.launcher == "slurm" else command
     sys.stdout.flush()
     return subprocess.run(cmd, env=launch_environment(spec)).returncode
+
+
+def launch_module(hosts: Path, launcher: str, module: list[str], run_dir: Path, env: list[str] | None = None,
+                  job_name: str = "medtrain") -> int:
+    """Start `python -m MODULE ARGS` on every rank of a hostfile through the same launcher as training (the
+    sharded eval uses it); returns the launcher's exit code."""
+    from launch.launcher import write_env_file
+
+    run_dir = Path(run_dir).resolve()
+    spec = LaunchSpec(pool=read_hostfile(hosts), hostfile=Path(hosts), launcher=launcher,
+                      entry=["--module", "--no_local_rank", *module], run_dir=run_dir, master_port=free_port(),
+                      env=parse_env(env or []))
+    validate(spec, dry_run=False)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_env_file(spec)
+    if launcher == "slurm":
+        publish_text(run_dir / "launch.sbatch", render_sbatch(spec, job_name))
+    return run_launcher(spec, build_command(spec))
 

@@ -280,6 +280,22 @@ McBatchOpt = Annotated[str, typer.Option(help="Prompts per forward pass, or auto
                                          "(8 on the CPU).")]
 EvalOutOpt = Annotated[Path, typer.Option("--out", help="Directory for results.json, predictions.jsonl, table.md.")]
 LimitOpt = Annotated[int | None, typer.Option(help="Only the first N questions (per subject for MMLU/CMMLU).")]
+EvalHostsOpt = Annotated[Path | None, typer.Option("--hosts", help="Spread the questions over this hostfile's ranks "
+                                                   "(through --launcher); results equal a single process's.")]
+EvalLauncherOpt = Annotated[str, typer.Option("--launcher", help="With --hosts: local | pdsh | slurm | openmpi.")]
+
+
+def _run_eval(task: str, kwargs: dict, out: Path, hosts: Path | None, launcher: str) -> dict:
+    """In this process, or across the ranks of a hostfile when --hosts is given."""
+    if hosts is not None and kwargs.get("model_dir") is not None:
+        from medtrain.eval_launch import eval_across
+
+        return eval_across(task, kwargs, out, hosts, launcher)
+    from eval.run import run_cmexam, run_mc
+
+    if task == "cmexam":
+        return run_cmexam(kwargs.pop("data"), out, **kwargs)
+    return run_mc(task, kwargs.pop("model_dir"), kwargs.pop("data"), out, **kwargs)
 
 
 @eval_app.command("cmexam")
@@ -299,29 +315,28 @@ def eval_cmexam(
     dtype: DtypeOpt = "auto",
     max_new_tokens: Annotated[int | None, typer.Option(help="Default 256, as in the paper.")] = None,
     limit: LimitOpt = None,
+    hosts: EvalHostsOpt = None,
+    launcher: EvalLauncherOpt = "local",
 ) -> None:
     """Greedy generation, answer extraction, accuracy and weighted F1.
 
     Example: medtrain eval cmexam --model runs/sft/export --data test.csv --out results/sft-cmexam
     """
-    from eval.run import run_cmexam
-
     with user_errors():
-        r = run_cmexam(data, out, model_dir=model, predictions=predictions, template=template, extract_mode=extract,
-                       batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit, device=device,
-                       dtype=dtype)
+        r = _run_eval("cmexam", {"data": data, "model_dir": model, "predictions": predictions, "template": template,
+                                 "extract_mode": extract, "batch_size": batch_size, "max_new_tokens": max_new_tokens,
+                                 "limit": limit, "device": device, "dtype": dtype}, out, hosts, launcher)
     m = r["metrics"]
     typer.echo(f"CMExam: acc {m['acc']:.2f}  weighted F1 {m['weighted_f1']:.2f}  ({m['n']} questions, "
                f"{m['no_answer']} no answer, extract {r['extract']}) -> {out}")
 
 
 def _eval_mc(task: str, model: Path, data: Path, out: Path, shots: int, scoring: str, batch_size: str,
-             limit: int | None, device: str, dtype: str) -> None:
-    from eval.run import run_mc
-
+             limit: int | None, device: str, dtype: str, hosts: Path | None, launcher: str) -> None:
     with user_errors():
-        r = run_mc(task, model, data, out, shots=shots, scoring=scoring, batch_size=batch_size, limit=limit,
-                   device=device, dtype=dtype)
+        r = _run_eval(task, {"model_dir": model, "data": data, "shots": shots, "scoring": scoring,
+                             "batch_size": batch_size, "limit": limit, "device": device, "dtype": dtype},
+                      out, hosts, launcher)
     m = r["metrics"]
     typer.echo(f"{task.upper()} {shots}-shot ({scoring}): acc {m['acc']:.2f} ({m['overall']}; micro "
                f"{m['acc_micro']:.2f}, macro {m['acc_macro']:.2f}), {m['n']} questions, "
@@ -337,8 +352,9 @@ def _mc_command(task: str, title: str, layout: str) -> None:
     def command(model: Annotated[Path, typer.Option(help="Hugging Face model directory.")],
                 data: Path, out: EvalOutOpt,
                 shots: ShotsOpt = 5, scoring: ScoringOpt = "original", batch_size: McBatchOpt = "auto",
-                limit: LimitOpt = None, device: DeviceOpt = "auto", dtype: DtypeOpt = "auto") -> None:
-        _eval_mc(task, model, data, out, shots, scoring, batch_size, limit, device, dtype)
+                limit: LimitOpt = None, device: DeviceOpt = "auto", dtype: DtypeOpt = "auto",
+                hosts: EvalHostsOpt = None, launcher: EvalLauncherOpt = "local") -> None:
+        _eval_mc(task, model, data, out, shots, scoring, batch_size, limit, device, dtype, hosts, launcher)
     command.__annotations__["data"] = Annotated[Path, typer.Option(help=f"{title} folder with {layout}.")]
     command.__doc__ = (f"{title} k-shot.\n\nExample: medtrain eval {task} --model runs/sft/export --data data/{task} "
                        f"--out results/{task}")
@@ -415,6 +431,9 @@ def sweep(
     launcher: Annotated[str, typer.Option(help="pdsh | slurm | openmpi | local.")] = "pdsh",
     limit: LimitOpt = None,
     max_new_tokens: Annotated[int, typer.Option(help="CMExam generation length.")] = 256,
+    eval_across_hosts: Annotated[bool, typer.Option("--eval-across-hosts", help="Spread every eval over the "
+                                                    "ranks of --hosts (results equal a single process's).")]
+    = False,
     set_: OverrideOpt = None,
 ) -> None:
     """Table 3: fine-tune from each continual checkpoint and evaluate; resumes a partly done sweep.
@@ -437,7 +456,8 @@ def sweep(
             except ValueError:
                 raise ConfigError(f"--checkpoints {checkpoints!r} must be comma-separated step numbers") from None
         summary = run_sweep(continual, sft_recipe, steps, hosts, out,
-                            EvalData(cmexam_data, mmlu_data, cmmlu_data, limit=limit, max_new_tokens=max_new_tokens),
+                            EvalData(cmexam_data, mmlu_data, cmmlu_data, limit=limit, max_new_tokens=max_new_tokens,
+                                     across=(hosts, launcher) if eval_across_hosts else None),
                             launcher=launcher, overrides=set_ or [])
     typer.echo((out / "table3.md").read_text())
     typer.echo(f"wrote {out / 'table3.md'} ({len(summary['rows'])} rows)")

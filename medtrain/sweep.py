@@ -28,7 +28,9 @@ class EvalData:
     limit: int | None = None
     """Only the first N questions (per subject for MMLU/CMMLU): smoke sweeps."""
     max_new_tokens: int = 256
-    batch_size: int = 16
+    batch_size: int | str = 16
+    across: tuple[Path, str] | None = None
+    """(hostfile, launcher): spread each eval over the ranks of the sweep's hosts instead of this process."""
 
 
 def say(msg: str) -> None:
@@ -46,13 +48,21 @@ def evaluate(model: Path, out: Path, data: EvalData) -> list[dict]:
             say(f"{cell} done, reusing")
             results.append(json.loads((cell / "results.json").read_text()))
             continue
-        say(f"eval {task}: {model}")
+        say(f"eval {task}: {model}" + (f" across {data.across[0]}" if data.across else ""))
         if task == "cmexam":
-            results.append(run_cmexam(data.cmexam, cell, model_dir=model, limit=data.limit,
-                                      max_new_tokens=data.max_new_tokens, batch_size=data.batch_size))
+            kwargs = {"data": data.cmexam, "model_dir": model, "limit": data.limit,
+                      "max_new_tokens": data.max_new_tokens, "batch_size": data.batch_size}
         else:
-            results.append(run_mc(task, model, getattr(data, task), cell, limit=data.limit,
-                                  batch_size=data.batch_size))
+            kwargs = {"model_dir": model, "data": getattr(data, task), "limit": data.limit,
+                      "batch_size": data.batch_size}
+        if data.across:
+            from medtrain.eval_launch import eval_across
+
+            results.append(eval_across(task, kwargs, cell, *data.across))
+        elif task == "cmexam":
+            results.append(run_cmexam(kwargs.pop("data"), cell, **kwargs))
+        else:
+            results.append(run_mc(task, kwargs.pop("model_dir"), kwargs.pop("data"), cell, **kwargs))
     return results
 
 

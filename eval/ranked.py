@@ -1,0 +1,46 @@
+"""What every rank runs for `medtrain eval ... --hosts H`: the eval call written by the launching side, on this
+rank's share of the batches (eval.shard); rank 0 gathers and writes the outputs.
+
+    python -m eval.ranked REQUEST.json      (started by the deepspeed launcher on every rank)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from core.rank import run_rank
+from eval.shard import Shard
+
+REQUEST_FORMAT = "medtrain.eval_request/1"
+
+
+def write_request(path: Path, task: str, kwargs: dict) -> Path:
+    from core.publish import publish_json
+
+    return publish_json(path, {"format": REQUEST_FORMAT, "task": task,
+                               "kwargs": {k: str(v) if isinstance(v, Path) else v for k, v in kwargs.items()}})
+
+
+def run_request(path: Path) -> None:
+    from eval.run import run_cmexam, run_mc
+
+    request = json.loads(Path(path).read_text(encoding="utf-8"))
+    if request.get("format") != REQUEST_FORMAT:
+        raise ValueError(f"{path}: not a {REQUEST_FORMAT} file")
+    kwargs, shard = dict(request["kwargs"]), Shard.of_process_group()
+    if request["task"] == "cmexam":
+        run_cmexam(Path(kwargs.pop("data")), Path(kwargs.pop("out")), shard=shard, **kwargs)
+    else:
+        run_mc(request["task"], Path(kwargs.pop("model_dir")), Path(kwargs.pop("data")), Path(kwargs.pop("out")),
+               shard=shard, **kwargs)
+
+
+def main() -> None:
+    request = Path(sys.argv[-1])
+    run_rank(lambda: run_request(request))
+
+
+if __name__ == "__main__":
+    main()
