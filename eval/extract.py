@@ -19,8 +19,16 @@ from data_prep.templates import canonical_answer
 
 NO_ANSWER = "无答案"
 MODES = ("hard", "paper", "cmexam")
-_HARD = re.compile(r"答案\s*[:：]\s*([A-Z](?:[\s,，、]*[A-Z])*)")
-_LETTERS = re.compile(r"(?<![A-Za-z])([A-E](?:[\s,，、]*[A-E])*)(?![A-Za-z])")
+# letters joined by 和/与/及/或/、/commas/slashes/"and"/spaces are one answer: "答案是A和D" is AD, not A
+_SEP = r"(?:\s*(?:[和与及或、,，/／&;；]|(?i:and))\s*|\s+)?"
+_HARD = re.compile(rf"答案\s*[:：]\s*([A-Z](?:{_SEP}[A-Z])*)(?![A-Za-z])")
+_LETTERS = re.compile(rf"(?<![A-Za-z])([A-E](?:{_SEP}[A-E])*)(?![A-Za-z])")
+_AND = re.compile(r"(?i)and")
+
+
+def _letters(span: str, options: dict[str, str]) -> str:
+    """The option letters of a matched span, separators (and the letters of "and") left out."""
+    return canonical_answer("".join(re.findall(r"[A-Z]", _AND.sub(" ", span))), options)
 
 
 @dataclass
@@ -35,7 +43,7 @@ def extract(output: str, options: dict[str, str], mode: str, no_answer: str = NO
         return Extraction(no_answer, "empty")
     if mode == "hard":
         m = _HARD.search(output)
-        got = canonical_answer(m.group(1), options) if m else ""
+        got = _letters(m.group(1), options) if m else ""
         return Extraction(got, "hard") if got else Extraction(no_answer, "hard:none")
     if mode == "paper":
         return _paper(output, options, no_answer)
@@ -49,7 +57,7 @@ def extract(output: str, options: dict[str, str], mode: str, no_answer: str = NO
 def _paper(output: str, options: dict[str, str], no_answer: str) -> Extraction:
     m = _HARD.search(output) or _LETTERS.search(output)
     if m:
-        got = canonical_answer(m.group(1), options)
+        got = _letters(m.group(1), options)
         if got:
             return Extraction(got, "paper:letters")
     lowered = output.lower()

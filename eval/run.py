@@ -172,6 +172,12 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
     unknown = sorted(set(chosen) - set(all_subjects))
     if unknown:
         raise TaskError(f"{data}: no subject(s) {', '.join(unknown)}")
+    dev_sizes = {s: len(read_mc_subject(task, data, s, "dev")) for s in chosen}
+    short = sorted(s for s, n in dev_sizes.items() if n < shots)
+    if short:
+        raise TaskError(f"--shots {shots}: the dev split has only {dev_sizes[short[0]]} examples for {short[0]}"
+                        f"{f' (and {len(short) - 1} more subjects)' if len(short) > 1 else ''}; use --shots "
+                        f"{min(dev_sizes.values())} or fewer")
     from eval.model import auto_batch_size, context_length, load_model, parse_batch_size, scoring_row_bytes
 
     batch_size = parse_batch_size(batch_size)

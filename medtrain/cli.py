@@ -176,9 +176,9 @@ def _prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, mode: str
     with user_errors():
         m = prep(source, inputs, tokenizer, out, mode=mode, seq_len=seq_len, workers=workers or None,
                  overwrite=overwrite)
-    skipped = sum(m["stats"]["skipped"].values())
+    skipped, used = sum(m["stats"]["skipped"].values()), m["stats"]["records"]
     typer.echo(f"wrote {out}: {m['num_docs']:,} documents, {m['num_tokens']:,} tokens "
-               f"({m['stats']['records']:,} records read, {skipped:,} skipped)")
+               f"({used + skipped:,} records read: {used:,} used, {skipped:,} skipped)")
 
 
 ModeOpt = Annotated[str, typer.Option(help="answer_only | with_reasoning (answer then explanation).")]

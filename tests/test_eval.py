@@ -328,3 +328,23 @@ def test_eval_across_two_ranks_equals_one_process_question_by_question(hf_model,
     ra, rb = (json.loads((d / "results.json").read_text()) for d in (one, two))
     assert ra["metrics"] == rb["metrics"] and (ra["config"]["ranks"], rb["config"]["ranks"]) == (1, 2)
     assert not (tmp_path / ".two.ranks").exists() and "acc" in r.stdout
+
+
+@pytest.mark.parametrize("style", ["答案是{a}和{b}", "{a}、{b}", "选{a}, {b}", "{a}/{b}", "{a} and {b}", "{a}{b}",
+                                   "{a}与{b}", "答案: {a}，{b}\n解释: 其余选项错误"])
+def test_multi_answer_outputs_give_every_letter_on_cmexams_multi_answer_questions(style):
+    """The paper's first rule on the real val split's 210 multi-answer questions, in many writing styles."""
+    questions = [q for q in read_cmexam(shared_data("cmexam", "val.csv")) if len(q.answer) > 1]
+    assert len(questions) > 100
+    for q in questions:
+        head, tail = q.answer[:-1], q.answer[-1]
+        output = style.format(a="、".join(head) if "、" not in style else "".join(head), b=tail)
+        got = extract(output, q.options, "paper")
+        assert (got.answer, got.rule) == (q.answer, "paper:letters"), (output, q.answer)
+
+
+def test_more_shots_than_the_dev_split_holds_is_refused(hf_model, tmp_path):
+    r = CliRunner().invoke(app, ["eval", "mmlu", "--model", str(hf_model), "--data", str(SAMPLES / "mmlu"),
+                                 "--out", str(tmp_path / "o"), "--shots", "10", "--limit", "1"])
+    assert r.exit_code == 2 and "--shots 10: the dev split has only" in r.output
+    assert not (tmp_path / "o").exists()

@@ -268,3 +268,16 @@ def test_byte_ranges_keep_line_numbers_and_bytes_whatever_the_cut(tmp_path, bpe_
     assert m["stats"]["skipped"] == {"malformed_json": 5} and m["num_docs"] == 200 - 5 - 3
     assert [line.strip().split(" (")[0] for line in logs_small[1:]] == [f"{f}:{n}: malformed_json"
                                                                         for n in (37, 74, 111, 148, 185)]
+
+
+def test_records_read_counts_the_skipped_rows_too(tmp_path, bpe_tok):
+    rows = ('Question,Options,Answer,Explanation\n'
+            'q1,"A 甲\nB 乙",A,e\n'
+            'q2,"A 甲\nB 乙",B,e\n'
+            'q3,"A 甲\nB 乙",Z,e\n')
+    f = tmp_path / "three.csv"
+    f.write_text(rows, encoding="utf-8")
+    r = CliRunner().invoke(app, ["prep", "cmexam", "--input", str(f), "--tokenizer", str(bpe_tok), "--out",
+                                 str(tmp_path / "o"), "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    assert "3 records read: 2 used, 1 skipped" in r.output
