@@ -88,4 +88,8 @@ def mc_subjects(task: MultipleChoiceTask, root: Path) -> list[str]:
                       if p.name.startswith(name_prefix) and p.name.endswith(suffix))
     if not subjects:
         raise TaskError(f"{folder}: no files matching {pattern}")
+    lacking = [s for s in subjects if not (root / task.layout.dev.format(subject=s)).is_file()]
+    if lacking:
+        raise TaskError(f"{root}: no {task.layout.dev.format(subject=lacking[0])} for subject '{lacking[0]}'; is "
+                        f"this a {task.task} folder? {task.task} has {task.layout.dev} and {pattern}")
     return subjects

@@ -84,10 +84,40 @@ def continual_model(continual: Path, step: int, out: Path) -> Path:
     return export_checkpoint(ckpt, target)
 
 
+def check_inputs(continual: Path, sft_recipe: Path, checkpoints: list[int], out: Path, data: EvalData,
+                 overrides: list[str]) -> None:
+    """Everything a sweep will need, checked before the first SFT starts: a typo costs seconds, not a cell."""
+    from core.recipe import load_recipe
+    from eval.data import mc_subjects, read_cmexam
+    from eval.task import TaskError, load_task
+
+    load_recipe(sft_recipe, overrides)
+    if not checkpoints:
+        raise CheckpointError("--checkpoints names no step; give e.g. 0,750,1500 or 'all'")
+    root = continual / "checkpoints"
+    missing = [s for s in checkpoints if s and not (root / tag_for(s) / "COMPLETE").is_file()
+               and not (out / f"step_{s:06d}" / "model" / "config.json").is_file()]
+    if missing:
+        have = sorted(int(p.name.removeprefix("step_")) for p in root.glob("step_*") if (p / "COMPLETE").is_file())
+        raise CheckpointError(f"{root}: no complete checkpoint for step(s) {', '.join(map(str, missing))}; the run "
+                              f"has {', '.join(map(str, have)) or 'none'} (0 is the base model)")
+    if 0 in checkpoints:
+        base = Path(load_recipe(continual / "recipe.yaml").model)
+        if not (base / "config.json").is_file():
+            raise CheckpointError(f"{continual / 'recipe.yaml'}: step 0 is the base model, but model '{base}' is "
+                                  "not a Hugging Face directory to fine-tune and evaluate; drop 0 from --checkpoints")
+    read_cmexam(data.cmexam)
+    for task in ("mmlu", "cmmlu"):
+        spec = load_task(task)
+        if not mc_subjects(spec, getattr(data, task)):
+            raise TaskError(f"{getattr(data, task)}: no {task} subjects")
+
+
 def sweep(continual: Path, sft_recipe: Path, checkpoints: list[int], hosts: Path, out: Path, data: EvalData, *,
           launcher: str = "local", overrides: list[str] | None = None, eval_continual: bool = True) -> dict:
     from launch.run import prepare_launch, start
 
+    check_inputs(continual, sft_recipe, checkpoints, out, data, overrides or [])
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for step in checkpoints:

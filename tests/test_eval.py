@@ -348,3 +348,23 @@ def test_more_shots_than_the_dev_split_holds_is_refused(hf_model, tmp_path):
                                  "--out", str(tmp_path / "o"), "--shots", "10", "--limit", "1"])
     assert r.exit_code == 2 and "--shots 10: the dev split has only" in r.output
     assert not (tmp_path / "o").exists()
+
+
+def test_cmmlu_pointed_at_the_mmlu_folder_is_one_line(hf_model, tmp_path):
+    r = CliRunner().invoke(app, ["eval", "cmmlu", "--model", str(hf_model), "--data", str(SAMPLES / "mmlu"),
+                                 "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "is this a cmmlu folder?" in r.output and r.exception.__class__ is SystemExit
+
+
+def test_sweep_refuses_missing_checkpoints_before_any_work(tmp_path):
+    run = tmp_path / "continual"
+    (run / "checkpoints" / "step_000004").mkdir(parents=True)
+    (run / "checkpoints" / "step_000004" / "COMPLETE").write_text("4\n")
+    (run / "recipe.yaml").write_text((Path("recipes/tiny/continual.yaml")).read_text())
+    r = CliRunner().invoke(app, ["sweep", "--continual", str(run), "--sft-recipe", "recipes/tiny/sft.yaml",
+                                 "--checkpoints", "4,8,12", "--hosts", "hostfiles/localhost", "--out",
+                                 str(tmp_path / "sweep"), "--cmexam-data", str(SAMPLES / "cmexam_test.csv"),
+                                 "--mmlu-data", str(SAMPLES / "mmlu"), "--cmmlu-data", str(SAMPLES / "cmmlu")])
+    assert r.exit_code == 2, r.output
+    assert "no complete checkpoint for step(s) 8, 12; the run has 4" in r.output
+    assert not (tmp_path / "sweep").exists()
