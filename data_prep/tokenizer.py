@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.publish import publish_dir, staging_dir
 from data_prep.format import DatasetError
 
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -149,10 +150,9 @@ def train_bpe_tokenizer(texts: list[str], out: Path, vocab_size: int = 2000) -> 
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
                                    pad_token="<pad>")
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp = staging_dir(out)
     fast.save_pretrained(str(tmp))
-    os.replace(tmp, out)
-    return out
+    return publish_dir(tmp, out, overwrite=True)
 
 
 def encode_chunk(encoder: Encoder, texts: list[str], sft: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

@@ -10,6 +10,7 @@ import typer
 
 from core.ds_config import PRESETS, ConfigError, build_ds_config, write_ds_config
 from core.errors import RunFailed, UserError
+from core.publish import ExistsError
 from core.recipe import load_recipe
 from core.run_spec import warmup_steps
 from data_prep.sources import SOURCES, Source
@@ -17,6 +18,25 @@ from launch.hostfile import read_hostfile, render_hostfile, write_hostfile
 
 app = typer.Typer(help="Continual pretraining, SFT and evaluation of Llama-2 for medical QA on DeepSpeed ZeRO-3.",
                   pretty_exceptions_show_locals=False, no_args_is_help=True, add_completion=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from core.provenance import versions
+
+        v = versions()
+        typer.echo(f"medtrain {v['medtrain']} (commit {v['commit']}; torch {v['torch']}, deepspeed {v['deepspeed']}, "
+                   f"transformers {v['transformers']})")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                               help="Print medtrain's version and its key dependencies'.")] = False
+         ) -> None:
+    """Continual pretraining, SFT and evaluation of Llama-2 for medical QA on DeepSpeed ZeRO-3."""
+
+
 config_app = typer.Typer(help="Write configuration files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 eval_app = typer.Typer(help="Evaluate a Hugging Face model directory (or score given outputs).", no_args_is_help=True)
@@ -38,6 +58,16 @@ def user_errors():
         raise typer.Exit(code=e.exit_code) from None
 
 
+ReplaceOpt = Annotated[bool, typer.Option("--overwrite", help="Replace the output if it exists.")]
+
+
+def refuse_existing(out: Path, overwrite: bool) -> None:
+    """One rule for every command that writes an output: an existing one is replaced only when asked
+    (`medtrain sweep` is the exception: it continues the sweep directory it is given)."""
+    if Path(out).exists() and not overwrite:
+        raise ExistsError(f"{out} already exists; pass --overwrite to replace it")
+
+
 RecipeOpt = Annotated[Path, typer.Option("--recipe", help="Run recipe YAML (recipes/paper, recipes/tiny).")]
 HostsOpt = Annotated[Path, typer.Option("--hosts", help="Hostfile ('host slots=N' lines).")]
 OverrideOpt = Annotated[list[str] | None, typer.Option("--set", help="Recipe override key=value (repeatable).")]
@@ -49,6 +79,7 @@ def config_deepspeed(
     preset: Annotated[str, typer.Option(help=f"One of: {', '.join(PRESETS)}.")] = "v100-zero3-fp16",
     recipe: Annotated[Path | None, typer.Option(help="Recipe: batch, lr, schedule and model from here.")] = None,
     hosts: Annotated[Path | None, typer.Option(help="Hostfile: the world size from here.")] = None,
+    overwrite: ReplaceOpt = False,
 ) -> None:
     """DeepSpeed ZeRO-3 JSON for a preset.
 
@@ -56,6 +87,7 @@ def config_deepspeed(
     --hosts hostfiles/v100x20 --out ds_configs/zero3_v100_fp16.json
     """
     with user_errors():
+        refuse_existing(out, overwrite)
         config = deepspeed_config_for(preset, recipe, hosts)
         write_ds_config(config, out)
     zero = config["zero_optimization"]
@@ -85,12 +117,14 @@ def hostfile(
     nodes: Annotated[int, typer.Option(help="Number of nodes.")] = 20,
     slots: Annotated[int, typer.Option(help="GPUs per node.")] = 6,
     prefix: Annotated[str, typer.Option(help="Hostname prefix: node -> node01, node02, ...")] = "node",
+    overwrite: ReplaceOpt = False,
 ) -> None:
     """Write a DeepSpeed hostfile.
 
     Example: medtrain hostfile --nodes 20 --slots 6 --prefix node --out hostfiles/v100x20
     """
     with user_errors():
+        refuse_existing(out, overwrite)
         write_hostfile(render_hostfile(nodes, slots, prefix), out)
     typer.echo(f"wrote {out}: {nodes} nodes x {slots} slots = {nodes * slots} ranks")
 
@@ -259,7 +293,8 @@ def train_sft(recipe: RecipeOpt, run_spec: RunSpecOpt = None, resume: ResumeOpt 
 
 @app.command()
 def export(checkpoint: Annotated[Path, typer.Option(help="A checkpoint dir, or a run dir (newest checkpoint).")],
-           out: Annotated[Path, typer.Option(help="Hugging Face model directory to write.")]) -> None:
+           out: Annotated[Path, typer.Option(help="Hugging Face model directory to write.")],
+           overwrite: ReplaceOpt = False) -> None:
     """ZeRO-3 shards -> Hugging Face directory (safetensors, config, tokenizer, lineage).
 
     Example: medtrain export --checkpoint runs/continual/checkpoints/step_000750 --out models/continual-750
@@ -267,6 +302,7 @@ def export(checkpoint: Annotated[Path, typer.Option(help="A checkpoint dir, or a
     from medtrain.export import export_checkpoint
 
     with user_errors():
+        refuse_existing(out, overwrite)
         path = export_checkpoint(checkpoint, out)
     typer.echo(f"wrote {path}")
 
@@ -307,7 +343,12 @@ def eval_cmexam(
     = None,
     template: Annotated[str | None, typer.Option(help="Prompt template (default: the model's SFT template).")]
     = None,
-    extract: Annotated[str | None, typer.Option(help="hard | paper | cmexam (default follows the template).")]
+    extract: Annotated[str | None, typer.Option(help="How an answer is read from the output. hard: only the "
+                                                "'答案: X' line the SFT template taught (else no answer); paper: Guo & "
+                                                "Hua's rules for base models — option letters (答案是A和D = AD), then "
+                                                "option texts, then the closest option by Levenshtein; cmexam: "
+                                                "CMExam's parser, every option letter or text mentioned. Default: "
+                                                "hard for Alpaca SFT templates, paper for plain prompts.")]
     = None,
     batch_size: Annotated[str, typer.Option(help="Questions per generate call, or auto: the largest whose KV "
                                             "cache fits the free GPU memory (16 on the CPU).")] = "auto",
@@ -317,12 +358,14 @@ def eval_cmexam(
     limit: LimitOpt = None,
     hosts: EvalHostsOpt = None,
     launcher: EvalLauncherOpt = "local",
+    overwrite: ReplaceOpt = False,
 ) -> None:
     """Greedy generation, answer extraction, accuracy and weighted F1.
 
     Example: medtrain eval cmexam --model runs/sft/export --data test.csv --out results/sft-cmexam
     """
     with user_errors():
+        refuse_existing(out, overwrite)
         r = _run_eval("cmexam", {"data": data, "model_dir": model, "predictions": predictions, "template": template,
                                  "extract_mode": extract, "batch_size": batch_size, "max_new_tokens": max_new_tokens,
                                  "limit": limit, "device": device, "dtype": dtype}, out, hosts, launcher)
@@ -332,8 +375,10 @@ def eval_cmexam(
 
 
 def _eval_mc(task: str, model: Path, data: Path, out: Path, shots: int, scoring: str, batch_size: str,
-             limit: int | None, device: str, dtype: str, hosts: Path | None, launcher: str) -> None:
+             limit: int | None, device: str, dtype: str, hosts: Path | None, launcher: str,
+             overwrite: bool) -> None:
     with user_errors():
+        refuse_existing(out, overwrite)
         r = _run_eval(task, {"model_dir": model, "data": data, "shots": shots, "scoring": scoring,
                              "batch_size": batch_size, "limit": limit, "device": device, "dtype": dtype},
                       out, hosts, launcher)
@@ -353,8 +398,9 @@ def _mc_command(task: str, title: str, layout: str) -> None:
                 data: Path, out: EvalOutOpt,
                 shots: ShotsOpt = 5, scoring: ScoringOpt = "original", batch_size: McBatchOpt = "auto",
                 limit: LimitOpt = None, device: DeviceOpt = "auto", dtype: DtypeOpt = "auto",
-                hosts: EvalHostsOpt = None, launcher: EvalLauncherOpt = "local") -> None:
-        _eval_mc(task, model, data, out, shots, scoring, batch_size, limit, device, dtype, hosts, launcher)
+                hosts: EvalHostsOpt = None, launcher: EvalLauncherOpt = "local", overwrite: ReplaceOpt = False) -> None:
+        _eval_mc(task, model, data, out, shots, scoring, batch_size, limit, device, dtype, hosts, launcher,
+                 overwrite)
     command.__annotations__["data"] = Annotated[Path, typer.Option(help=f"{title} folder with {layout}.")]
     command.__doc__ = (f"{title} k-shot.\n\nExample: medtrain eval {task} --model runs/sft/export --data data/{task} "
                        f"--out results/{task}")
@@ -368,7 +414,7 @@ _mc_command("cmmlu", "CMMLU", "dev/ and test/ (CSVs with a header)")
 @app.command()
 def report(paths: Annotated[list[Path], typer.Argument(help="Training runs, sweep dirs and/or eval outputs.")],
            out: Annotated[Path, typer.Option(help="Directory for report.md and loss_curve.png.")] = Path("report"),
-           ) -> None:
+           overwrite: ReplaceOpt = False) -> None:
     """report.md with paper-style tables and the loss curve (Figure 1).
 
     Example: medtrain report runs/continual runs/sweep --out report
@@ -376,6 +422,7 @@ def report(paths: Annotated[list[Path], typer.Argument(help="Training runs, swee
     from medtrain.reporting import build_report
 
     with user_errors():
+        refuse_existing(out, overwrite)
         path = build_report(paths, out)
     typer.echo(f"wrote {path}")
 
@@ -383,22 +430,25 @@ def report(paths: Annotated[list[Path], typer.Argument(help="Training runs, swee
 @app.command()
 def tokenizer(input: Annotated[list[Path], typer.Option("--input", help="Text/CSV/JSONL files (repeatable).")],
               out: Annotated[Path, typer.Option(help="Tokenizer directory to write.")],
-              vocab_size: Annotated[int, typer.Option(help="Vocabulary size.")] = 2000) -> None:
+              vocab_size: Annotated[int, typer.Option(help="Vocabulary size.")] = 2000,
+              overwrite: ReplaceOpt = False) -> None:
     """Train a small byte-level BPE tokenizer locally (for tiny models; real runs use the model's own).
 
     Example: medtrain tokenizer --input corpus.jsonl --out tok --vocab-size 2000
     """
+    from data_prep.format import DatasetError
+    from data_prep.templates import ALPACA_HEADER, MCQ_INSTRUCTION
     from data_prep.tokenizer import train_bpe_tokenizer
 
-    missing = [str(p) for p in input if not p.is_file()]
-    if missing:
-        typer.echo(f"error: no such input file(s): {', '.join(missing)}", err=True)
-        raise typer.Exit(code=2)
-    texts = [line for p in input for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
-    from data_prep.templates import ALPACA_HEADER, MCQ_INSTRUCTION
-
-    texts += [ALPACA_HEADER + MCQ_INSTRUCTION] * 50  # the SFT template compresses to a few tokens
-    train_bpe_tokenizer(texts, out, vocab_size=vocab_size)
+    with user_errors():
+        missing = [str(p) for p in input if not p.is_file()]
+        if missing:
+            raise DatasetError(f"no such input file(s): {', '.join(missing)}")
+        refuse_existing(out, overwrite)
+        texts = [line for p in input for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+        texts += [ALPACA_HEADER + MCQ_INSTRUCTION] * 50  # the SFT template compresses to a few tokens
+        typer.echo(f"training a {vocab_size}-token BPE tokenizer on {len(texts):,} lines ...", err=True)
+        train_bpe_tokenizer(texts, out, vocab_size=vocab_size)
     typer.echo(f"wrote {out} (vocab {vocab_size}, trained on {len(texts):,} lines)")
 
 
@@ -406,7 +456,8 @@ def tokenizer(input: Annotated[list[Path], typer.Option("--input", help="Text/CS
 def init_model(config: Annotated[str, typer.Option(help="Named shape (tiny, tiny-wide, llama-1b, ...).")],
                tokenizer: Annotated[Path, typer.Option(help="Tokenizer directory (vocab size, special ids).")],
                out: Annotated[Path, typer.Option(help="Hugging Face directory to write.")],
-               seed: Annotated[int, typer.Option(help="Initialisation seed.")] = 0) -> None:
+               seed: Annotated[int, typer.Option(help="Initialisation seed.")] = 0,
+               overwrite: ReplaceOpt = False) -> None:
     """A randomly initialised Llama of a named shape, as a Hugging Face directory.
 
     Example: medtrain init-model --config tiny --tokenizer tok --out models/base
@@ -414,6 +465,7 @@ def init_model(config: Annotated[str, typer.Option(help="Named shape (tiny, tiny
     from medtrain.model_dir import init_model_dir
 
     with user_errors():
+        refuse_existing(out, overwrite)
         path = init_model_dir(config, tokenizer, out, seed)
     typer.echo(f"wrote {path}")
 

@@ -90,7 +90,7 @@ def run_demo(workdir: Path, size: str = "full") -> Path:
                  "--mmlu-data", str(SAMPLES / "mmlu"), "--cmmlu-data", str(SAMPLES / "cmmlu"),
                  "--max-new-tokens", str(cfg["max_new_tokens"]), *limit,
                  *sets([*common, f"data={data_c}", *cfg["sft"]]), cwd=workdir)
-    medtrain_cmd("report", str(cont), str(sweep_dir), "--out", str(report), cwd=workdir)
+    medtrain_cmd("report", str(cont), str(sweep_dir), "--out", str(report), "--overwrite", cwd=workdir)
     minutes = (time.perf_counter() - start) / 60
     print(f"\ndemo finished in {minutes:.1f} min\n  report: {report / 'report.md'}\n  loss curve: "
           f"{report / 'loss_curve.png'}", flush=True)

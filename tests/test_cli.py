@@ -1,0 +1,37 @@
+"""The command surface's shared rules: --version, one overwrite rule for every output, help that explains."""
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from medtrain.cli import app
+
+SAMPLES = Path(__file__).resolve().parent.parent / "data_prep" / "samples"
+
+
+def test_version_names_medtrain_and_its_dependencies():
+    r = CliRunner().invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.output.startswith("medtrain 0.") and "deepspeed" in r.output
+
+
+@pytest.mark.parametrize("command", [
+    ["tokenizer", "--input", str(SAMPLES / "huatuo_sample.jsonl"), "--vocab-size", "300"],
+    ["hostfile", "--nodes", "2", "--slots", "1"],
+    ["config", "deepspeed", "--preset", "cpu-zero3"],
+])
+def test_an_existing_output_is_replaced_only_with_overwrite(tmp_path, command):
+    out = tmp_path / "out"
+    first = CliRunner().invoke(app, [*command, "--out", str(out)])
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(app, [*command, "--out", str(out)])
+    assert again.exit_code == 2 and "already exists; pass --overwrite" in again.output
+    forced = CliRunner().invoke(app, [*command, "--out", str(out), "--overwrite"])
+    assert forced.exit_code == 0, forced.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging leftovers
+
+
+def test_extract_modes_are_explained_in_the_help():
+    text = CliRunner().invoke(app, ["eval", "cmexam", "--help"], env={"COLUMNS": "200"}).output
+    for mode in ("hard:", "paper:", "cmexam:"):
+        assert mode in text
