@@ -67,7 +67,8 @@ class Recipe:
     log_every: int = 1
     seed: int = 42
     max_steps: int = 0
-    """Stop after N steps (0: run all epochs). For smoke runs; the schedule still spans the full run."""
+    """Stop after N steps (0: run all epochs). For smoke runs and staged runs: the lr schedule (warmup, decay) still
+    spans the full run, so a smoke run trains the real schedule's first steps."""
     loss_scale_patience: int = 20
     """fp16: stop when the loss scale sits at its minimum for this many consecutive steps."""
     expected_samples: int = 0

@@ -67,7 +67,10 @@ class RunSpec:
     data: DataSize
     steps_per_epoch: int
     epochs: int
+    schedule_steps: int
+    """Steps of the full run (epochs x steps per epoch): the lr schedule and its warmup span these."""
     total_steps: int
+    """Steps this launch trains: schedule_steps, or fewer when the recipe's max_steps stops it early."""
     warmup: int
     seed: int
     ds_config: dict[str, Any]
@@ -78,18 +81,17 @@ class RunSpec:
                 preset: str | None = None) -> RunSpec:
         accumulation = accumulation_steps(recipe.global_batch, recipe.micro_batch, world_size, recipe.source)
         per_epoch = steps_per_epoch(data.samples, recipe.global_batch)
-        total = per_epoch * recipe.epochs
-        if recipe.max_steps:
-            total = min(total, recipe.max_steps)
+        schedule = per_epoch * recipe.epochs
+        total = min(schedule, recipe.max_steps) if recipe.max_steps else schedule
+        warmup = warmup_steps(schedule, recipe.warmup_ratio)
         ds_config = build_ds_config(preset=preset or recipe.preset, precision=recipe.precision,
                                     micro_batch=recipe.micro_batch, accumulation=accumulation,
                                     world_size=world_size, hidden_size=hidden_size, lr=recipe.lr,
-                                    total_steps=total, warmup=warmup_steps(total, recipe.warmup_ratio),
-                                    steps_per_print=max(recipe.log_every, 10))
+                                    total_steps=schedule, warmup=warmup, steps_per_print=max(recipe.log_every, 10))
         return cls(stage=recipe.stage, world_size=world_size, global_batch=recipe.global_batch,
                    micro_batch=recipe.micro_batch, accumulation=accumulation, data=data, steps_per_epoch=per_epoch,
-                   epochs=recipe.epochs, total_steps=total, warmup=warmup_steps(total, recipe.warmup_ratio),
-                   seed=recipe.seed, ds_config=ds_config)
+                   epochs=recipe.epochs, schedule_steps=schedule, total_steps=total, warmup=warmup, seed=recipe.seed,
+                   ds_config=ds_config)
 
     def batch_equation(self) -> str:
         return (f"{self.micro_batch} micro x {self.accumulation} accum x {self.world_size} ranks = "

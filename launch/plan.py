@@ -73,8 +73,9 @@ class Plan:
             ("world size", f"{self.world_size} ranks on {self.hosts} hosts"),
             ("batch", self.spec.batch_equation()),
             ("data", f"{self.data.samples:,} samples, {self.data.tokens:,} tokens per epoch ({self.data.source})"),
-            ("steps", f"{self.steps_per_epoch:,} per epoch x {r.epochs} epochs = {self.total_steps:,} "
-                      f"(warmup {self.warmup})"),
+            ("steps", f"{self.steps_per_epoch:,} per epoch x {r.epochs} epochs = {self.spec.schedule_steps:,} "
+                      f"(warmup {self.warmup})" + (f"; this launch stops after max_steps {self.total_steps:,}"
+                                                   if self.total_steps < self.spec.schedule_steps else "")),
             ("tokens", f"{self.data.tokens * r.epochs:,}"),
         ]
         lines = [f"{k:<12} {v}" for k, v in rows]

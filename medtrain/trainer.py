@@ -137,7 +137,13 @@ class Trainer:
             vocab_size=tok["vocab_size"], bos_id=tok["bos_id"], eos_id=tok["eos_id"], pad_id=tok.get("pad_id"),
             world_size=self.world, template=self.samples.data.manifest.get("template"))
         self.say(f"medtrain: {self.stage} on {self.world} ranks, {len(self.samples):,} samples/epoch, "
-                 f"{self.spec.total_steps} steps, batch {self.spec.batch_equation()}, {r.precision}")
+                 f"{self.spec.total_steps} steps{self._of_schedule()}, batch {self.spec.batch_equation()}, "
+                 f"{r.precision}")
+
+    def _of_schedule(self) -> str:
+        spec = self.spec
+        return f" (max_steps) of a {spec.schedule_steps}-step schedule" if spec.total_steps < spec.schedule_steps \
+            else ""
 
     def _run_spec(self) -> RunSpec:
         """The launch's run_spec.json when there is one (checked against what this rank sees), else the same

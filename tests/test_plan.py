@@ -77,3 +77,11 @@ def test_plan_and_trainer_share_one_flops_formula():
     assert plan.hardware.peak_tflops == 125.0  # from the v100-zero3-fp16 preset
     mean_len = plan.data.tokens / plan.data.samples
     assert plan.flops == pytest.approx(flops_per_token(plan.shape, mean_len, True).model * plan.data.tokens)
+
+
+def test_max_steps_stops_the_run_but_keeps_the_full_schedule():
+    recipe = load_recipe(PAPER, ["max_steps=10"])
+    plan = make_plan(recipe, read_hostfile(REPO / "hostfiles/v100x20"))
+    assert plan.total_steps == 10 and plan.spec.schedule_steps == 3037 and plan.warmup == 92
+    assert plan.spec.ds_config["scheduler"]["params"]["total_num_steps"] == 3037
+    assert "stops after max_steps 10" in plan.render()
