@@ -23,11 +23,11 @@ def plot_loss(run_dirs: list[Path], out: Path, title: str = "Training loss") -> 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
-    for run in run_dirs:
+    for run, label in zip(run_dirs, run_labels(run_dirs), strict=True):
         records = read_metrics(Path(run) / "metrics.jsonl")
-        ax.plot([r["step"] for r in records], [r["loss"] for r in records], label=Path(run).name, linewidth=1.2)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
+        ax.plot([r["step"] for r in records], [r["loss"] for r in records], label=label, linewidth=1.2)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (token cross-entropy, mean over ranks; unsmoothed)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -39,6 +39,17 @@ def plot_loss(run_dirs: list[Path], out: Path, title: str = "Training loss") -> 
     plt.close(fig)
     os.replace(tmp, out)
     return out
+
+
+def run_labels(run_dirs: list[Path]) -> list[str]:
+    """The shortest trailing parts of each run's path that tell the runs apart (two runs named `continual` in
+    different sweeps get `a/continual` and `b/continual`)."""
+    parts = [Path(r).resolve().parts for r in run_dirs]
+    for k in range(1, max((len(p) for p in parts), default=1) + 1):
+        labels = ["/".join(p[-k:]) for p in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [str(r) for r in run_dirs]
 
 
 def find_results(path: Path) -> list[dict]:

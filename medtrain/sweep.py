@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import RunFailed
 from core.publish import publish_json, publish_text
 from medtrain.checkpoint import CheckpointError, tag_for
+from medtrain.metrics import fmt_seconds
 
 
 @dataclass
@@ -119,8 +121,11 @@ def sweep(continual: Path, sft_recipe: Path, checkpoints: list[int], hosts: Path
 
     check_inputs(continual, sft_recipe, checkpoints, out, data, overrides or [])
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for step in checkpoints:
+    rows, started = [], time.perf_counter()
+    for k, step in enumerate(checkpoints):
+        elapsed = time.perf_counter() - started
+        eta = f", ETA {fmt_seconds(elapsed / k * (len(checkpoints) - k))}" if k else ""
+        say(f"cell {k + 1} of {len(checkpoints)}: continual step {step} (elapsed {fmt_seconds(elapsed)}{eta})")
         cell = out / f"step_{step:06d}"
         base = continual_model(continual, step, cell)
         if eval_continual:

@@ -251,3 +251,11 @@ def test_trainer_refuses_data_from_another_tokenizer(tiny):
 
     with pytest.raises(DatasetError, match="not the run's"):
         open_samples(tiny["huatuo"], "continual", 64, tokenizer_sha256="f" * 64)
+
+
+def test_loss_curve_labels_tell_runs_with_the_same_name_apart(tmp_path):
+    from medtrain.reporting import run_labels
+
+    assert run_labels([tmp_path / "a" / "continual", tmp_path / "b" / "continual"]) == ["a/continual",
+                                                                                      "b/continual"]
+    assert run_labels([tmp_path / "x", tmp_path / "y"]) == ["x", "y"]
