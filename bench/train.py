@@ -102,7 +102,7 @@ def main() -> None:
             cli("prep", "huatuo", "--input", str(samples / "huatuo_sample.jsonl"), "--tokenizer", str(tok),
                 "--out", str(tmp / "data"), "--seq-len", str(args.seq_len))
         # the corpus is small: repeat it through epochs so both sides run the same number of full steps
-        sets = [f"model={tmp / 'base'}", f"tokenizer={tok}", f"data={tmp / 'data'}",
+        sets = [f"model={tmp / 'base'}", "init=pretrained", f"tokenizer={tok}", f"data={tmp / 'data'}",
                 f"output_dir={tmp / 'ours'}", f"seq_len={args.seq_len}", f"max_steps={args.steps}", "epochs=100",
                 "checkpoint_every=0", f"log_every={args.log_every}", f"global_batch={args.global_batch}",
                 f"micro_batch={args.micro_batch}", f"preset={args.preset}", f"precision={args.precision}"]

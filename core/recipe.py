@@ -15,6 +15,7 @@ import yaml
 
 from core.ds_config import PRESETS
 from core.errors import UserError
+from core.model_specs import NAMED
 from core.schema import from_mapping, read_yaml
 
 
@@ -33,7 +34,8 @@ class Recipe:
     stage: Stage
     """continual (causal LM on raw text) or sft (prompt masked from the loss)."""
     model: str
-    """A Hugging Face model directory, or a named config from core.model_specs (e.g. llama2-13b, tiny)."""
+    """A Hugging Face model directory (its weights are trained), or a named shape from core.model_specs (e.g.
+    llama2-13b, tiny): a shape has no weights, so training from it needs `init: random`."""
     data: str
     """A dataset directory written by `medtrain prep` (use `prep mix` to combine several)."""
     output_dir: str
@@ -75,6 +77,9 @@ class Recipe:
     """Samples per epoch that `plan` assumes when the data is not prepared yet (Huatuo encyclopedia: 364,420)."""
     expected_tokens: int = 0
     """Tokens per epoch that `plan` assumes when the data is not prepared yet (the paper: ~1B)."""
+    init: Literal["pretrained", "random"] | None = None
+    """Where the weights come from: pretrained (the model directory's; the default for directories) or random
+    (a named shape initialised from `seed`). A named shape without `init: random` can be planned, not trained."""
     continual_step: int | None = None
     """Lineage: the continual-pretraining checkpoint step this run starts from (sft after continual)."""
     peak_tflops: float = 0.0
@@ -100,8 +105,32 @@ class Recipe:
             problems.append(f"warmup_ratio={self.warmup_ratio} must be in [0, 1)")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             problems.append(f"lr={self.lr} must be a positive number")
+        named = self.model in NAMED
+        if self.init == "random" and not named:
+            problems.append(f"init: random builds a named shape ({', '.join(NAMED)}), but model '{self.model}' is a "
+                            "directory whose weights are loaded; set init: pretrained (or drop init)")
+        if self.init == "pretrained" and named:
+            problems.append(f"model '{self.model}' is a named shape with no weights; point model at a Hugging Face "
+                            "directory (e.g. your Llama-2-13b-hf) or set init: random")
         if problems:
             raise RecipeError(f"{where}: " + "; ".join(problems))
+
+    @property
+    def weights(self) -> str:
+        """Which weights a run of this recipe starts from, in words (plan, --dry-run, --check, banner)."""
+        if self.model not in NAMED:
+            return f"pretrained weights from {self.model}"
+        if self.init == "random":
+            return f"random initialisation of the named shape {self.model} (seed {self.seed})"
+        return (f"NONE: '{self.model}' is a named shape (it sizes the plan); to train, point model at the weights' "
+                "directory or set init: random")
+
+    def check_trainable(self) -> None:
+        """A run must start from weights the user chose: a bare named shape is refused before any rank starts."""
+        if self.model in NAMED and self.init != "random":
+            raise RecipeError(f"{self.source}: model '{self.model}' is a named shape with no weights; point model "
+                              "at a Hugging Face directory (e.g. your Llama-2-13b-hf) or set init: random to train "
+                              "from random initialisation")
 
     @property
     def peak(self) -> float:

@@ -70,6 +70,7 @@ class Plan:
             ("recipe", r.source),
             ("model", f"{r.model}: {n / 1e9:.2f} B params, {self.shape.num_hidden_layers} layers, "
                       f"hidden {self.shape.hidden_size}"),
+            ("weights", r.weights),
             ("world size", f"{self.world_size} ranks on {self.hosts} hosts"),
             ("batch", self.spec.batch_equation()),
             ("data", f"{self.data.samples:,} samples, {self.data.tokens:,} tokens per epoch ({self.data.source})"),

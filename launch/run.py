@@ -31,6 +31,7 @@ class PreparedLaunch:
                 f"{'FITS' if p.fits else 'DOES NOT FIT'} ({p.total_bytes / 2**30:.1f} GiB per GPU, "
                 f"see `medtrain plan`)")
         tail = "dry run: nothing started" if self.dry_run else f"run dir: {self.spec.run_dir}"
+        head += f"\nweights: {p.recipe.weights}"
         return "\n".join([head, render_plan(self.spec, self.command), tail])
 
 
@@ -45,10 +46,13 @@ def parse_env(items: list[str]) -> dict[str, str]:
 
 
 def prepare_launch(recipe_path: Path, hosts: Path, launcher: str, *, overrides: list[str], env: list[str],
-                   resume: bool, dry_run: bool, entry: list[str] | None = None) -> PreparedLaunch:
+                   resume: bool, dry_run: bool, entry: list[str] | None = None,
+                   check: bool = False) -> PreparedLaunch:
     recipe = load_recipe(recipe_path, overrides)
     pool = read_hostfile(hosts)
     plan = make_plan(recipe, pool)
+    if not dry_run or check:
+        recipe.check_trainable()
     if not dry_run and not (Path(recipe.data) / "manifest.json").is_file():
         raise RecipeError(f"{recipe.source}: data '{recipe.data}' is not a prepared dataset; run `medtrain prep` first")
     run_dir = Path(recipe.output_dir).resolve()

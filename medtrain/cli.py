@@ -178,7 +178,7 @@ def launch(
 
     with user_errors():
         prepared = prepare_launch(recipe, hosts, launcher, overrides=set_ or [], env=env or [], resume=resume,
-                                  dry_run=dry_run or check)
+                                  dry_run=dry_run or check, check=check)
     if dry_run:
         typer.echo(prepared.describe())
         return

@@ -80,8 +80,8 @@ def run_demo(workdir: Path, size: str = "full") -> Path:
     else:
         medtrain_cmd("launch", "--hosts", str(hosts), "--launcher", "local", "--recipe",
                      str(REPO / "recipes/tiny/continual.yaml"),
-                     *sets([*common, f"model={base}", f"data={data_h}", f"output_dir={cont}", "keep_checkpoints=0",
-                            *cfg["continual"]]),
+                     *sets([*common, f"model={base}", "init=pretrained", f"data={data_h}", f"output_dir={cont}",
+                            "keep_checkpoints=0", *cfg["continual"]]),
                      *(["--resume"] if (cont / "checkpoints").is_dir() else []), cwd=workdir)
     limit = ["--limit", str(cfg["limit"])] if cfg["limit"] else []
     medtrain_cmd("sweep", "--continual", str(cont), "--sft-recipe", str(REPO / "recipes/tiny/sft.yaml"),

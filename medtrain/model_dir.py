@@ -22,6 +22,8 @@ def lineage_for(state: TrainerState) -> dict:
     recipe = state.recipe
     base = recipe["model"]
     parent = Path(base) / "lineage.json"
+    if recipe.get("init") == "random":
+        base = f"{base} (random init, seed {recipe['seed']})"
     return {
         "base_model": base,
         "base_lineage": json.loads(parent.read_text()) if parent.is_file() else None,

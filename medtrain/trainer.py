@@ -136,6 +136,7 @@ class Trainer:
             data_manifest_sha256=hashlib.sha256((Path(r.data) / "manifest.json").read_bytes()).hexdigest(),
             vocab_size=tok["vocab_size"], bos_id=tok["bos_id"], eos_id=tok["eos_id"], pad_id=tok.get("pad_id"),
             world_size=self.world, template=self.samples.data.manifest.get("template"))
+        self.say(f"medtrain: {self.stage} from {r.weights}")
         self.say(f"medtrain: {self.stage} on {self.world} ranks, {len(self.samples):,} samples/epoch, "
                  f"{self.spec.total_steps} steps{self._of_schedule()}, batch {self.spec.batch_equation()}, "
                  f"{r.precision}")

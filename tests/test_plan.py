@@ -85,3 +85,22 @@ def test_max_steps_stops_the_run_but_keeps_the_full_schedule():
     assert plan.total_steps == 10 and plan.spec.schedule_steps == 3037 and plan.warmup == 92
     assert plan.spec.ds_config["scheduler"]["params"]["total_num_steps"] == 3037
     assert "stops after max_steps 10" in plan.render()
+
+
+def test_a_named_shape_is_planned_but_never_trained_without_init_random(tmp_path):
+    from core.recipe import RecipeError
+
+    r = CliRunner().invoke(app, ["plan", "--recipe", str(PAPER), "--hosts", str(REPO / "hostfiles/v100x20")])
+    assert "weights      NONE: 'llama2-13b' is a named shape" in r.output
+    dry = CliRunner().invoke(app, ["launch", "--recipe", str(PAPER), "--hosts", str(REPO / "hostfiles/v100x20"),
+                                   "--dry-run"])
+    assert dry.exit_code == 0 and "weights: NONE" in dry.output
+    for mode in (["--check"], []):
+        r = CliRunner().invoke(app, ["launch", "--recipe", str(PAPER), "--hosts", str(REPO / "hostfiles/v100x20"),
+                                     *mode])
+        assert r.exit_code == 2 and "named shape with no weights" in r.output
+    random = CliRunner().invoke(app, ["launch", "--recipe", str(PAPER), "--hosts", str(REPO / "hostfiles/v100x20"),
+                                      "--dry-run", "--set", "init=random"])
+    assert "weights: random initialisation of the named shape llama2-13b" in random.output
+    with pytest.raises(RecipeError, match="init: random builds a named shape"):
+        load_recipe(PAPER, ["model=/models/Llama-2-13b-hf", "init=random"])
