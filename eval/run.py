@@ -19,6 +19,7 @@ from eval.data import Question, file_sha256, mc_subjects, read_cmexam, read_mc_s
 from eval.extract import MODES, extract
 from eval.metrics import accuracy, breakdown, mean, score
 from eval.shard import ONE, Shard
+from eval.tables import results_table
 from eval.task import GenerateTask, MultipleChoiceTask, PromptStyle, TaskError, load_task
 
 
@@ -239,35 +240,3 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
     if shard.is_main:
         write_outputs(out, results, preds)
     return results
-
-
-# ----- tables ----------------------------------------------------------------------------------------------
-
-
-PAPER_COLUMNS = ("CMExam Acc", "CMExam F1", "MMLU Acc", "CMMLU Acc")
-
-
-def paper_columns(results: list[dict]) -> dict[str, float]:
-    """The paper's columns (Tables 2/3) from one model's results.json files."""
-    row: dict[str, float] = {}
-    for r in results:
-        if r["task"] == "cmexam":
-            row["CMExam Acc"], row["CMExam F1"] = r["metrics"]["acc"], r["metrics"]["weighted_f1"]
-        else:
-            row[f"{r['task'].upper()} Acc"] = r["metrics"]["acc"]
-    return row
-
-
-def paper_cells(row: dict[str, float]) -> str:
-    return " | ".join(f"{row[c]:.2f}" if c in row else "-" for c in PAPER_COLUMNS)
-
-
-def results_table(results: list[dict]) -> str:
-    """Paper-shaped table: one row per model, CMExam Acc/F1, MMLU Acc, CMMLU Acc."""
-    by_model: dict[str, list[dict]] = {}
-    for r in results:
-        name = r.get("model") or r.get("predictions_file") or "?"
-        by_model.setdefault(name, []).append(r)
-    lines = ["| model | " + " | ".join(PAPER_COLUMNS) + " |", "|---|" + "---:|" * len(PAPER_COLUMNS)]
-    lines += [f"| {name} | {paper_cells(paper_columns(rs))} |" for name, rs in by_model.items()]
-    return "\n".join(lines) + "\n"

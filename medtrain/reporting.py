@@ -60,7 +60,7 @@ def find_results(path: Path) -> list[dict]:
 
 
 def build_report(paths: list[Path], out: Path) -> Path:
-    from eval.run import results_table
+    from eval.tables import results_table
     from medtrain.sweep import table3
 
     out = Path(out)

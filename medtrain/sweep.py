@@ -15,6 +15,8 @@ from pathlib import Path
 
 from core.errors import RunFailed
 from core.publish import publish_json, publish_text
+from eval.tables import PAPER_COLUMNS, conventions, paper_cells, paper_columns
+from medtrain import cells
 from medtrain.checkpoint import CheckpointError, tag_for
 from medtrain.metrics import fmt_seconds
 
@@ -39,15 +41,26 @@ def say(msg: str) -> None:
     print(f"[sweep] {msg}", flush=True)
 
 
-def evaluate(model: Path, out: Path, data: EvalData) -> list[dict]:
-    """CMExam (generation), MMLU and CMMLU (5-shot) for one model; finished tasks are not redone."""
+def eval_identity(model_id: dict, task: str, data: EvalData) -> dict:
+    """Everything an eval cell's number depends on besides the model: benchmark, data, convention, length."""
+    path = data.cmexam if task == "cmexam" else getattr(data, task)
+    settings = {"task": task, "data": str(path), "data_sha256": cells.data_digest(path), "limit": data.limit}
+    if task == "cmexam":
+        settings.update({"extract": "default for the model's template", "max_new_tokens": data.max_new_tokens})
+    else:
+        settings.update({"scoring": "original", "shots": 5})
+    return {"model": model_id, "eval": settings}
+
+
+def evaluate(model: Path, model_id: dict, out: Path, data: EvalData) -> list[dict]:
+    """CMExam (generation), MMLU and CMMLU (5-shot) for one model; a task done with the same settings is reused."""
     from eval.run import run_cmexam, run_mc
 
     results = []
     for task in ("cmexam", "mmlu", "cmmlu"):
         cell = out / f"eval_{task}"
-        if (cell / "results.json").is_file():
-            say(f"{cell} done, reusing")
+        identity = eval_identity(model_id, task, data)
+        if cells.prepare(cell, identity, cell / "results.json", say) == "reuse":
             results.append(json.loads((cell / "results.json").read_text()))
             continue
         say(f"eval {task}: {model}" + (f" across {data.across[0]}" if data.across else ""))
@@ -65,25 +78,33 @@ def evaluate(model: Path, out: Path, data: EvalData) -> list[dict]:
             results.append(run_cmexam(kwargs.pop("data"), cell, **kwargs))
         else:
             results.append(run_mc(task, kwargs.pop("model_dir"), kwargs.pop("data"), cell, **kwargs))
+        cells.record(cell, identity)
     return results
 
 
-def continual_model(continual: Path, step: int, out: Path) -> Path:
-    """The HF directory of checkpoint `step` (0: the run's base model), exported once."""
+def continual_model(continual: Path, step: int, out: Path) -> tuple[Path, dict]:
+    """The HF directory of checkpoint `step` (0: the run's base model), exported once, and its identity."""
     from core.recipe import load_recipe
     from medtrain.export import export_checkpoint
 
     if step == 0:
-        return Path(load_recipe(continual / "recipe.yaml").model)
-    target = out / "model"
-    if (target / "config.json").is_file():
-        return target
+        base = Path(load_recipe(continual / "recipe.yaml").model)
+        return base, cells.model_identity(base)
     ckpt = continual / "checkpoints" / tag_for(step)
-    if not (ckpt / "COMPLETE").is_file():
+    target = out / "model"
+    if (ckpt / "COMPLETE").is_file():
+        identity = cells.checkpoint_identity(ckpt)
+    elif (target / cells.CELL_FILE).is_file():  # pruned since: the export made from it still stands
+        identity = {k: v for k, v in json.loads((target / cells.CELL_FILE).read_text()).items()
+                    if k != "medtrain_version"}
+    else:
         raise CheckpointError(f"{ckpt}: no complete checkpoint for step {step}; the continual run keeps "
                               f"{sorted(p.name for p in (continual / 'checkpoints').glob('step_*'))}")
-    say(f"export {ckpt} -> {target}")
-    return export_checkpoint(ckpt, target)
+    if cells.prepare(target, identity, target / "config.json", say) != "reuse":
+        say(f"export {ckpt} -> {target}")
+        export_checkpoint(ckpt, target)
+        cells.record(target, identity)
+    return target, identity
 
 
 def check_inputs(continual: Path, sft_recipe: Path, checkpoints: list[int], out: Path, data: EvalData,
@@ -98,7 +119,7 @@ def check_inputs(continual: Path, sft_recipe: Path, checkpoints: list[int], out:
         raise CheckpointError("--checkpoints names no step; give e.g. 0,750,1500 or 'all'")
     root = continual / "checkpoints"
     missing = [s for s in checkpoints if s and not (root / tag_for(s) / "COMPLETE").is_file()
-               and not (out / f"step_{s:06d}" / "model" / "config.json").is_file()]
+               and not (out / f"step_{s:06d}" / "model" / cells.CELL_FILE).is_file()]
     if missing:
         have = sorted(int(p.name.removeprefix("step_")) for p in root.glob("step_*") if (p / "COMPLETE").is_file())
         raise CheckpointError(f"{root}: no complete checkpoint for step(s) {', '.join(map(str, missing))}; the run "
@@ -115,6 +136,16 @@ def check_inputs(continual: Path, sft_recipe: Path, checkpoints: list[int], out:
             raise TaskError(f"{getattr(data, task)}: no {task} subjects")
 
 
+def sft_identity(sft_recipe: Path, overrides: list[str], base_id: dict) -> dict:
+    """An SFT cell: the model it starts from, the recipe after overrides, the data manifest it trains on."""
+    from core.recipe import load_recipe
+
+    recipe = load_recipe(sft_recipe, overrides).to_dict()
+    manifest = Path(recipe["data"]) / "manifest.json"
+    return {"base": base_id, "recipe": {k: v for k, v in recipe.items() if k != "output_dir"},
+            "data_manifest_sha256": cells.file_digest(manifest) if manifest.is_file() else None}
+
+
 def sweep(continual: Path, sft_recipe: Path, checkpoints: list[int], hosts: Path, out: Path, data: EvalData, *,
           launcher: str = "local", overrides: list[str] | None = None, eval_continual: bool = True) -> dict:
     from launch.run import prepare_launch, start
@@ -127,26 +158,29 @@ def sweep(continual: Path, sft_recipe: Path, checkpoints: list[int], hosts: Path
         eta = f", ETA {fmt_seconds(elapsed / k * (len(checkpoints) - k))}" if k else ""
         say(f"cell {k + 1} of {len(checkpoints)}: continual step {step} (elapsed {fmt_seconds(elapsed)}{eta})")
         cell = out / f"step_{step:06d}"
-        base = continual_model(continual, step, cell)
+        base, base_id = continual_model(continual, step, cell)
         if eval_continual:
             rows.append({"step": step, "sft": False, "model": str(base),
-                         "results": evaluate(base, cell / "base", data)})
+                         "results": evaluate(base, base_id, cell / "base", data)})
         sft_dir = cell / "sft"
-        if not (sft_dir / "export" / "config.json").is_file():
-            say(f"SFT from step {step}: {base}")
-            prepared = prepare_launch(sft_recipe, hosts, launcher, overrides=[
-                *(overrides or []), f"model={base}", f"output_dir={sft_dir}", f"continual_step={step}"],
-                env=[], resume=(sft_dir / "checkpoints").is_dir(), dry_run=False)
+        sft_overrides = [*(overrides or []), f"model={base}", f"output_dir={sft_dir}", f"continual_step={step}"]
+        sft_id = sft_identity(sft_recipe, sft_overrides, base_id)
+        state = cells.prepare(sft_dir, sft_id, sft_dir / "export" / "config.json", say)
+        if state != "reuse":
+            say(f"SFT from step {step}: {base}" + (" (resuming)" if state == "resume" else ""))
+            cells.record(sft_dir, sft_id)
+            prepared = prepare_launch(sft_recipe, hosts, launcher, overrides=sft_overrides, env=[],
+                                      resume=state == "resume", dry_run=False)
             code = start(prepared)
             if code != 0:
                 raise RunFailed(f"SFT launch for step {step} exited with {code}; rerun the sweep to resume")
-        else:
-            say(f"{sft_dir} done, reusing")
         rows.append({"step": step, "sft": True, "model": str(sft_dir / "export"),
-                     "results": evaluate(sft_dir / "export", cell / "sft_eval", data)})
+                     "results": evaluate(sft_dir / "export", {"sft": sft_id}, cell / "sft_eval", data)})
     table = table3(rows)
     summary = {"continual": str(continual), "sft_recipe": str(sft_recipe), "checkpoints": checkpoints,
-               "rows": [{k: v for k, v in r.items() if k != "results"} | {"metrics": metrics_of(r)} for r in rows]}
+               "rows": [{k: v for k, v in r.items() if k != "results"} | {"metrics": metrics_of(r),
+                                                                           "conventions": conventions(r["results"])}
+                        for r in rows]}
     publish_text(out / "table3.md", table)
     publish_json(out / "sweep.json", summary)
     sys.stdout.flush()
@@ -154,8 +188,6 @@ def sweep(continual: Path, sft_recipe: Path, checkpoints: list[int], hosts: Path
 
 
 def metrics_of(row: dict) -> dict:
-    from eval.run import paper_columns
-
     return paper_columns(row["results"])
 
 
@@ -177,11 +209,13 @@ def lineage_label(model: str) -> str:
 
 
 def table3(rows: list[dict]) -> str:
-    from eval.run import PAPER_COLUMNS, paper_cells
-
-    lines = ["| continual steps | SFT | " + " | ".join(PAPER_COLUMNS) + " | lineage |",
-             "|---:|:-:|" + "---:|" * len(PAPER_COLUMNS) + "---|"]
+    """The paper's Table 3, with the rules behind each row's numbers: base and continual-only models are read
+    with `paper` extraction, SFT models with `hard`, and a --limit shows as fewer questions."""
+    lines = ["| continual steps | SFT | " + " | ".join(PAPER_COLUMNS) + " | conventions | lineage |",
+             "|---:|:-:|" + "---:|" * len(PAPER_COLUMNS) + "---|---|"]
     for r in rows:
-        cells = paper_cells(r.get("metrics") or metrics_of(r))
-        lines.append(f"| {r['step']} | {'yes' if r['sft'] else 'no'} | {cells} | {lineage_label(r['model'])} |")
+        numbers = paper_cells(r.get("metrics") or metrics_of(r))
+        rules = r.get("conventions") or (conventions(r["results"]) if "results" in r else "-")
+        lines.append(f"| {r['step']} | {'yes' if r['sft'] else 'no'} | {numbers} | {rules} | "
+                     f"{lineage_label(r['model'])} |")
     return "\n".join(lines) + "\n"

@@ -368,3 +368,67 @@ def test_sweep_refuses_missing_checkpoints_before_any_work(tmp_path):
     assert r.exit_code == 2, r.output
     assert "no complete checkpoint for step(s) 8, 12; the run has 4" in r.output
     assert not (tmp_path / "sweep").exists()
+
+
+# ----- tables that never mix conventions; sweep cells that never go stale ----------------------------------------
+
+
+def _result(task, model, acc, **kw):
+    base = {"task": task, "model": model, "data": {"sha256": "d" * 64}, "metrics": {"acc": acc, "n": 100}}
+    if task == "cmexam":
+        base.update({"extract": "paper"})
+        base["metrics"]["weighted_f1"] = acc / 2
+    else:
+        base.update({"scoring": "original", "shots": 5})
+    for k, v in kw.items():
+        if k == "n":
+            base["metrics"]["n"] = v
+        else:
+            base[k] = v
+    return base
+
+
+def test_results_in_other_conventions_are_other_labelled_columns_whatever_the_order():
+    from eval.tables import results_table
+
+    a = _result("mmlu", "m", 29.82, scoring="original")
+    b = _result("mmlu", "m", 27.19, scoring="harness")
+    c = _result("cmexam", "m", 40.0, extract="hard")
+    d = _result("cmexam", "m", 30.0, extract="paper", n=10)
+    one, two = results_table([a, b, c, d]), results_table([d, c, b, a])
+    header = one.splitlines()[0]
+    for label in ("MMLU Acc (original scoring, 5-shot, 100 q)", "MMLU Acc (harness scoring, 5-shot, 100 q)",
+                  "CMExam Acc (hard extraction, 100 q)", "CMExam Acc (paper extraction, 10 q)"):
+        assert label in header
+    assert "29.82" in one and "27.19" in one and set(one.splitlines()[2].split("|")) == set(
+        two.splitlines()[2].split("|"))
+    e = _result("mmlu", "m2", 25.0, data={"sha256": "e" * 64})
+    assert "data " in results_table([a, e]).splitlines()[0]  # same convention, other files: told apart
+
+
+def test_table3_says_the_extraction_and_convention_behind_each_row():
+    from medtrain.sweep import table3
+
+    rows = [{"step": 0, "sft": False, "model": "base", "results": [_result("cmexam", "base", 20.0),
+                                                                    _result("mmlu", "base", 30.0)]},
+            {"step": 0, "sft": True, "model": "sft", "results": [_result("cmexam", "sft", 50.0, extract="hard")]}]
+    text = table3(rows)
+    assert "CMExam: paper extraction, 100 q; MMLU: original scoring, 5-shot, 100 q" in text
+    assert "CMExam: hard extraction, 100 q" in text
+
+
+def test_a_sweep_eval_cell_reruns_when_its_settings_change_and_says_what_changed(hf_model, tmp_path, capsys):
+    from medtrain import cells
+    from medtrain.sweep import EvalData, evaluate
+
+    data = EvalData(SAMPLES / "cmexam_test.csv", SAMPLES / "mmlu", SAMPLES / "cmmlu", limit=1, max_new_tokens=4)
+    model_id = cells.model_identity(hf_model)
+    first = evaluate(hf_model, model_id, tmp_path / "cell", data)
+    again = evaluate(hf_model, model_id, tmp_path / "cell", data)
+    assert [r["metrics"] for r in first] == [r["metrics"] for r in again]
+    assert capsys.readouterr().out.count("same settings, reusing") == 3
+    data.limit = 2
+    changed = evaluate(hf_model, model_id, tmp_path / "cell", data)
+    out = capsys.readouterr().out
+    assert out.count("made with other settings (eval.limit: 1 -> 2)") == 3
+    assert changed[0]["metrics"]["n"] == 2 and changed[0]["data"]["limit"] == 2

@@ -1,0 +1,80 @@
+"""Results as paper-shaped tables that never mix numbers which are not comparable.
+
+A number depends on more than the model: CMExam on the extraction rule, MMLU/CMMLU on the scoring convention
+and the shots, all of them on the questions (a --limit run is not the full benchmark) and the data file. Results
+that differ in any of these land in different, labelled columns; the label always says the rule, the
+convention, the shots and the question count behind the number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+PAPER_COLUMNS = ("CMExam Acc", "CMExam F1", "MMLU Acc", "CMMLU Acc")
+_ORDER = {"cmexam": 0, "mmlu": 1, "cmmlu": 2}
+
+
+def convention(r: dict) -> str:
+    """What the number depends on besides the model, in words."""
+    n = f"{r['metrics']['n']:,} q"
+    if r["task"] == "cmexam":
+        return f"{r['extract']} extraction, {n}"
+    return f"{r['scoring']} scoring, {r['shots']}-shot, {n}"
+
+
+def data_tag(r: dict) -> str:
+    """A short hash of the exact data files behind a result."""
+    sha = r.get("data", {}).get("sha256")
+    text = sha if isinstance(sha, str) else json.dumps(sha, sort_keys=True)
+    return hashlib.sha256(str(text).encode()).hexdigest()[:8]
+
+
+def _cells(r: dict, label: str) -> dict[str, float]:
+    m = r["metrics"]
+    if r["task"] == "cmexam":
+        return {f"CMExam Acc ({label})": m["acc"], f"CMExam F1 ({label})": m["weighted_f1"]}
+    return {f"{r['task'].upper()} Acc ({label})": m["acc"]}
+
+
+def results_table(results: list[dict]) -> str:
+    """One row per model; one column per benchmark and convention (and data, when two data files appear)."""
+    tags: dict[tuple[str, str], set[str]] = {}
+    for r in results:
+        tags.setdefault((r["task"], convention(r)), set()).add(data_tag(r))
+    rows: dict[str, dict[str, float]] = {}
+    order: dict[str, tuple] = {}
+    for r in results:
+        label = convention(r)
+        if len(tags[(r["task"], label)]) > 1:
+            label += f", data {data_tag(r)}"
+        name = r.get("model") or r.get("predictions_file") or "?"
+        for column, value in _cells(r, label).items():
+            rows.setdefault(name, {})[column] = value
+            order.setdefault(column, (_ORDER.get(r["task"], 9), column))
+    columns = sorted(order, key=order.get)
+    lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    lines += [f"| {name} | " + " | ".join(f"{row[c]:.2f}" if c in row else "-" for c in columns) + " |"
+              for name, row in rows.items()]
+    return "\n".join(lines) + "\n"
+
+
+def paper_columns(results: list[dict]) -> dict[str, float]:
+    """The paper's four columns (Tables 2/3) from one model's results (one result per benchmark)."""
+    row: dict[str, float] = {}
+    for r in results:
+        if r["task"] == "cmexam":
+            row["CMExam Acc"], row["CMExam F1"] = r["metrics"]["acc"], r["metrics"]["weighted_f1"]
+        else:
+            row[f"{r['task'].upper()} Acc"] = r["metrics"]["acc"]
+    return row
+
+
+def conventions(results: list[dict]) -> str:
+    """The rules behind a row of paper columns: 'CMExam: hard extraction, 6,811 q; MMLU: ...'."""
+    named = sorted(results, key=lambda r: _ORDER.get(r["task"], 9))
+    return "; ".join(f"{'CMExam' if r['task'] == 'cmexam' else r['task'].upper()}: {convention(r)}" for r in named)
+
+
+def paper_cells(row: dict[str, float]) -> str:
+    return " | ".join(f"{row[c]:.2f}" if c in row else "-" for c in PAPER_COLUMNS)
