@@ -71,4 +71,4 @@ def test_second_demo_run_reuses_prepared_data_and_finished_cells(demo):
                           capture_output=True, text=True, cwd=REPO, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "reusing prepared data" in proc.stdout and "reusing continual run" in proc.stdout
-    assert "done, reusing" in proc.stdout and "SFT from step" not in proc.stdout
+    assert "done with the same settings, reusing" in proc.stdout and "SFT from step" not in proc.stdout

@@ -206,7 +206,7 @@ def test_cmexam_generation_writes_results_predictions_and_table(hf_model, tmp_pa
     preds = [json.loads(x) for x in (tmp_path / "o" / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 6 and all({"prompt", "output", "extracted", "rule", "gold", "correct"} <= set(p)
                                    for p in preds)
-    assert "| CMExam Acc |" in (tmp_path / "o" / "table.md").read_text()
+    assert "| CMExam Acc (" in (tmp_path / "o" / "table.md").read_text()
 
 
 def test_original_and_harness_scoring_are_both_recorded(hf_model, tmp_path):
@@ -248,9 +248,10 @@ def test_report_merges_one_models_evals_into_one_row(hf_model, tmp_path):
                  str(tmp_path / "evals" / "cmmlu"), "--limit", "4").exit_code == 0
     r = CliRunner().invoke(app, ["report", str(tmp_path / "evals"), "--out", str(tmp_path / "report")])
     assert r.exit_code == 0, r.output
-    rows = [line for line in (tmp_path / "report" / "report.md").read_text().splitlines()
-            if line.startswith(f"| {hf_model} |")]
-    assert len(rows) == 1 and rows[0].count(" - ") == 1  # CMExam Acc, F1 and CMMLU filled; MMLU not run
+    text = (tmp_path / "report" / "report.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith(f"| {hf_model} |")]
+    assert len(rows) == 1 and rows[0].count(" - ") == 0 and rows[0].count("|") == 5  # CMExam Acc, F1, CMMLU
+    assert "CMMLU Acc (original scoring, 5-shot, " in text and "MMLU Acc (" not in text.replace("CMMLU", "")
 
 
 # ----- placement: device, dtype, batch size ------------------------------------------------------------------
