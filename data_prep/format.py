@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -145,19 +146,32 @@ def read_manifest(root: Path) -> dict[str, Any]:
     return manifest
 
 
+@dataclass(frozen=True)
+class TokenizerId:
+    """A tokenizer as a dataset's manifest records it: its files' hash, and the hash of what decides its ids."""
+    sha256: str
+    ids_sha256: str
+
+    def matches(self, recorded: dict[str, Any]) -> bool:
+        """The same ids, even from another copy of the tokenizer (other config files, other path)."""
+        if recorded.get("ids_sha256"):
+            return recorded["ids_sha256"] == self.ids_sha256
+        return recorded.get("sha256") == self.sha256  # written before ids were hashed: the files must agree
+
+
 class TokenDataset:
     """Documents of a prepared dataset, O(1) each, over a memory map opened lazily in every process."""
 
-    def __init__(self, root: str | Path, expect_tokenizer_sha256: str | None = None):
+    def __init__(self, root: str | Path, expect_tokenizer: TokenizerId | None = None):
         self.root = Path(root)
         self.manifest = read_manifest(self.root)
         self.kind = self.manifest["kind"]
         self.offsets = np.load(self.root / "offsets.npy")
         self.prompt_lens = np.load(self.root / "prompt_lens.npy") if self.kind == "sft" else None
         self._tokens: np.ndarray | None = None
-        self._check(expect_tokenizer_sha256)
+        self._check(expect_tokenizer)
 
-    def _check(self, expect_sha: str | None) -> None:
+    def _check(self, expect: TokenizerId | None) -> None:
         m, where = self.manifest, self.root
         if len(self.offsets) != m["num_docs"] + 1 or int(self.offsets[-1]) != m["num_tokens"]:
             raise DatasetError(f"{where}: offsets.npy disagrees with manifest num_docs/num_tokens; re-run prep")
@@ -168,10 +182,12 @@ class TokenDataset:
         if tokens.shape != (m["num_tokens"],) or tokens.dtype.name != m["dtype"]:
             raise DatasetError(f"{where}: tokens.npy is {tokens.shape} {tokens.dtype}, manifest says "
                                f"({m['num_tokens']},) {m['dtype']}; re-run prep")
-        if expect_sha is not None and m["tokenizer"]["sha256"] != expect_sha:
+        if expect is not None and not expect.matches(m["tokenizer"]):
+            recorded = m["tokenizer"].get("ids_sha256") or m["tokenizer"]["sha256"]
             raise DatasetError(
-                f"{where}: prepared with tokenizer {m['tokenizer']['path']} (sha256 {m['tokenizer']['sha256'][:12]}), "
-                f"not the run's (sha256 {expect_sha[:12]}); re-run prep with the run's tokenizer"
+                f"{where}: prepared with tokenizer {m['tokenizer']['path']} (ids {recorded[:12]}), not the run's "
+                f"(ids {expect.ids_sha256[:12]}): they split text into different ids; re-run prep with the run's "
+                "tokenizer"
             )
 
     @property

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.format import DatasetError, TokenDataset
+from data_prep.format import DatasetError, TokenDataset, TokenizerId
 
 
 @dataclass
@@ -71,8 +71,8 @@ class SftSamples(DocumentSamples):
 
 
 def open_samples(path: str | Path, stage: str, seq_len: int, packing: str = "packed",
-                 tokenizer_sha256: str | None = None) -> Samples:
-    data = TokenDataset(path, expect_tokenizer_sha256=tokenizer_sha256)
+                 tokenizer: TokenizerId | None = None) -> Samples:
+    data = TokenDataset(path, expect_tokenizer=tokenizer)
     if stage == "sft":
         if data.kind != "sft":
             raise DatasetError(f"{path}: a {data.kind} dataset, but the recipe's stage is sft; prep it with "

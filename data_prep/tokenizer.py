@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from core.publish import publish_dir, staging_dir
-from data_prep.format import DatasetError
+from data_prep.format import DatasetError, TokenizerId
 
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json", "vocab.json", "merges.txt")
@@ -26,6 +26,7 @@ TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json",
 class TokenizerInfo:
     path: str
     sha256: str
+    ids_sha256: str
     vocab_size: int
     bos_id: int | None
     eos_id: int
@@ -52,12 +53,42 @@ def tokenizer_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def tokenizer_ids_sha256(path: str | Path) -> str:
+    """A hash of what decides the ids, and nothing else: the SentencePiece model (when there is one; the Hugging
+    Face tokenizer is kept only if it agrees with it), else tokenizer.json's model, normaliser, pre-tokeniser
+    and added tokens, else the vocabulary and merges; plus the special tokens. Two copies of one tokenizer with
+    other config files or paths hash alike."""
+    root = Path(path)
+    h = hashlib.sha256()
+    if (root / "tokenizer.model").is_file():
+        h.update(b"sentencepiece\0" + (root / "tokenizer.model").read_bytes())
+    elif (root / "tokenizer.json").is_file():
+        raw = json.loads((root / "tokenizer.json").read_text(encoding="utf-8"))
+        kept = {k: raw.get(k) for k in ("model", "normalizer", "pre_tokenizer")}
+        kept["added_tokens"] = sorted((t["id"], t["content"], t.get("special")) for t in raw.get("added_tokens", []))
+        h.update(b"tokenizer.json\0" + json.dumps(kept, sort_keys=True, ensure_ascii=False).encode())
+    elif (root / "vocab.json").is_file():
+        for name in ("vocab.json", "merges.txt"):
+            if (root / name).is_file():
+                h.update(name.encode() + b"\0" + (root / name).read_bytes())
+    else:
+        raise DatasetError(f"{root}: no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}); pass a tokenizer "
+                           "directory with --tokenizer")
+    h.update(json.dumps(_special_tokens(root), sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def tokenizer_identity(path: str | Path) -> TokenizerId:
+    return TokenizerId(tokenizer_sha256(path), tokenizer_ids_sha256(path))
+
+
 class Encoder:
     """encode_batch(texts) -> ids without special tokens; BOS/EOS are added by the pipeline."""
 
     def __init__(self, path: str | Path, backend: str = "auto"):
         self.path = Path(path)
         self.sha256 = tokenizer_sha256(self.path)
+        self.ids_sha256 = tokenizer_ids_sha256(self.path)
         self.sp = self.hf = None
         has_sp = (self.path / "tokenizer.model").is_file()
         has_hf = any((self.path / n).is_file() for n in ("tokenizer.json", "vocab.json"))
@@ -83,12 +114,12 @@ class Encoder:
                 pad = pid if pid != self.sp.unk_id() else -1
             if self.hf is not None:
                 vocab = max(vocab, len(self.hf))
-            return TokenizerInfo(str(self.path), self.sha256, vocab, bos if bos >= 0 else None, eos,
+            return TokenizerInfo(str(self.path), self.sha256, self.ids_sha256, vocab, bos if bos >= 0 else None, eos,
                                  pad if pad >= 0 else None, self.backend)
         tok = self.hf
         if tok.eos_token_id is None:
             raise DatasetError(f"{self.path}: the tokenizer has no EOS token; documents need one to end")
-        return TokenizerInfo(str(self.path), self.sha256, len(tok), tok.bos_token_id, tok.eos_token_id,
+        return TokenizerInfo(str(self.path), self.sha256, self.ids_sha256, len(tok), tok.bos_token_id, tok.eos_token_id,
                              tok.pad_token_id, self.backend)
 
     def agree_or_fall_back(self, sample: list[str]) -> bool:

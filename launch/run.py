@@ -53,8 +53,14 @@ def prepare_launch(recipe_path: Path, hosts: Path, launcher: str, *, overrides: 
     plan = make_plan(recipe, pool)
     if not dry_run or check:
         recipe.check_trainable()
-    if not dry_run and not (Path(recipe.data) / "manifest.json").is_file():
-        raise RecipeError(f"{recipe.source}: data '{recipe.data}' is not a prepared dataset; run `medtrain prep` first")
+    if not dry_run or check:
+        if not (Path(recipe.data) / "manifest.json").is_file():
+            raise RecipeError(f"{recipe.source}: data '{recipe.data}' is not a prepared dataset; run `medtrain prep` "
+                              "first")
+        from data_prep.format import TokenDataset
+        from data_prep.tokenizer import tokenizer_identity
+
+        TokenDataset(recipe.data, expect_tokenizer=tokenizer_identity(recipe.tokenizer_dir))  # before any rank
     run_dir = Path(recipe.output_dir).resolve()
     if entry is None:
         entry = ["--module", "--no_local_rank", "medtrain", "train", recipe.stage,

@@ -22,7 +22,7 @@ from core.rank import run_rank as run_as_rank
 from core.recipe import Recipe, RecipeError, load_recipe
 from core.run_spec import DataSize, RunSpec
 from data_prep.reader import open_samples
-from data_prep.tokenizer import tokenizer_sha256
+from data_prep.tokenizer import tokenizer_identity
 from medtrain import checkpoint
 from medtrain.batches import IGNORE, StepPlan, collate
 from medtrain.metrics import MetricsLogger, StepMetrics
@@ -125,7 +125,7 @@ class Trainer:
     def _setup_data(self) -> None:
         r = self.recipe
         self.samples = open_samples(r.data, self.stage, r.seq_len, r.packing,
-                                    tokenizer_sha256=tokenizer_sha256(r.tokenizer_dir))
+                                    tokenizer=tokenizer_identity(r.tokenizer_dir))
         tok = self.samples.data.manifest["tokenizer"]
         self.cfg = hf_config(r.model, tok["vocab_size"], r.attn_implementation)
         self.spec = self._run_spec()

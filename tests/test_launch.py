@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from train_fixtures import cli
+from train_fixtures import cli, make_tiny_data
 from typer.testing import CliRunner
 
 from launch.hostfile import read_hostfile
@@ -140,8 +140,15 @@ def test_pdsh_launcher_reaches_two_loopback_nodes_over_ssh(tmp_path, loopback_cl
 
 
 @pytest.mark.launch
-def test_preflight_check_over_pdsh_reports_every_host_ok(tmp_path, loopback_cluster):
-    r = cli("launch", "--hosts", str(loopback_cluster.hostfile), "--recipe", str(TINY), "--check",
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> list[str]:
+    """--check verifies the data and the tokenizer, so the preflight runs get real ones."""
+    tiny = make_tiny_data(tmp_path_factory.mktemp("tiny_check"))
+    return ["--set", f"data={tiny['huatuo']}", "--set", f"tokenizer={tiny['tok']}"]
+
+
+def test_preflight_check_over_pdsh_reports_every_host_ok(tmp_path, loopback_cluster, tiny_data):
+    r = cli("launch", "--hosts", str(loopback_cluster.hostfile), "--recipe", str(TINY), "--check", *tiny_data,
             "--set", "global_batch=2", "--set", "micro_batch=1", "--set", "expected_samples=16",
             "--set", f"output_dir={tmp_path / 'run'}", "--env", "GLOO_SOCKET_IFNAME=lo", "--timeout", "120",
             env=loopback_cluster.env())
@@ -152,10 +159,10 @@ def test_preflight_check_over_pdsh_reports_every_host_ok(tmp_path, loopback_clus
 
 
 @pytest.mark.launch
-def test_preflight_check_names_an_unreachable_host(tmp_path, loopback_cluster):
+def test_preflight_check_names_an_unreachable_host(tmp_path, loopback_cluster, tiny_data):
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.9 slots=1\n127.0.0.2 slots=1\n")  # nothing listens on .9
-    r = cli("launch", "--hosts", str(hosts), "--recipe", str(TINY), "--check", "--set", "global_batch=2",
+    r = cli("launch", "--hosts", str(hosts), "--recipe", str(TINY), "--check", *tiny_data, "--set", "global_batch=2",
             "--set", "micro_batch=1", "--set", "expected_samples=16", "--set", f"output_dir={tmp_path / 'run'}",
             "--timeout", "60", env=loopback_cluster.env())
     assert r.returncode == 1, r.stdout + r.stderr

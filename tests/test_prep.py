@@ -10,7 +10,7 @@ import pytest
 from conftest import shared_data
 from typer.testing import CliRunner
 
-from data_prep.format import DatasetError, TokenDataset
+from data_prep.format import DatasetError, TokenDataset, TokenizerId
 from data_prep.mix import mix
 from data_prep.pipeline import prep
 from data_prep.reader import PackedSamples, epoch_order, open_samples
@@ -155,7 +155,7 @@ def test_reader_refuses_another_tokenizer_and_inconsistent_files(tmp_path, bpe_t
     out = tmp_path / "h"
     _quiet("huatuo", [SAMPLES / "huatuo_sample.jsonl"], bpe_tok, out)
     with pytest.raises(DatasetError, match="prepared with tokenizer .* not the run's"):
-        TokenDataset(out, expect_tokenizer_sha256="0" * 64)
+        TokenDataset(out, expect_tokenizer=TokenizerId("0" * 64, "0" * 64))
     with pytest.raises(DatasetError, match="stage is sft"):
         open_samples(out, "sft", 128)
     np.save(out / "offsets.npy", np.load(out / "offsets.npy")[:-1])
@@ -281,3 +281,28 @@ def test_records_read_counts_the_skipped_rows_too(tmp_path, bpe_tok):
                                  str(tmp_path / "o"), "--workers", "1"])
     assert r.exit_code == 0, r.output
     assert "3 records read: 2 used, 1 skipped" in r.output
+
+
+def test_another_copy_of_the_same_tokenizer_is_accepted_another_tokenizer_refused_before_launch(tmp_path, bpe_tok):
+    import json
+    import shutil
+
+    from data_prep.tokenizer import tokenizer_identity
+
+    out = tmp_path / "h"
+    _quiet("huatuo", [SAMPLES / "huatuo_sample.jsonl"], bpe_tok, out, seq_len=64)
+    copy = tmp_path / "copy"
+    shutil.copytree(bpe_tok, copy)
+    cfg = json.loads((copy / "tokenizer_config.json").read_text())
+    (copy / "tokenizer_config.json").write_text(json.dumps({**cfg, "model_max_length": 123}))
+    assert tokenizer_identity(copy).sha256 != tokenizer_identity(bpe_tok).sha256  # other files...
+    TokenDataset(out, expect_tokenizer=tokenizer_identity(copy))  # ...same ids: accepted
+    other = train_bpe_tokenizer(["完全不同的文本"] * 50 + ["other words entirely"] * 50, tmp_path / "other",
+                                vocab_size=300)
+    with pytest.raises(DatasetError, match="split text into different ids"):
+        TokenDataset(out, expect_tokenizer=tokenizer_identity(other))
+    r = CliRunner().invoke(app, ["launch", "--hosts", "hostfiles/localhost", "--launcher", "local", "--recipe",
+                                 "recipes/tiny/continual.yaml", "--set", f"data={out}", "--set", f"tokenizer={other}",
+                                 "--set", f"output_dir={tmp_path / 'run'}"])
+    assert r.exit_code == 2 and "split text into different ids" in r.output  # before any rank starts
+    assert not (tmp_path / "run").exists()

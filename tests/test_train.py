@@ -248,10 +248,10 @@ def test_two_node_pdsh_training_over_loopback(tiny, tmp_path, loopback_cluster):
 
 
 def test_trainer_refuses_data_from_another_tokenizer(tiny):
-    from data_prep.format import DatasetError
+    from data_prep.format import DatasetError, TokenizerId
 
     with pytest.raises(DatasetError, match="not the run's"):
-        open_samples(tiny["huatuo"], "continual", 64, tokenizer_sha256="f" * 64)
+        open_samples(tiny["huatuo"], "continual", 64, tokenizer=TokenizerId("f" * 64, "f" * 64))
 
 
 def test_loss_curve_labels_tell_runs_with_the_same_name_apart(tmp_path):
