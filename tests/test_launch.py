@@ -139,7 +139,6 @@ def test_pdsh_launcher_reaches_two_loopback_nodes_over_ssh(tmp_path, loopback_cl
     assert {r["gloo_ifname"] for r in reports} == {"lo"}  # carried by .deepspeed_env through ssh
 
 
-@pytest.mark.launch
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> list[str]:
     """--check verifies the data and the tokenizer, so the preflight runs get real ones."""
@@ -147,6 +146,7 @@ def tiny_data(tmp_path_factory) -> list[str]:
     return ["--set", f"data={tiny['huatuo']}", "--set", f"tokenizer={tiny['tok']}"]
 
 
+@pytest.mark.launch
 def test_preflight_check_over_pdsh_reports_every_host_ok(tmp_path, loopback_cluster, tiny_data):
     r = cli("launch", "--hosts", str(loopback_cluster.hostfile), "--recipe", str(TINY), "--check", *tiny_data,
             "--set", "global_batch=2", "--set", "micro_batch=1", "--set", "expected_samples=16",
