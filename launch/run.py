@@ -52,6 +52,10 @@ def prepare_launch(recipe_path: Path, hosts: Path, launcher: str, *, overrides: 
     pool = read_hostfile(hosts)
     plan = make_plan(recipe, pool)
     if not dry_run or check:
+        if not plan.fits:
+            raise RecipeError(f"{recipe.source}: DOES NOT FIT ({plan.total_bytes / 2**30:.1f} GiB per GPU of "
+                              f"{plan.gpu_bytes / 2**30:.1f}); see `medtrain plan` for the components, then lower "
+                              "micro_batch or seq_len, or add hosts")
         recipe.check_trainable()
     if not dry_run or check:
         if not (Path(recipe.data) / "manifest.json").is_file():

@@ -181,6 +181,8 @@ def launch(
                                   dry_run=dry_run or check, check=check)
     if dry_run:
         typer.echo(prepared.describe())
+        if not prepared.plan.fits:  # the same verdict as `medtrain plan`: a problem the user fixes
+            raise typer.Exit(code=2)
         return
     if check:
         from launch.preflight import run_preflight

@@ -104,3 +104,14 @@ def test_a_named_shape_is_planned_but_never_trained_without_init_random(tmp_path
     assert "weights: random initialisation of the named shape llama2-13b" in random.output
     with pytest.raises(RecipeError, match="init: random builds a named shape"):
         load_recipe(PAPER, ["model=/models/Llama-2-13b-hf", "init=random"])
+
+
+def test_dry_run_and_launch_of_a_plan_that_does_not_fit_exit_2():
+    hosts = str(REPO / "hostfiles/v100x20")
+    args = ["launch", "--recipe", str(PAPER), "--hosts", hosts, "--set", "micro_batch=16", "--set",
+            "global_batch=1920"]
+    dry = CliRunner().invoke(app, [*args, "--dry-run"])
+    assert dry.exit_code == 2 and "DOES NOT FIT" in dry.output
+    for mode in (["--check"], []):
+        real = CliRunner().invoke(app, [*args, *mode, "--set", "init=random"])
+        assert real.exit_code == 2 and "DOES NOT FIT (" in real.output
