@@ -110,8 +110,7 @@ class Recipe:
             problems.append(f"init: random builds a named shape ({', '.join(NAMED)}), but model '{self.model}' is a "
                             "directory whose weights are loaded; set init: pretrained (or drop init)")
         if self.init == "pretrained" and named:
-            problems.append(f"model '{self.model}' is a named shape with no weights; point model at a Hugging Face "
-                            "directory (e.g. your Llama-2-13b-hf) or set init: random")
+            problems.append(self._no_weights())
         if problems:
             raise RecipeError(f"{where}: " + "; ".join(problems))
 
@@ -128,9 +127,11 @@ class Recipe:
     def check_trainable(self) -> None:
         """A run must start from weights the user chose: a bare named shape is refused before any rank starts."""
         if self.model in NAMED and self.init != "random":
-            raise RecipeError(f"{self.source}: model '{self.model}' is a named shape with no weights; point model "
-                              "at a Hugging Face directory (e.g. your Llama-2-13b-hf) or set init: random to train "
-                              "from random initialisation")
+            raise RecipeError(f"{self.source}: {self._no_weights()}")
+
+    def _no_weights(self) -> str:
+        return (f"model '{self.model}' is a named shape with no weights; point model at a Hugging Face directory "
+                "(e.g. your Llama-2-13b-hf) or set init: random to train from random initialisation")
 
     @property
     def peak(self) -> float:

@@ -146,6 +146,12 @@ def read_manifest(root: Path) -> dict[str, Any]:
     return manifest
 
 
+def recorded_ids(tokenizer: dict[str, Any]) -> str:
+    """What decides the ids of a manifest's tokenizer (manifests written before ids were hashed record only the
+    files' hash, which then has to agree)."""
+    return tokenizer.get("ids_sha256") or tokenizer["sha256"]
+
+
 @dataclass(frozen=True)
 class TokenizerId:
     """A tokenizer as a dataset's manifest records it: its files' hash, and the hash of what decides its ids."""
@@ -154,9 +160,7 @@ class TokenizerId:
 
     def matches(self, recorded: dict[str, Any]) -> bool:
         """The same ids, even from another copy of the tokenizer (other config files, other path)."""
-        if recorded.get("ids_sha256"):
-            return recorded["ids_sha256"] == self.ids_sha256
-        return recorded.get("sha256") == self.sha256  # written before ids were hashed: the files must agree
+        return recorded_ids(recorded) == (self.ids_sha256 if recorded.get("ids_sha256") else self.sha256)
 
 
 class TokenDataset:
@@ -183,11 +187,10 @@ class TokenDataset:
             raise DatasetError(f"{where}: tokens.npy is {tokens.shape} {tokens.dtype}, manifest says "
                                f"({m['num_tokens']},) {m['dtype']}; re-run prep")
         if expect is not None and not expect.matches(m["tokenizer"]):
-            recorded = m["tokenizer"].get("ids_sha256") or m["tokenizer"]["sha256"]
             raise DatasetError(
-                f"{where}: prepared with tokenizer {m['tokenizer']['path']} (ids {recorded[:12]}), not the run's "
-                f"(ids {expect.ids_sha256[:12]}): they split text into different ids; re-run prep with the run's "
-                "tokenizer"
+                f"{where}: prepared with tokenizer {m['tokenizer']['path']} (ids "
+                f"{recorded_ids(m['tokenizer'])[:12]}), not the run's (ids {expect.ids_sha256[:12]}): they split text "
+                "into different ids; re-run prep with the run's tokenizer"
             )
 
     @property

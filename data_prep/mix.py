@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.format import DatasetError, DatasetWriter, TokenDataset
+from data_prep.format import DatasetError, DatasetWriter, TokenDataset, recorded_ids
 
 
 def parse_weighted(item: str) -> tuple[Path, float]:
@@ -44,7 +44,7 @@ def mix(inputs: list[tuple[Path, float]], out: Path, seed: int = 0, overwrite: b
         if m["kind"] != first["kind"]:
             raise DatasetError(f"{data.root}: a {m['kind']} dataset cannot be mixed with {first['kind']} "
                                f"({parts[0][0].root})")
-        if _ids(m["tokenizer"]) != _ids(first["tokenizer"]):
+        if recorded_ids(m["tokenizer"]) != recorded_ids(first["tokenizer"]):
             raise DatasetError(f"{data.root}: prepared with another tokenizer than {parts[0][0].root}; re-run prep")
         if m.get("template") != first.get("template"):
             raise DatasetError(f"{data.root}: template {m.get('template')} differs from {first.get('template')}; "
@@ -69,8 +69,3 @@ def mix(inputs: list[tuple[Path, float]], out: Path, seed: int = 0, overwrite: b
                 "medtrain_version": first.get("medtrain_version")}
     writer.finalize(manifest, overwrite=overwrite)
     return manifest
-
-
-def _ids(tokenizer: dict) -> str:
-    """What decides the ids (older manifests recorded only the files' hash)."""
-    return tokenizer.get("ids_sha256") or tokenizer["sha256"]

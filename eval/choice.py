@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from eval.model import input_device
 from eval.shard import ONE, Shard
 
 LETTERS = ("A", "B", "C", "D")
@@ -42,7 +43,7 @@ def score_original(model, tok, contexts: list[list[int]], batch_size: int,
             continue
         chunk = contexts[b:b + batch_size]
         ids, mask = _pad_right(chunk, pad)
-        device = model.get_input_embeddings().weight.device
+        device = input_device(model)
         with torch.no_grad():
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
         last = torch.tensor([len(c) - 1 for c in chunk], device=logits.device)
@@ -74,7 +75,7 @@ def score_harness(model, tok, requests: list[tuple[list[int], list[int]]], batch
         chunk = requests[b:b + batch_size]
         seqs = [(ctx + cont)[-(max_len + 1):][:-1] for ctx, cont in chunk]
         ids, mask = _pad_right(seqs, pad)
-        device = model.get_input_embeddings().weight.device
+        device = input_device(model)
         with torch.no_grad():
             logp = F.log_softmax(model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float(), dim=-1)
         for i, (_, cont) in enumerate(chunk):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,10 +19,6 @@ class Question:
     options: dict[str, str]
     answer: str
     meta: dict[str, str] = field(default_factory=dict)
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def parse_options(cell: str, where: str) -> dict[str, str]:

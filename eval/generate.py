@@ -9,6 +9,7 @@ import time
 import torch
 from tqdm import tqdm
 
+from eval.model import input_device
 from eval.shard import ONE, Shard
 
 
@@ -35,7 +36,7 @@ def generate(model, tok, prompts: list[str], *, batch_size: int = 16, max_new_to
             ids[row, width - n:] = torch.tensor(encoded[i])
             mask[row, width - n:] = 1
         with torch.no_grad():
-            device = model.get_input_embeddings().weight.device
+            device = input_device(model)
             out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                                  max_new_tokens=max_new_tokens, do_sample=False,
                                  num_beams=1, pad_token_id=pad, eos_token_id=tok.eos_token_id, use_cache=True)

@@ -13,9 +13,10 @@ from tqdm import tqdm
 
 from core import __version__ as MEDTRAIN_VERSION
 from core.publish import publish_dir, staging_dir
+from data_prep.format import sha256_file
 from data_prep.templates import TEMPLATES, get_template
 from eval.choice import LETTERS, harness_pair, score_harness, score_original
-from eval.data import Question, file_sha256, mc_subjects, read_cmexam, read_mc_subject
+from eval.data import Question, mc_subjects, read_cmexam, read_mc_subject
 from eval.extract import MODES, extract
 from eval.metrics import accuracy, breakdown, mean, score
 from eval.shard import ONE, Shard
@@ -131,7 +132,7 @@ def run_cmexam(data: Path, out: Path, *, model_dir: Path | None = None, predicti
         "task": "cmexam", "task_version": task.version, "template": tpl.describe(), "extract": mode,
         "model": str(model_dir) if model_dir else None, "predictions_file": str(predictions) if predictions else None,
         "lineage": model_lineage(model_dir),
-        "data": {"path": str(data), "sha256": file_sha256(data), "limit": limit},
+        "data": {"path": str(data), "sha256": sha256_file(data), "limit": limit},
         "config": {"batch_size": batch_size, "max_new_tokens": max_new, "do_sample": task.generation.do_sample,
                    "device": placement.describe() if placement else None, "ranks": shard.world},
         "metrics": metrics, "seconds": seconds, "medtrain_version": MEDTRAIN_VERSION,
@@ -173,12 +174,12 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
     unknown = sorted(set(chosen) - set(all_subjects))
     if unknown:
         raise TaskError(f"{data}: no subject(s) {', '.join(unknown)}")
-    dev_sizes = {s: len(read_mc_subject(task, data, s, "dev")) for s in chosen}
-    short = sorted(s for s, n in dev_sizes.items() if n < shots)
+    devs = {s: read_mc_subject(task, data, s, "dev") for s in chosen}
+    short = sorted(s for s, d in devs.items() if len(d) < shots)
     if short:
-        raise TaskError(f"--shots {shots}: the dev split has only {dev_sizes[short[0]]} examples for {short[0]}"
+        raise TaskError(f"--shots {shots}: the dev split has only {len(devs[short[0]])} examples for {short[0]}"
                         f"{f' (and {len(short) - 1} more subjects)' if len(short) > 1 else ''}; use --shots "
-                        f"{min(dev_sizes.values())} or fewer")
+                        f"{min(len(d) for d in devs.values())} or fewer")
     from eval.model import auto_batch_size, context_length, load_model, parse_batch_size, scoring_row_bytes
 
     batch_size = parse_batch_size(batch_size)
@@ -190,14 +191,14 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
     bar = tqdm(chosen, unit="subject", desc=f"{task_name} {shots}-shot", file=sys.stderr,
                mininterval=0.5 if sys.stderr.isatty() else 10.0, disable=not shard.is_main)
     for subject in bar:
-        dev = read_mc_subject(task, data, subject, "dev")[:shots]
+        dev = devs[subject][:shots]
         test = read_mc_subject(task, data, subject, "test")[:limit or None]
         prompts = [build_prompt(task, style, subject, dev, q) for q in test]
-        rows = batch_size
-        if rows == "auto":  # per subject: its longest prompt sets the memory of a row
+        batch = batch_size
+        if batch == "auto":  # per subject: its longest prompt sets the memory of a row
             longest = max((len(tok(p, add_special_tokens=False)["input_ids"]) + 2 for p in prompts), default=1)
-            rows, _ = auto_batch_size(model, scoring_row_bytes(model, min(longest, max_len + 1)), len(prompts), 8)
-            rows = shard.smallest(rows)
+            batch, _ = auto_batch_size(model, scoring_row_bytes(model, min(longest, max_len + 1)), len(prompts), 8)
+            batch = shard.smallest(batch)
         if scoring == "original":
             bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
             contexts = []
@@ -205,12 +206,12 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
                 ids = bos + tok(p, add_special_tokens=False)["input_ids"]
                 truncated += len(ids) > max_len
                 contexts.append(ids[-max_len:])
-            scores = score_original(model, tok, contexts, rows, shard)
+            scores = score_original(model, tok, contexts, batch, shard)
         else:
             requests = [harness_pair(tok, p, style.continuation.format(letter=x)) for p in prompts
                         for x in LETTERS]
             truncated += sum(len(c) + len(x) > max_len + 1 for c, x in requests[::4])
-            flat = score_harness(model, tok, requests, rows * 4, max_len, shard)
+            flat = score_harness(model, tok, requests, batch * 4, max_len, shard)
             scores = [flat[i:i + 4] for i in range(0, len(flat), 4)]
         for q, p, s in zip(test, prompts, scores, strict=True):
             choice = LETTERS[max(range(4), key=lambda k: s[k])]
@@ -231,7 +232,7 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
     results = {"task": task_name, "task_version": task.version, "scoring": scoring, "shots": shots,
                "model": str(model_dir), "lineage": model_lineage(model_dir),
                "data": {"path": str(data), "subjects": len(chosen), "limit": limit,
-                        "sha256": {s: file_sha256(Path(data) / task.layout.test.format(subject=s))
+                        "sha256": {s: sha256_file(Path(data) / task.layout.test.format(subject=s))
                                    for s in chosen}},
                "config": {"batch_size": batch_size, "context": max_len, "device": placement.describe(),
                           "ranks": shard.world},

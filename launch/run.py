@@ -14,7 +14,16 @@ from core.ds_config import write_ds_config
 from core.publish import publish_text
 from core.recipe import RecipeError, dump_recipe, load_recipe
 from launch.hostfile import read_hostfile
-from launch.launcher import LaunchError, LaunchSpec, build_command, free_port, render_plan, render_sbatch, validate
+from launch.launcher import (
+    LaunchError,
+    LaunchSpec,
+    build_command,
+    free_port,
+    render_plan,
+    render_sbatch,
+    validate,
+    write_env_file,
+)
 from launch.plan import Plan, make_plan
 
 
@@ -57,7 +66,6 @@ def prepare_launch(recipe_path: Path, hosts: Path, launcher: str, *, overrides: 
                               f"{plan.gpu_bytes / 2**30:.1f}); see `medtrain plan` for the components, then lower "
                               "micro_batch or seq_len, or add hosts")
         recipe.check_trainable()
-    if not dry_run or check:
         if not (Path(recipe.data) / "manifest.json").is_file():
             raise RecipeError(f"{recipe.source}: data '{recipe.data}' is not a prepared dataset; run `medtrain prep` "
                               "first")
@@ -84,16 +92,19 @@ def prepare_launch(recipe_path: Path, hosts: Path, launcher: str, *, overrides: 
 def write_run_files(prepared: PreparedLaunch) -> None:
     """The recipe and run spec every rank reads (the DeepSpeed JSON beside them for people and peers' tools),
     and the env file remote ranks get (shared filesystem)."""
-    from launch.launcher import write_env_file
-
     spec = prepared.spec
-    spec.run_dir.mkdir(parents=True, exist_ok=True)
     publish_text(spec.run_dir / "recipe.yaml", dump_recipe(prepared.plan.recipe))
     prepared.plan.spec.write(spec.run_dir / "run_spec.json")
     write_ds_config(prepared.plan.spec.ds_config, spec.run_dir / "ds_config.json")
+    write_launcher_files(spec, f"medtrain-{prepared.plan.recipe.stage}")
+
+
+def write_launcher_files(spec: LaunchSpec, job_name: str) -> None:
+    """What the launcher itself reads: the env file remote ranks get, and the sbatch script under slurm."""
+    spec.run_dir.mkdir(parents=True, exist_ok=True)
     write_env_file(spec)
     if spec.launcher == "slurm":
-        publish_text(spec.run_dir / "launch.sbatch", render_sbatch(spec, f"medtrain-{prepared.plan.recipe.stage}"))
+        publish_text(spec.run_dir / "launch.sbatch", render_sbatch(spec, job_name))
 
 
 def start(prepared: PreparedLaunch) -> int:
@@ -115,16 +126,11 @@ def launch_module(hosts: Path, launcher: str, module: list[str], run_dir: Path, 
                   job_name: str = "medtrain") -> int:
     """Start `python -m MODULE ARGS` on every rank of a hostfile through the same launcher as training (the
     sharded eval uses it); returns the launcher's exit code."""
-    from launch.launcher import write_env_file
-
     run_dir = Path(run_dir).resolve()
     spec = LaunchSpec(pool=read_hostfile(hosts), hostfile=Path(hosts), launcher=launcher,
                       entry=["--module", "--no_local_rank", *module], run_dir=run_dir, master_port=free_port(),
                       env=parse_env(env or []))
     validate(spec, dry_run=False)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_env_file(spec)
-    if launcher == "slurm":
-        publish_text(run_dir / "launch.sbatch", render_sbatch(spec, job_name))
+    write_launcher_files(spec, job_name)
     return run_launcher(spec, build_command(spec))
 

@@ -16,26 +16,19 @@ from typing import Any
 
 from core import __version__
 from core.publish import publish_json
+from data_prep.format import sha256_file
 
 CELL_FILE = "cell.json"
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def data_digest(path: Path) -> str:
     """A file's sha256, or for a benchmark folder one digest over every CSV's relative path and sha256."""
     path = Path(path)
     if path.is_file():
-        return file_digest(path)
+        return sha256_file(path)
     h = hashlib.sha256()
     for f in sorted(path.rglob("*.csv")):
-        h.update(f"{f.relative_to(path)}\0{file_digest(f)}\n".encode())
+        h.update(f"{f.relative_to(path)}\0{sha256_file(f)}\n".encode())
     return h.hexdigest()
 
 
@@ -43,7 +36,7 @@ def checkpoint_identity(ckpt: Path) -> dict[str, Any]:
     """A checkpoint by its trainer state and the names and sizes of its files (hashing 26 GB of shards would
     cost minutes per cell; a rewritten checkpoint changes its state or its sizes)."""
     files = sorted((str(f.relative_to(ckpt)), f.stat().st_size) for f in ckpt.rglob("*") if f.is_file())
-    return {"checkpoint": str(ckpt), "trainer_state_sha256": file_digest(ckpt / "trainer_state.json"),
+    return {"checkpoint": str(ckpt), "trainer_state_sha256": sha256_file(ckpt / "trainer_state.json"),
             "files_sha256": hashlib.sha256(json.dumps(files).encode()).hexdigest()}
 
 
@@ -51,9 +44,9 @@ def model_identity(model: Path) -> dict[str, Any]:
     """A Hugging Face directory by its config and lineage (a base model, or an export whose lineage names its
     checkpoint and data)."""
     model = Path(model)
-    out: dict[str, Any] = {"model": str(model), "config_sha256": file_digest(model / "config.json")}
+    out: dict[str, Any] = {"model": str(model), "config_sha256": sha256_file(model / "config.json")}
     if (model / "lineage.json").is_file():
-        out["lineage_sha256"] = file_digest(model / "lineage.json")
+        out["lineage_sha256"] = sha256_file(model / "lineage.json")
     return out
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from core.errors import RunFailed
 from core.publish import publish_json, publish_text
+from data_prep.format import sha256_file
 from eval.tables import PAPER_COLUMNS, conventions, paper_cells, paper_columns
 from medtrain import cells
 from medtrain.checkpoint import CheckpointError, tag_for
@@ -143,7 +144,7 @@ def sft_identity(sft_recipe: Path, overrides: list[str], base_id: dict) -> dict:
     recipe = load_recipe(sft_recipe, overrides).to_dict()
     manifest = Path(recipe["data"]) / "manifest.json"
     return {"base": base_id, "recipe": {k: v for k, v in recipe.items() if k != "output_dir"},
-            "data_manifest_sha256": cells.file_digest(manifest) if manifest.is_file() else None}
+            "data_manifest_sha256": sha256_file(manifest) if manifest.is_file() else None}
 
 
 def sweep(continual: Path, sft_recipe: Path, checkpoints: list[int], hosts: Path, out: Path, data: EvalData, *,

@@ -6,7 +6,6 @@ Trainer has torchtune's shape: setup (data, model, engine, resume), train_step, 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -21,6 +20,7 @@ from core.model_specs import resolve_shape
 from core.rank import run_rank as run_as_rank
 from core.recipe import Recipe, RecipeError, load_recipe
 from core.run_spec import DataSize, RunSpec
+from data_prep.format import sha256_file
 from data_prep.reader import open_samples
 from data_prep.tokenizer import tokenizer_identity
 from medtrain import checkpoint
@@ -133,7 +133,7 @@ class Trainer:
         self.state = TrainerState(
             step=0, epoch=0, samples_seen=0, total_steps=self.spec.total_steps, stage=self.stage,
             precision=r.precision, recipe=r.to_dict(), tokenizer_dir=str(r.tokenizer_dir),
-            data_manifest_sha256=hashlib.sha256((Path(r.data) / "manifest.json").read_bytes()).hexdigest(),
+            data_manifest_sha256=sha256_file(Path(r.data) / "manifest.json"),
             vocab_size=tok["vocab_size"], bos_id=tok["bos_id"], eos_id=tok["eos_id"], pad_id=tok.get("pad_id"),
             world_size=self.world, template=self.samples.data.manifest.get("template"))
         self.say(f"medtrain: {self.stage} from {r.weights}")
