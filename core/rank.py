@@ -63,6 +63,9 @@ def is_main() -> bool:
 def run_rank(body: Callable[[], object], timeout: timedelta | None = None) -> NoReturn:
     """Join, run `body`, leave, exit: 0 ok, 2 a UserError (one line, rank 0), 1 a failed run or a bug
     (a RunFailed is one line on rank 0; anything else keeps its traceback on every rank that raised it)."""
+    from core.heartbeat import heartbeat
+
+    beat = heartbeat()  # first sign of life, before torch loads: the watchdog can find and end us from here on
     import torch.distributed as dist
 
     code = 0
@@ -81,4 +84,5 @@ def run_rank(body: Callable[[], object], timeout: timedelta | None = None) -> No
         sys.stderr.flush()
         if dist.is_initialized():
             dist.destroy_process_group()
+        beat.beat("exited", code=code)
     os._exit(code)  # a clean exit: no "terminate called without an active exception"

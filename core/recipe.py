@@ -85,6 +85,15 @@ class Recipe:
     peak_tflops: float = 0.0
     """Dense peak TFLOP/s per GPU for MFU/HFU (0: the preset's, e.g. V100 fp16 125, A100 bf16 312, H100 989)."""
     attn_implementation: str = "sdpa"
+    hang_timeout: float = 600.0
+    """Seconds without a step on some rank before `medtrain launch` calls the run hung: it collects every rank's
+    stacks under RUN_DIR/hangs/, ends the job on every node, and restarts it if max_restarts allows (0: off)."""
+    setup_timeout: float = 1800.0
+    """The allowance before the first step (process start, joining the group, loading data and weights)."""
+    save_timeout: float = 1800.0
+    """The allowance for one checkpoint save or the final export."""
+    max_restarts: int = 0
+    """Relaunch a failed or hung run from its newest verified checkpoint up to this many times."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form notes carried into lineage; never read by the trainer."""
 
@@ -98,7 +107,7 @@ class Recipe:
             if getattr(self, name) <= 0:
                 problems.append(f"{name}={getattr(self, name)} must be > 0")
         for name in ("checkpoint_every", "keep_checkpoints", "max_steps", "expected_samples", "expected_tokens",
-                     "peak_tflops"):
+                     "peak_tflops", "hang_timeout", "setup_timeout", "save_timeout", "max_restarts"):
             if getattr(self, name) < 0:
                 problems.append(f"{name}={getattr(self, name)} must be >= 0")
         if not (0.0 <= self.warmup_ratio < 1.0):

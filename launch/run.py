@@ -107,9 +107,16 @@ def write_launcher_files(spec: LaunchSpec, job_name: str) -> None:
         publish_text(spec.run_dir / "launch.sbatch", render_sbatch(spec, job_name))
 
 
-def start(prepared: PreparedLaunch) -> int:
-    """Run the launcher in the foreground (slurm: submit the sbatch script) and return its exit code."""
-    return run_launcher(prepared.spec, prepared.command)
+def start(prepared: PreparedLaunch, resume: bool = False) -> int:
+    """Run the job to its end under the watchdog, restarting it as the recipe allows (slurm: submit the sbatch
+    script); return the code `medtrain launch` exits with."""
+    if prepared.spec.launcher == "slurm":
+        return run_launcher(prepared.spec, prepared.command)
+    from launch.supervise import supervise
+    from launch.watchdog import Allowances
+
+    recipe = prepared.plan.recipe
+    return supervise(prepared.spec, allow=Allowances.of(recipe), max_restarts=recipe.max_restarts, resume=resume)
 
 
 def run_launcher(spec: LaunchSpec, command: list[str]) -> int:

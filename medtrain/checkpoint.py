@@ -1,71 +1,128 @@
-"""Checkpoints through DeepSpeed's save_checkpoint, plus what exact resume needs beside them.
+"""Checkpoints through DeepSpeed's save_checkpoint, plus what exact resume and verification need beside them.
 
     checkpoints/step_000750/   DeepSpeed's ZeRO-3 shards (every rank writes its own)
         trainer_state.json     step, epoch, samples seen, precision, recipe, data manifest hash
         rng_rank{R}.pt         torch RNG state of rank R (the data order is derived from the seed)
         config.json            the Hugging Face config, so `medtrain export` needs nothing else
-        COMPLETE               written last, by rank 0, after every rank has saved
+        manifest.json          size and CRC-32 of every file above, each read back by the rank that wrote it
+        COMPLETE               written last, by rank 0, after every rank's files are in the manifest
+
+A COMPLETE marker says the save finished; the manifest says the bytes are still the ones written. A shard cut
+short by a full disk or a dying node, or damaged later, fails verification and is skipped for the newest good
+checkpoint instead of ending `--resume` in a torch zip-archive traceback. Older checkpoints are pruned only once
+a newer one has verified.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
-import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
+from core.checkpoint_files import MANIFEST, MARKER, checkpoint_dirs, digest, survey, tag_for, verify, writer_of
 from core.errors import UserError
+from core.publish import publish_json
 from medtrain.state import TrainerState
-
-MARKER = "COMPLETE"
 
 
 class CheckpointError(UserError):
     """A checkpoint that cannot be resumed or exported; says why and what to do."""
 
 
-def tag_for(step: int) -> str:
-    return f"step_{step:06d}"
-
-
-def complete_checkpoints(root: Path) -> list[Path]:
-    """Complete checkpoints, oldest first; incomplete ones are reported and ignored."""
-    if not root.is_dir():
-        return []
-    done, partial = [], []
-    for d in sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_")):
-        (done if (d / MARKER).is_file() else partial).append(d)
-    for d in partial:
-        warnings.warn(f"ignoring incomplete checkpoint {d} (no {MARKER} marker: the run died while saving)",
-                      stacklevel=2)
-    return done
+class DiskFullError(UserError):
+    """The checkpoint's filesystem filled up: more steps or restarts will not fix it, freeing space will."""
 
 
 def save(engine, root: Path, state: TrainerState, hf_config_writer, keep: int) -> Path:
     step = state.step
     tag = tag_for(step)
-    engine.save_checkpoint(str(root), tag=tag, client_state={"medtrain_step": step})
-    rank = dist.get_rank()
+    rank, world = dist.get_rank(), dist.get_world_size()
     path = root / tag
-    torch.save({"torch": torch.get_rng_state()}, path / f"rng_rank{rank}.pt")  # the order needs no other RNG
+    if rank == 0 and path.exists():  # a stale save of this step (a damaged one, or one cut short): start clean
+        shutil.rmtree(path)
     dist.barrier()
+    try:
+        engine.save_checkpoint(str(root), tag=tag, client_state={"medtrain_step": step})
+        torch.save({"torch": torch.get_rng_state()}, path / f"rng_rank{rank}.pt")  # the order needs no other RNG
+        mine = {f.name: {**digest(f), "rank": rank} for f in sorted(path.iterdir())
+                if f.is_file() and writer_of(f.name) == rank and f.name != MARKER}
+    except (OSError, RuntimeError) as e:
+        raise _explain_save_failure(e, path) from e
+    written: list[dict] = [{} for _ in range(world)]
+    dist.all_gather_object(written, mine)
     if rank == 0:
-        (path / "trainer_state.json").write_text(state.to_json(), encoding="utf-8")
-        hf_config_writer(path)
-        (path / MARKER).write_text(f"{step}\n")
+        try:
+            (path / "trainer_state.json").write_text(state.to_json(), encoding="utf-8")
+            hf_config_writer(path)
+            files = {k: v for w in written for k, v in w.items()}
+            for name in ("trainer_state.json", "config.json"):
+                files[name] = {**digest(path / name), "rank": 0}
+            publish_json(path / MANIFEST, {"step": step, "world_size": world, "files": files})
+            verdict = verify(path, deep=False, marker=False)  # the bytes were read back by each writer
+            if verdict.state != "complete":
+                raise CheckpointError(f"{path} did not verify after saving: {verdict.reason}")
+            (path / MARKER).write_text(f"{step}\n")
+        except OSError as e:
+            raise _explain_save_failure(e, path) from e
         _prune(root, keep)
     dist.barrier()
     return path
 
 
+def _explain_save_failure(e: Exception, path: Path) -> Exception:
+    """ENOSPC surfaces as an OSError or as torch's "PytorchStreamWriter failed writing file": name the disk."""
+    full = getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e)
+    if not full:
+        try:
+            full = shutil.disk_usage(path.parent).free < (1 << 20)
+        except OSError:
+            full = False
+    if not full:
+        return e
+    mount = _mount_point(path.parent)
+    usage = shutil.disk_usage(path.parent)
+    return DiskFullError(f"no space left on {mount} ({usage.total / 2**30:.2f} GiB, {usage.free / 2**20:.1f} MiB "
+                         f"free) while saving {path}; the previous checkpoint is intact. Free space or set "
+                         "output_dir on a larger filesystem, then run again with --resume")
+
+
+def _mount_point(path: Path) -> str:
+    path = Path(path).resolve()
+    while not os.path.ismount(path):
+        path = path.parent
+    return str(path)
+
+
 def _prune(root: Path, keep: int) -> None:
+    """Keep the newest `keep` verified checkpoints; called only after the newest has verified."""
     if keep <= 0:
         return
-    done = [d for d in sorted(root.iterdir()) if d.is_dir() and (d / MARKER).is_file()]
-    for old in done[:-keep]:
+    good = [v.path for v in survey(root, deep=False) if v.usable]
+    for old in good[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def pick_for_resume(root: Path, say: Callable[[str], None]) -> Path | None:
+    """All ranks together: the newest checkpoint whose every file verifies. Each rank reads back only the files
+    of its share (rank r checks the writers r, r + W, ...), so the check costs what one save cost."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    for path in reversed(checkpoint_dirs(root)):
+        if not (path / MARKER).is_file():
+            say(f"warning: ignoring incomplete checkpoint {path} (no {MARKER} marker: the run died while saving)")
+            continue
+        verdict = verify(path, mine=lambda writer: writer % world == rank)
+        problems: list[str] = [""] * world
+        dist.all_gather_object(problems, verdict.reason if not verdict.usable else "")
+        bad = [p for p in problems if p]
+        if not bad:
+            return path
+        say(f"warning: checkpoint {path} is damaged ({bad[0]}); trying the one before")
+    return None
 
 
 def load(engine, path: Path, precision: str) -> TrainerState:

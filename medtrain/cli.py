@@ -168,16 +168,25 @@ def launch(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest complete checkpoint.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds --check waits for every rank.")] = 120.0,
     env: Annotated[list[str] | None, typer.Option("--env", help="KEY=VALUE for every rank (repeatable).")] = None,
+    hang_timeout: Annotated[float | None, typer.Option(help="Seconds without a step before the run counts as hung "
+                                                       "(recipe hang_timeout; 0: no watchdog).")] = None,
+    max_restarts: Annotated[int | None, typer.Option(help="Relaunch a failed or hung run from its newest verified "
+                                                     "checkpoint up to N times (recipe max_restarts).")] = None,
     set_: OverrideOpt = None,
 ) -> None:
-    """Start the recipe's training on every rank through the real deepspeed launcher.
+    """Start the recipe's training on every rank through the real deepspeed launcher, watch it, restart it.
 
     Example: medtrain launch --hosts hostfiles/v100x20 --recipe recipes/paper/continual_llama2_13b.yaml --dry-run
     """
     from launch.run import prepare_launch, start
 
+    overrides = list(set_ or [])
+    if hang_timeout is not None:
+        overrides.append(f"hang_timeout={hang_timeout}")
+    if max_restarts is not None:
+        overrides.append(f"max_restarts={max_restarts}")
     with user_errors():
-        prepared = prepare_launch(recipe, hosts, launcher, overrides=set_ or [], env=env or [], resume=resume,
+        prepared = prepare_launch(recipe, hosts, launcher, overrides=overrides, env=env or [], resume=resume,
                                   dry_run=dry_run or check, check=check)
     if dry_run:
         typer.echo(prepared.describe())
@@ -191,10 +200,35 @@ def launch(
         typer.echo(report.render())
         raise typer.Exit(code=0 if report.ok else 1)
     typer.echo(prepared.describe())
-    code = start(prepared)
+    code = start(prepared, resume=resume)
     if code != 0:
         typer.echo(f"error: training exited with code {code}", err=True)
+        raise typer.Exit(code=code if code in (1, 2) or code > 128 else 1)
+
+
+@app.command()
+def checkpoints(run_dir: Annotated[Path, typer.Argument(help="A training run directory (or its checkpoints/).")],
+                quick: Annotated[bool, typer.Option("--quick", help="Sizes only; skip reading the bytes back.")]
+                = False) -> None:
+    """List a run's checkpoints with step, size and state, verified against their manifests, and say which one
+    `--resume` would pick.
+
+    Example: medtrain checkpoints runs/continual_llama2_13b
+    """
+    from core.checkpoint_files import survey
+
+    root = run_dir / "checkpoints" if (run_dir / "checkpoints").is_dir() else run_dir
+    verdicts = survey(root, deep=not quick)
+    if not verdicts:
+        typer.echo(f"{root}: no checkpoints")
         raise typer.Exit(code=1)
+    pick = next((v for v in reversed(verdicts) if v.usable), None)
+    for v in verdicts:
+        mark = "  <- --resume picks this" if v is pick else ""
+        why = f"  ({v.reason})" if v.reason else ""
+        typer.echo(f"{v.path.name}  step {v.step:>7}  {v.size / 2**20:>10.1f} MiB  {v.state:<10}{why}{mark}")
+    if pick is None:
+        typer.echo("no usable checkpoint: --resume would start from step 0")
 
 
 InputsOpt = Annotated[list[Path], typer.Option("--input", help="Input file (repeatable).")]
@@ -501,7 +535,7 @@ def sweep(
 
     with user_errors():
         if checkpoints == "all":
-            from medtrain.checkpoint import complete_checkpoints
+            from core.checkpoint_files import complete_checkpoints
 
             steps = [0] + [int(p.name.removeprefix("step_")) for p in complete_checkpoints(continual / "checkpoints")]
         else:

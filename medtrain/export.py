@@ -4,18 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medtrain.checkpoint import MARKER, CheckpointError, complete_checkpoints
+from core.checkpoint_files import MARKER, complete_checkpoints, verify
+from medtrain.checkpoint import CheckpointError
 from medtrain.model_dir import write_hf_dir
 from medtrain.state import TrainerState
 
 
 def resolve_checkpoint(path: Path) -> Path:
-    """A checkpoint directory, or a run/checkpoints directory (its newest complete checkpoint)."""
+    """A checkpoint directory (verified against its manifest), or a run/checkpoints directory (its newest
+    checkpoint that verifies; damaged ones are reported and skipped)."""
     path = Path(path)
     if (path / MARKER).is_file():
+        verdict = verify(path)
+        if not verdict.usable:
+            raise CheckpointError(f"{path} is damaged: {verdict.reason}; export an older checkpoint (`medtrain "
+                                  "checkpoints RUN_DIR` lists them)")
         return path
     for root in (path, path / "checkpoints"):
-        done = complete_checkpoints(root)
+        done = complete_checkpoints(root, deep=True)
         if done:
             return done[-1]
     raise CheckpointError(f"{path}: no complete checkpoint (a step_* directory with a {MARKER} marker)")

@@ -16,6 +16,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from core.errors import RunFailed
+from core.heartbeat import heartbeat
 from core.model_specs import resolve_shape
 from core.rank import run_rank as run_as_rank
 from core.recipe import Recipe, RecipeError, load_recipe
@@ -116,6 +117,7 @@ class Trainer:
     # ----- setup ----------------------------------------------------------------------------------------------
 
     def setup(self) -> None:
+        heartbeat().beat("setup")
         self.logger = MetricsLogger(self.out, self.is_main)
         self._setup_data()
         self._setup_engine()
@@ -179,12 +181,12 @@ class Trainer:
         self.watch = LossScaleWatch(ds_config.get("fp16", {}).get("min_loss_scale", 1), r.loss_scale_patience)
 
     def _resume(self) -> None:
-        done = checkpoint.complete_checkpoints(self.ckpt_root)
-        if not done:
-            self.say(f"--resume: no complete checkpoint under {self.ckpt_root}; starting from step 0")
+        path = checkpoint.pick_for_resume(self.ckpt_root, self.say)
+        if path is None:
+            self.say(f"--resume: no verified checkpoint under {self.ckpt_root}; starting from step 0")
             return
-        self.start_step = checkpoint.load(self.engine, done[-1], self.recipe.precision).step
-        self.say(f"resumed from {done[-1]} at step {self.start_step}")
+        self.start_step = checkpoint.load(self.engine, path, self.recipe.precision).step
+        self.say(f"resumed from {path} at step {self.start_step}")
 
     # ----- the loop -------------------------------------------------------------------------------------------
 
@@ -213,7 +215,9 @@ class Trainer:
                               resolve_shape(r.model, vocab_size=self.state.vocab_size), r.gradient_checkpointing,
                               r.peak)
         self.engine.train()
+        beat = heartbeat()
         for step in range(self.start_step, total):
+            beat.beat("step", step)
             t0 = time.perf_counter()
             lr = self.engine.get_lr()[0]
             mean_loss, tokens, real, data_seconds = self.train_step(step)
@@ -237,6 +241,7 @@ class Trainer:
         return self.state.at(step, self.spec.steps_per_epoch, self.spec.global_batch)
 
     def save(self, step: int) -> None:
+        heartbeat().beat("save", step)
         checkpoint.save(self.engine, self.ckpt_root, self.state_at(step),
                         lambda path: save_hf_config(self.cfg, path, self.recipe.precision),
                         self.recipe.keep_checkpoints)
@@ -247,6 +252,7 @@ class Trainer:
     def export(self) -> dict:
         """Gather the 16-bit weights (all ranks), write the HF directory, and check its logits against the
         engine's on a probe from the data."""
+        heartbeat().beat("export", self.spec.total_steps)
         engine, state = self.engine, self.state_at(self.spec.total_steps)
         gathered = self.out / f".gather-{self.rank}"
         if not engine.save_16bit_model(str(gathered), "weights.pt"):

@@ -192,7 +192,7 @@ def test_incomplete_checkpoint_is_ignored_with_a_warning(continual_run, tmp_path
     import shutil
     import warnings
 
-    from medtrain.checkpoint import complete_checkpoints
+    from core.checkpoint_files import complete_checkpoints
 
     root = tmp_path / "checkpoints"
     shutil.copytree(continual_run / "checkpoints", root)

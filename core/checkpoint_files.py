@@ -1,0 +1,124 @@
+"""A checkpoint directory's files against its manifest: complete, incomplete, damaged, or unverified.
+
+Reading this needs no torch and no process group, so the launcher (which step will a restart resume from?),
+`medtrain checkpoints`, export and the sweep share it with the ranks. medtrain/checkpoint.py writes what this
+reads.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+MARKER = "COMPLETE"
+MANIFEST = "manifest.json"
+_WRITER = re.compile(r"rank_?(\d+)")
+
+
+
+def tag_for(step: int) -> str:
+    return f"step_{step:06d}"
+
+
+def step_of(path: Path) -> int:
+    return int(path.name.removeprefix("step_"))
+
+
+def writer_of(name: str) -> int:
+    """The rank that wrote a file of a checkpoint: DeepSpeed's `*zero_pp_rank_R_*`, our `rng_rankR.pt`; the
+    rest (trainer_state.json, config.json, mp_rank_00_*) is rank 0's."""
+    m = _WRITER.search(name)
+    return int(m.group(1)) if m else 0
+
+
+def digest(path: Path, chunk: int = 16 << 20) -> dict:
+    """Size and CRC-32 (zlib's, GB/s): enough to catch a truncated or overwritten shard, cheap enough to read
+    back every file of a 13B checkpoint at every save."""
+    crc, size = 0, 0
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            crc = zlib.crc32(block, crc)
+            size += len(block)
+    return {"size": size, "crc32": f"{crc:08x}"}
+
+
+@dataclass
+class Verdict:
+    path: Path
+    state: str
+    """complete | incomplete | damaged | unverified (complete, written before manifests existed)."""
+    reason: str = ""
+    size: int = 0
+
+    @property
+    def usable(self) -> bool:
+        return self.state in ("complete", "unverified")
+
+    @property
+    def step(self) -> int:
+        return step_of(self.path)
+
+
+def verify(path: Path, *, deep: bool = True, mine: Callable[[int], bool] | None = None,
+           marker: bool = True) -> Verdict:
+    """Check a checkpoint against its manifest: every file there, with its size and (deep) its CRC. `mine`
+    limits the check to files written by some ranks, so each rank of a resumed run reads only its share."""
+    path = Path(path)
+    size = sum(f.stat().st_size for f in path.iterdir() if f.is_file()) if path.is_dir() else 0
+    if marker and not (path / MARKER).is_file():
+        return Verdict(path, "incomplete", f"no {MARKER} marker: the run died while saving", size)
+    if not (path / MANIFEST).is_file():
+        return Verdict(path, "unverified", f"no {MANIFEST} (written by an older medtrain)", size)
+    try:
+        files = json.loads((path / MANIFEST).read_text(encoding="utf-8"))["files"]
+    except (ValueError, KeyError) as e:
+        return Verdict(path, "damaged", f"{MANIFEST} is unreadable ({e})", size)
+    for name, want in sorted(files.items()):
+        if mine is not None and not mine(want.get("rank", writer_of(name))):
+            continue
+        f = path / name
+        if not f.is_file():
+            return Verdict(path, "damaged", f"{name} is missing", size)
+        actual = f.stat().st_size
+        if actual != want["size"]:
+            return Verdict(path, "damaged", f"{name} is {actual:,} bytes, {want['size']:,} were written", size)
+        if deep and digest(f)["crc32"] != want["crc32"]:
+            return Verdict(path, "damaged", f"{name} has CRC-32 {digest(f)['crc32']}, {want['crc32']} was "
+                                            "written", size)
+    return Verdict(path, "complete", "", size)
+
+
+def checkpoint_dirs(root: Path) -> list[Path]:
+    if not Path(root).is_dir():
+        return []
+    return sorted(p for p in Path(root).iterdir() if p.is_dir() and p.name.startswith("step_"))
+
+
+def survey(root: Path, *, deep: bool = True) -> list[Verdict]:
+    """Every checkpoint under `root`, oldest first, with its state (what `medtrain checkpoints` lists)."""
+    return [verify(d, deep=deep) for d in checkpoint_dirs(root)]
+
+
+def complete_checkpoints(root: Path, *, deep: bool = False) -> list[Path]:
+    """Usable checkpoints, oldest first; incomplete and damaged ones are reported and skipped."""
+    good = []
+    for v in survey(root, deep=deep):
+        if v.usable:
+            good.append(v.path)
+        else:
+            what = "incomplete" if v.state == "incomplete" else "damaged"
+            warnings.warn(f"ignoring {what} checkpoint {v.path}: {v.reason}", stacklevel=2)
+    return good
+
+
+def newest_good(root: Path, *, deep: bool = True) -> Path | None:
+    """The checkpoint `--resume` picks: the newest that verifies."""
+    good = complete_checkpoints(root, deep=deep)
+    return good[-1] if good else None
+
+

@@ -1,0 +1,163 @@
+"""Run a launch to the end: watch it, end it on every node when it fails or hangs, restart it from the newest
+verified checkpoint while the budget lasts, and write down every attempt in RUN_DIR/restarts.jsonl.
+
+A rank that exits with 2 reported a problem the user must fix (a bad recipe, a full disk): no restart repeats it.
+Ctrl-C or SIGTERM on `medtrain launch` ends the job on every node and does not restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from core.checkpoint_files import newest_good
+from core.heartbeat import ATTEMPT_ENV, DIR_ENV
+from core.rank import TIMEOUT_ENV
+from launch.job import Job
+from launch.launcher import LaunchSpec, build_command, free_port, launch_environment, write_env_file
+from launch.watchdog import Allowances, Hang, Watchdog, clear, collect_stacks
+
+POLL_SECONDS = 0.5
+BACKOFF_SECONDS = 1.0
+
+
+class _Stop:
+    """SIGINT/SIGTERM on the supervisor: remember it, end the job at the next poll."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+
+    def restore(self) -> None:
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+
+
+def supervise(spec: LaunchSpec, *, allow: Allowances, max_restarts: int, resume: bool,
+              say=lambda s: print(s, flush=True)) -> int:
+    """Launch, watch, restart; return the exit code `medtrain launch` exits with (0 ok, 1 failed, 2 a user
+    error in a rank, 128+N stopped by signal N)."""
+    run_dir = spec.run_dir
+    beats_dir = run_dir / "heartbeats"
+    stop = _Stop()
+    failures: list[dict] = []
+    try:
+        attempt = 0
+        while True:
+            started = time.time()
+            clear(beats_dir)
+            spec = replace(spec, master_port=free_port(), entry=_entry(spec.entry, resume or attempt > 0),
+                           env={**spec.env, DIR_ENV: str(beats_dir), ATTEMPT_ENV: str(attempt),
+                                TIMEOUT_ENV: f"{allow.dist_timeout_minutes:.2f}"})
+            write_env_file(spec)
+            sys.stdout.flush()
+            job = Job(build_command(spec), launch_environment(spec), spec.pool, spec.launcher)
+            dog = Watchdog(beats_dir, attempt, spec.world_size, allow, started)
+            code, hang, first_dead = _watch(job, dog, stop, run_dir, beats_dir, say)
+            if code == 0:
+                return 0
+            if stop.signum is not None:
+                say(f"medtrain: stopped by {signal.Signals(stop.signum).name}; the job was ended on every node")
+                return 128 + stop.signum
+            record = _record(run_dir, attempt, started, code, hang, first_dead, dog, job)
+            failures.append(record)
+            give_up = attempt >= max_restarts or code == 2
+            record["action"] = "gave_up" if give_up else "restarted"
+            _append(run_dir / "restarts.jsonl", record)
+            if give_up:
+                if code == 2:
+                    return 2
+                say(f"error: run failed {len(failures)} time(s), restart budget {max_restarts} spent; last: "
+                    f"{record['cause']['text']} (see {run_dir / 'restarts.jsonl'})")
+                return 1
+            attempt += 1
+            wait = min(BACKOFF_SECONDS * 2 ** (attempt - 1), 30.0)
+            say(f"medtrain: {record['cause']['text']}; restart {attempt}/{max_restarts} in {wait:.0f} s from "
+                f"{'step ' + str(record['resume_step']) if record['resume_step'] else 'step 0'}")
+            time.sleep(wait)
+            if stop.signum is not None:
+                return 128 + stop.signum
+    finally:
+        stop.restore()
+
+
+def _entry(entry: list[str], resume: bool) -> list[str]:
+    if not resume or "--resume" in entry or not _is_training(entry):
+        return list(entry)
+    return [*entry, "--resume"]
+
+
+def _is_training(entry: list[str]) -> bool:
+    return "train" in entry and "medtrain" in entry
+
+
+def _watch(job: Job, dog: Watchdog, stop: _Stop, run_dir: Path, beats_dir: Path, say) -> tuple[int, Hang | None,
+                                                                                               list[int]]:
+    """Poll the launcher and the heartbeats until the job ends, hangs or we are told to stop."""
+    first_dead: list[int] = []
+    while True:
+        code = job.poll()
+        if code is not None:
+            return code, None, first_dead
+        if stop.signum is not None:
+            job.end(list(dog.beats().values()))
+            return 128 + stop.signum, None, first_dead
+        if not first_dead and not job.remote:
+            first_dead = [b.rank for b in dog.beats().values() if b.phase != "exited"
+                          and job.process_state(b) in ("Z", "-")]
+        hang = dog.check()
+        if hang is not None:
+            out = collect_stacks(job, hang, run_dir, beats_dir)
+            say(f"medtrain: hang detected: {hang.summary()}; stacks of every rank in {out}; ending the job on "
+                "every node")
+            hang.stacks_dir = str(out)
+            job.end(list(hang.beats.values()))
+            return -1, hang, first_dead
+        time.sleep(POLL_SECONDS)
+
+
+def _record(run_dir: Path, attempt: int, started: float, code: int, hang: Hang | None, first_dead: list[int],
+            dog: Watchdog, job: Job) -> dict:
+    now = time.time()
+    beats = dog.beats()
+    if hang is not None:
+        ranks = hang.stalled
+        cause = {"kind": "hang", "after_s": round(now - hang.last_progress, 1), "stacks": hang.stacks_dir,
+                 "text": f"hang ({hang.summary()})"}
+    else:
+        failed = [r for r, b in beats.items() if b.phase == "exited" and b.code]
+        ranks = failed or first_dead or sorted(r for r, b in beats.items() if b.phase != "exited")
+        if code < 0 or code > 128:
+            signum = -code if code < 0 else code - 128
+            name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else str(signum)
+            cause = {"kind": "signal", "signal": name, "text": f"killed by {name}"}
+        else:
+            cause = {"kind": "exit", "code": code, "text": f"exit code {code}"}
+        if ranks:
+            cause["text"] += f" (rank {', '.join(map(str, ranks))})"
+    ckpt = newest_good(run_dir / "checkpoints", deep=False)
+    resume_step = int(ckpt.name.removeprefix("step_")) if ckpt else 0
+    saved_at = (ckpt / "COMPLETE").stat().st_mtime if ckpt else started
+    reached = max((b.step for b in beats.values()), default=resume_step)
+    return {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now)), "attempt": attempt, "cause": cause,
+        "ranks": ranks, "hosts": sorted({job.host_of(r) for r in ranks}), "reached_step": reached,
+        "resume_step": resume_step, "steps_lost": max(0, reached - resume_step),
+        "seconds_lost": round(now - max(saved_at, started), 1), "attempt_seconds": round(now - started, 1),
+        "pid": os.getpid(),
+    }
+
+
+def _append(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
