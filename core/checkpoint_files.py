@@ -117,8 +117,8 @@ def complete_checkpoints(root: Path, *, deep: bool = False) -> list[Path]:
 
 
 def newest_good(root: Path, *, deep: bool = True) -> Path | None:
-    """The checkpoint `--resume` picks: the newest that verifies."""
-    good = complete_checkpoints(root, deep=deep)
+    """The checkpoint `--resume` picks: the newest that verifies (quietly: callers say what they skipped)."""
+    good = [v.path for v in survey(root, deep=deep) if v.usable]
     return good[-1] if good else None
 
 

@@ -8,6 +8,9 @@ class UserError(Exception):
     """A problem the user can fix: one line that names the file, the place and the fix; exit code 2."""
 
     exit_code = 2
+    local = False
+    """True when the problem can be one rank's alone (its node's disk): every rank that meets it says so, not
+    only rank 0."""
 
 
 class RunFailed(Exception):

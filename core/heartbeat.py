@@ -81,6 +81,22 @@ class Heartbeat:
             pass  # a full disk must not turn a heartbeat into the failure; the watchdog sees the silence
 
 
+_TGKILL = {"x86_64": 234, "aarch64": 131, "ppc64le": 250, "riscv64": 131}
+
+
+def ask_for_stacks(pid: int) -> None:
+    """Send the stack signal to the rank's main thread (tgkill; its thread id is its pid), not to the process:
+    the kernel would hand a process-wide signal to any thread, and a dump taken from a helper thread while the
+    main one runs on comes out torn. A stopped rank takes it, consistently, the moment it is continued."""
+    import ctypes
+    import platform
+
+    number = _TGKILL.get(platform.machine())
+    if number is not None and ctypes.CDLL(None, use_errno=True).syscall(number, pid, pid, int(STACK_SIGNAL)) == 0:
+        return
+    os.kill(pid, STACK_SIGNAL)
+
+
 _current: Heartbeat | None = None
 
 

@@ -54,6 +54,21 @@ def join(timeout: timedelta) -> None:
     deepspeed.init_distributed(timeout=timeout)
 
 
+SHM_PREFIX = "deepspeed_allreduce_buffer"
+
+
+def release_shm_buffer() -> None:
+    """DeepSpeed's CPU all-reduce (ops/csrc/cpu/comm/shm.cpp) creates /dev/shm/deepspeed_allreduce_buffer_
+    {uid}_{addr}_{port}_{rank} and never unlinks it: 66 MB per rank per launch that stay in RAM until reboot (a
+    day of test runs here had filled 22 of 24 GiB). The mapping lives on in ranks still using it; the name goes."""
+    addr, port, rank = (os.environ.get(k) for k in ("MASTER_ADDR", "MASTER_PORT", "RANK"))
+    if addr and port and rank:
+        try:
+            os.unlink(f"/dev/shm/{SHM_PREFIX}_{os.getuid()}_{addr}_{port}_{rank}")
+        except OSError:
+            pass
+
+
 def is_main() -> bool:
     import torch.distributed as dist
 
@@ -75,6 +90,8 @@ def run_rank(body: Callable[[], object], timeout: timedelta | None = None) -> No
     except (UserError, RunFailed) as e:
         if is_main():
             print(f"error: {e}", file=sys.stderr, flush=True)
+        elif getattr(e, "local", False):
+            print(f"error: [rank {os.environ.get('RANK', '?')}] {e}", file=sys.stderr, flush=True)
         code = e.exit_code
     except Exception:
         traceback.print_exc()
@@ -84,5 +101,6 @@ def run_rank(body: Callable[[], object], timeout: timedelta | None = None) -> No
         sys.stderr.flush()
         if dist.is_initialized():
             dist.destroy_process_group()
+        release_shm_buffer()
         beat.beat("exited", code=code)
     os._exit(code)  # a clean exit: no "terminate called without an active exception"

@@ -9,14 +9,17 @@ from the validated hostfile, pids and groups are integers), then the local launc
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
+import sys
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from core.heartbeat import Beat
+from core.heartbeat import Beat, ask_for_stacks
+from core.rank import SHM_PREFIX
 
 
 def rank_hosts(pool: OrderedDict[str, int]) -> list[str]:
@@ -25,8 +28,9 @@ def rank_hosts(pool: OrderedDict[str, int]) -> list[str]:
 
 
 class Job:
-    def __init__(self, command: list[str], env: dict[str, str], pool: OrderedDict[str, int], launcher: str):
-        self.pool, self.launcher = pool, launcher
+    def __init__(self, command: list[str], env: dict[str, str], pool: OrderedDict[str, int], launcher: str,
+                 port: int = 0):
+        self.pool, self.launcher, self.port = pool, launcher, port
         self.hosts = rank_hosts(pool)
         # its own session: Ctrl-C reaches us, not the ranks, and the whole local tree dies with one killpg
         self.proc = subprocess.Popen(command, env=env, start_new_session=True)
@@ -43,8 +47,8 @@ class Job:
         return self.hosts[rank] if rank < len(self.hosts) else "?"
 
     def on_host(self, rank: int, argv: list[str], timeout: float = 20) -> subprocess.CompletedProcess | None:
-        """Run a fixed command (integers and fixed words only) where `rank` runs."""
-        cmd = ["ssh", self.host_of(rank), *argv] if self.remote else argv
+        """Run a command where `rank` runs (over ssh, quoted: the remote shell sees the same argv)."""
+        cmd = ["ssh", self.host_of(rank), shlex.join(argv)] if self.remote else argv
         try:
             return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=self.env)
         except (OSError, subprocess.TimeoutExpired):
@@ -61,6 +65,22 @@ class Job:
         if done is None or done.returncode != 0 or ")" not in done.stdout:
             return "-"
         return done.stdout.rsplit(")", 1)[1].split()[0]
+
+    def ask_for_stacks(self, beats: list[Beat]) -> None:
+        """core.heartbeat.ask_for_stacks where each rank runs, then SIGCONT so a stopped rank answers too."""
+        def ask(beat: Beat) -> None:
+            if self.remote:
+                self.on_host(beat.rank, [sys.executable, "-c", f"from core.heartbeat import ask_for_stacks; "
+                                                               f"ask_for_stacks({int(beat.pid)})"])
+            else:
+                try:
+                    ask_for_stacks(beat.pid)
+                except OSError:
+                    pass
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            list(pool.map(ask, beats))
+        self.signal_ranks(beats, signal.SIGCONT)
 
     def signal_ranks(self, beats: list[Beat], sig: signal.Signals) -> None:
         def send(beat: Beat) -> None:
@@ -84,7 +104,8 @@ class Job:
 
             def kill(item: tuple[tuple[str, int], int]) -> None:
                 (_, pgid), rank = item
-                self.on_host(rank, ["kill", "-KILL", "--", f"-{int(pgid)}"])
+                self.on_host(rank, ["sh", "-c", f"kill -KILL -- -{int(pgid)}; rm -f /dev/shm/{SHM_PREFIX}_*_"
+                                                f"{int(self.port)}_*"])
 
             with ThreadPoolExecutor(max_workers=16) as pool:
                 list(pool.map(kill, by_host.items()))
@@ -99,6 +120,13 @@ class Job:
             self.proc.kill()
             self.proc.wait()
         time.sleep(0.2)
+        self.release_shm()
+
+    def release_shm(self) -> None:
+        """The shm buffers of killed local ranks (a rank that exits releases its own: core.rank)."""
+        if self.port:
+            for f in Path("/dev/shm").glob(f"{SHM_PREFIX}_{os.getuid()}_*_{int(self.port)}_*"):
+                f.unlink(missing_ok=True)
 
 
 def _killpg(pgid: int) -> None:

@@ -59,14 +59,17 @@ def supervise(spec: LaunchSpec, *, allow: Allowances, max_restarts: int, resume:
                                 TIMEOUT_ENV: f"{allow.dist_timeout_minutes:.2f}"})
             write_env_file(spec)
             sys.stdout.flush()
-            job = Job(build_command(spec), launch_environment(spec), spec.pool, spec.launcher)
+            job = Job(build_command(spec), launch_environment(spec), spec.pool, spec.launcher, spec.master_port)
             dog = Watchdog(beats_dir, attempt, spec.world_size, allow, started)
             code, hang, first_dead = _watch(job, dog, stop, run_dir, beats_dir, say)
+            job.release_shm()
             if code == 0:
                 return 0
             if stop.signum is not None:
                 say(f"medtrain: stopped by {signal.Signals(stop.signum).name}; the job was ended on every node")
                 return 128 + stop.signum
+            if any(b.phase == "exited" and b.code == 2 for b in dog.beats().values()):
+                code = 2  # a rank reported a problem the user fixes; whatever code the launcher passed on
             record = _record(run_dir, attempt, started, code, hang, first_dead, dog, job)
             failures.append(record)
             give_up = attempt >= max_restarts or code == 2
@@ -133,10 +136,11 @@ def _record(run_dir: Path, attempt: int, started: float, code: int, hang: Hang |
         cause = {"kind": "hang", "after_s": round(now - hang.last_progress, 1), "stacks": hang.stacks_dir,
                  "text": f"hang ({hang.summary()})"}
     else:
-        failed = [r for r, b in beats.items() if b.phase == "exited" and b.code]
-        ranks = failed or first_dead or sorted(r for r, b in beats.items() if b.phase != "exited")
-        if code < 0 or code > 128:
-            signum = -code if code < 0 else code - 128
+        # the culprit vanished without an exit record; ranks that exited with a code saw it go (a closed peer)
+        vanished = first_dead or sorted(r for r, b in beats.items() if b.phase != "exited")
+        ranks = vanished or [r for r, b in beats.items() if b.phase == "exited" and b.code]
+        signum = _signal_of(code)
+        if signum:
             name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else str(signum)
             cause = {"kind": "signal", "signal": name, "text": f"killed by {name}"}
         else:
@@ -156,8 +160,23 @@ def _record(run_dir: Path, attempt: int, started: float, code: int, hang: Hang |
     }
 
 
+def _signal_of(code: int) -> int:
+    """-N from Popen, 128+N from a shell, 256-N from DeepSpeed's launch.py (it sys.exit()s a child's -N)."""
+    if code < 0:
+        return -code
+    if 128 < code < 160:
+        return code - 128
+    if 224 <= code < 256:
+        return 256 - code
+    return 0
+
+
 def _append(path: Path, record: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    line = json.dumps(record, ensure_ascii=False) + "\n"
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:  # the run's own disk may be what failed: the record still reaches the console
+        print(f"medtrain: could not append to {path} ({e}): {line}", end="", file=sys.stderr, flush=True)

@@ -9,12 +9,11 @@ is ended every rank is asked for its Python stacks, which are written to RUN_DIR
 from __future__ import annotations
 
 import shutil
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.heartbeat import STACK_SIGNAL, Beat, read_beats
+from core.heartbeat import Beat, read_beats
 from core.recipe import Recipe
 from launch.job import Job
 
@@ -94,7 +93,8 @@ class Watchdog:
 
 
 def collect_stacks(job: Job, hang: Hang, run_dir: Path, heartbeat_dir: Path, wait: float = 5.0) -> Path:
-    """Ask every live rank for its stacks (SIGUSR1, then SIGCONT so a stopped one answers too) and write them,
+    """Ask every live rank for its stacks (SIGUSR1 to its main thread, then SIGCONT so a stopped one answers
+    too) and write them,
     with what the heartbeat says, to RUN_DIR/hangs/<time>/rank<R>.txt."""
     beats = [b for b in hang.beats.values() if b.phase != "exited"]
     hang.states = {b.rank: job.process_state(b) for b in beats}
@@ -102,8 +102,7 @@ def collect_stacks(job: Job, hang: Hang, run_dir: Path, heartbeat_dir: Path, wai
                                      hang.beats[r].time if r in hang.beats else 0))
     files = {b.rank: heartbeat_dir / f"stacks-rank{b.rank}.txt" for b in beats}
     before = {r: _size(f) for r, f in files.items()}
-    job.signal_ranks(beats, STACK_SIGNAL)
-    job.signal_ranks(beats, signal.SIGCONT)
+    job.ask_for_stacks(beats)
     deadline, last = time.time() + wait, None
     while time.time() < deadline:
         sizes = {r: _size(f) for r, f in files.items()}

@@ -37,6 +37,8 @@ class CheckpointError(UserError):
 class DiskFullError(UserError):
     """The checkpoint's filesystem filled up: more steps or restarts will not fix it, freeing space will."""
 
+    local = True
+
 
 def save(engine, root: Path, state: TrainerState, hf_config_writer, keep: int) -> Path:
     step = state.step
@@ -84,10 +86,11 @@ def _explain_save_failure(e: Exception, path: Path) -> Exception:
             full = False
     if not full:
         return e
+    shutil.rmtree(path, ignore_errors=True)  # this save's partial files: the space the rest of the run needs
     mount = _mount_point(path.parent)
     usage = shutil.disk_usage(path.parent)
     return DiskFullError(f"no space left on {mount} ({usage.total / 2**30:.2f} GiB, {usage.free / 2**20:.1f} MiB "
-                         f"free) while saving {path}; the previous checkpoint is intact. Free space or set "
+                         f"free) while saving {path} (removed); the previous checkpoint is intact. Free space or set "
                          "output_dir on a larger filesystem, then run again with --resume")
 
 

@@ -10,6 +10,8 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from train_fixtures import CONT_RECIPE, CONTINUAL, check, cli, launch_args, make_tiny_data  # noqa: E402
+
 
 def shared_data(*parts: str) -> Path:
     """A file of ../shared/data; missing is a failure under CI and a skip elsewhere."""
@@ -40,3 +42,15 @@ def hf_model(tmp_path_factory) -> Path:
     texts = [p.read_text() for p in (REPO / "data_prep" / "samples").rglob("*.csv")]
     tok = train_bpe_tokenizer(texts, root / "tok", vocab_size=600)
     return init_model_dir("tiny", tok, root / "model", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    return make_tiny_data(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def continual_run(tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "continual"
+    check(cli(*launch_args(CONT_RECIPE, tiny, out, "--set", f"data={tiny['huatuo']}", *CONTINUAL)))
+    return out

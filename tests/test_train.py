@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from train_fixtures import CONTINUAL, check, cli, launch_args, make_tiny_data, run_and_kill_after
+from train_fixtures import CONT_RECIPE, CONTINUAL, SFT_RECIPE, check, cli, launch_args, run_and_kill_after
 
 from core.recipe import load_recipe
 from data_prep.reader import open_samples
@@ -14,21 +14,6 @@ from launch.plan import make_plan
 from medtrain.batches import IGNORE, StepPlan, collate
 from medtrain.metrics import read_metrics
 from medtrain.trainer import LossScaleWatch, TrainingError, token_loss, warmup_decay
-
-CONT_RECIPE = "recipes/tiny/continual.yaml"
-SFT_RECIPE = "recipes/tiny/sft.yaml"
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    return make_tiny_data(tmp_path_factory.mktemp("tiny"))
-
-
-@pytest.fixture(scope="session")
-def continual_run(tiny, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "continual"
-    check(cli(*launch_args(CONT_RECIPE, tiny, out, "--set", f"data={tiny['huatuo']}", *CONTINUAL)))
-    return out
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "data_prep" / "samples"
+CONT_RECIPE = "recipes/tiny/continual.yaml"
+SFT_RECIPE = "recipes/tiny/sft.yaml"
 
 
 def cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -61,3 +63,78 @@ def run_and_kill_after(args: list[str], marker: Path, timeout: float = 300, env:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
     return proc.wait()
+
+
+class LaunchedRun:
+    """`medtrain launch` in its own session, its output in a log, with a cluster's faults injected from outside:
+    signals to the ranks it started, found through their heartbeats."""
+
+    def __init__(self, args: list[str], out: Path, env: dict | None = None):
+        self.out = Path(out)
+        self.log_path = self.out.parent / f"{self.out.name}.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.started = time.time()
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "medtrain", *args], cwd=REPO, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True, env=env)
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def beat(self, rank: int) -> dict | None:
+        import json
+
+        try:
+            return json.loads((self.out / "heartbeats" / f"rank{rank}.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def wait_for(self, rank: int, ready, timeout: float = 300) -> dict:
+        """Poll rank's heartbeat (every 2 ms: a tiny checkpoint save lasts ~100 ms) until ready(beat)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline and self.proc.poll() is None:
+            beat = self.beat(rank)
+            if beat and ready(beat):
+                return beat
+            time.sleep(0.002)
+        raise AssertionError(f"rank {rank} never got there (exit {self.proc.poll()}):\n{self.log[-4000:]}")
+
+    def signal_at(self, rank: int, sig: int, ready, timeout: float = 300) -> dict:
+        beat = self.wait_for(rank, ready, timeout)
+        os.kill(beat["pid"], sig)
+        beat["signalled_at"] = time.time()
+        return beat
+
+    def wait(self, timeout: float = 600) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            raise AssertionError(f"launch still running after {timeout} s:\n{self.log[-4000:]}") from None
+
+    def restarts(self) -> list[dict]:
+        import json
+
+        path = self.out / "restarts.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def at_step(step: int, attempt: int = 0, phase: str = "step"):
+    return lambda b: b["phase"] == phase and b["step"] >= step and b["attempt"] == attempt
+
+
+def leftover_processes(marker: str) -> list[str]:
+    """Processes on this machine (every loopback "node" is this machine) whose command line names `marker`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if marker in cmd and state != "Z":
+            found.append(f"{proc.name} [{state}] {cmd[:200]}")
+    return found

@@ -1,0 +1,198 @@
+"""Fault injection on real runs: real processes, real DeepSpeed, the tiny recipes, faults sent from outside.
+
+Each test injects what a long cluster run meets (a rank killed, a rank stopped, a node gone quiet, a save cut
+short, a shard damaged after the fact, a full disk, a prep killed) and checks that the run heals or fails the
+way DESIGN says, with the figure it measured printed (bench/reliability.py collects them into bench/README.md).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from train_fixtures import (
+    CONT_RECIPE,
+    CONTINUAL,
+    REPO,
+    SAMPLES,
+    LaunchedRun,
+    at_step,
+    check,
+    cli,
+    launch_args,
+    leftover_processes,
+)
+
+from core.checkpoint_files import survey
+from medtrain.metrics import read_metrics
+
+
+def continual(tiny: dict, out: Path, *extra: str, **kw) -> list[str]:
+    return launch_args(CONT_RECIPE, tiny, out, "--set", f"data={tiny['huatuo']}", *CONTINUAL, *extra, **kw)
+
+
+def assert_same_losses(run: Path, reference: Path) -> None:
+    """Bit-identical in fp32: the restarted run trained exactly the steps the uninterrupted one did."""
+    got, want = read_metrics(run / "metrics.jsonl"), read_metrics(reference / "metrics.jsonl")
+    assert [r["step"] for r in got] == [r["step"] for r in want]
+    assert [r["loss"] for r in got] == [r["loss"] for r in want]
+    assert [r["lr"] for r in got] == [r["lr"] for r in want]
+
+
+@pytest.mark.launch
+def test_a_killed_rank_is_restarted_and_the_run_matches_an_uninterrupted_one(tiny, continual_run, tmp_path):
+    out = tmp_path / "killed"
+    run = LaunchedRun(continual(tiny, out, "--max-restarts", "1"), out)
+    run.signal_at(1, signal.SIGKILL, at_step(5))
+    assert run.wait() == 0, run.log[-4000:]
+    [record] = run.restarts()
+    assert record["cause"]["kind"] in ("signal", "exit") and record["action"] == "restarted"
+    assert record["resume_step"] == 4 and 1 in record["ranks"], record
+    assert_same_losses(out, continual_run)
+    print(f"FIGURE sigkill: steps lost {record['steps_lost']}, seconds lost {record['seconds_lost']}, "
+          f"attempt {record['attempt_seconds']} s")
+
+
+@pytest.mark.launch
+def test_a_stopped_rank_is_caught_by_the_watchdog_with_stacks_and_the_run_restarted(tiny, continual_run, tmp_path):
+    """The held-out check: SIGSTOP one rank after step 5 under --max-restarts 2 --hang-timeout 20."""
+    out = tmp_path / "stopped"
+    run = LaunchedRun(continual(tiny, out, "--max-restarts", "2", "--hang-timeout", "20"), out)
+    stopped = run.signal_at(1, signal.SIGSTOP, at_step(5))
+    detected = run.wait_for(0, lambda b: b["attempt"] == 1, timeout=120)  # the restart's first heartbeat
+    assert run.wait() == 0, run.log[-4000:]
+    [record] = run.restarts()
+    assert record["cause"]["kind"] == "hang" and record["action"] == "restarted", record
+    assert record["ranks"][0] == 1, "the stopped rank is named first"
+    hang_dir = Path(record["cause"]["stacks"])
+    stacks = {p.name: p.read_text() for p in hang_dir.glob("rank*.txt")}
+    assert set(stacks) == {"rank0.txt", "rank1.txt"}
+    assert all("File " in text and "train" in text for text in stacks.values()), stacks
+    assert "stopped" in stacks["rank1.txt"].splitlines()[0]
+    assert "hang detected" in run.log and "stopped (SIGSTOP?)" in run.log
+    assert_same_losses(out, continual_run)
+    latency = record["cause"]["after_s"]
+    assert 20 <= latency <= 30, latency
+    print(f"FIGURE sigstop: detected {latency} s after the last heartbeat (timeout 20), restart "
+          f"{detected['time'] - stopped['signalled_at']:.1f} s after the stop, steps lost {record['steps_lost']}")
+
+
+@pytest.mark.launch
+def test_a_save_killed_midway_leaves_a_checkpoint_that_is_ignored(tiny, continual_run, tmp_path):
+    """Rank 0 writes COMPLETE last: stop it once the step-8 save has begun writing, check the marker is absent,
+    kill it."""
+    out = tmp_path / "save"
+    ckpt = out / "checkpoints" / "step_000008"
+    run = LaunchedRun(continual(tiny, out, "--max-restarts", "1"), out)
+    beat = run.wait_for(0, lambda b: b["phase"] == "save" and b["step"] == 8)
+    while not (ckpt.is_dir() and any(ckpt.iterdir())):
+        time.sleep(0.001)
+    os.kill(beat["pid"], signal.SIGSTOP)
+    assert not (ckpt / "COMPLETE").exists()
+    os.kill(beat["pid"], signal.SIGKILL)
+    os.kill(beat["pid"], signal.SIGCONT)
+    assert run.wait() == 0, run.log[-4000:]
+    [record] = run.restarts()
+    assert record["resume_step"] == 4, record
+    assert "ignoring incomplete checkpoint" in run.log and "resumed from" in run.log
+    assert_same_losses(out, continual_run)
+
+
+@pytest.mark.launch
+def test_a_damaged_newest_checkpoint_is_skipped_for_the_one_before(continual_run, tiny, tmp_path):
+    out = tmp_path / "damaged"
+    shutil.copytree(continual_run, out, ignore=shutil.ignore_patterns("export", "heartbeats"))
+    shard = out / "checkpoints" / "step_000012" / "zero_pp_rank_1_mp_rank_00_optim_states.pt"
+    with open(shard, "r+b") as f:
+        f.truncate(shard.stat().st_size // 3)
+    listing = check(cli("checkpoints", str(out))).stdout
+    assert "step_000012" in listing and "damaged" in listing and "optim_states.pt is" in listing
+    assert "step_000008" in listing.split("<- --resume picks this")[0].splitlines()[-1]
+    refused = cli("export", "--checkpoint", str(out / "checkpoints" / "step_000012"), "--out", str(tmp_path / "x"))
+    assert refused.returncode == 2 and "damaged" in refused.stderr
+    proc = check(cli(*continual(tiny, out, "--resume")))
+    warnings = [line for line in proc.stdout.splitlines() if "is damaged" in line]
+    assert len(warnings) == 1, proc.stdout
+    assert "resumed from" in proc.stdout and "step_000008" in proc.stdout
+    assert_same_losses(out, continual_run)
+    assert [v.state for v in survey(out / "checkpoints")] == ["complete", "complete"]
+
+
+@pytest.mark.launch
+def test_a_spent_restart_budget_exits_1_with_one_summary_line(tiny, tmp_path):
+    out = tmp_path / "budget"
+    run = LaunchedRun(continual(tiny, out, "--max-restarts", "1"), out)
+    run.signal_at(1, signal.SIGKILL, at_step(1, attempt=0))
+    run.signal_at(1, signal.SIGKILL, at_step(1, attempt=1))
+    assert run.wait() == 1, run.log[-4000:]
+    records = run.restarts()
+    assert [r["action"] for r in records] == ["restarted", "gave_up"], records
+    summary = [line for line in run.log.splitlines() if "restart budget 1 spent" in line]
+    assert len(summary) == 1 and "restarts.jsonl" in summary[0]
+
+
+@pytest.mark.launch
+def test_stopping_node_2_over_pdsh_ends_the_job_on_both_nodes(tiny, tmp_path, loopback_cluster):
+    out = tmp_path / "pdsh"
+    args = continual(tiny, out, "--max-restarts", "0", "--hang-timeout", "15", hosts=str(loopback_cluster.hostfile),
+                     launcher="pdsh")
+    run = LaunchedRun(args, out, env=loopback_cluster.env())
+    run.signal_at(1, signal.SIGSTOP, at_step(3))
+    assert run.wait() == 1, run.log[-4000:]
+    [record] = run.restarts()
+    assert record["cause"]["kind"] == "hang" and record["action"] == "gave_up"
+    assert record["hosts"][0] == "127.0.0.3" or "127.0.0.3" in record["hosts"], record
+    stacks = sorted(p.name for p in Path(record["cause"]["stacks"]).glob("rank*.txt"))
+    assert stacks == ["rank0.txt", "rank1.txt"]
+    time.sleep(1)
+    assert leftover_processes(str(out)) == [], "ranks left running after the job was ended"
+
+
+@pytest.mark.launch
+def test_a_full_disk_during_a_save_names_the_disk_and_keeps_the_previous_checkpoint(tiny, tmp_path):
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root")
+    disk = tmp_path / "small"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2700k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        out = disk / "run"
+        proc = cli(*continual(tiny, out, "--max-restarts", "2", "--set", "keep_checkpoints=1"))
+        assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert f"no space left on {disk}" in proc.stderr + proc.stdout
+        verdicts = [v for v in survey(out / "checkpoints") if v.state != "incomplete"]
+        assert [(v.path.name, v.state) for v in verdicts] == [("step_000004", "complete")]
+        records = [line for line in (out / "restarts.jsonl").read_text().splitlines()]
+        assert len(records) == 1 and '"gave_up"' in records[0], "a full disk is not retried"
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_killed_prep_leaves_no_dataset_that_looks_complete(tiny, tmp_path):
+    big = tmp_path / "big.jsonl"
+    lines = (SAMPLES / "huatuo_sample.jsonl").read_text()
+    big.write_text(lines * 300)
+    out = tmp_path / "ds"
+    args = [sys.executable, "-m", "medtrain", "prep", "huatuo", "--input", str(big), "--tokenizer", str(tiny["tok"]),
+            "--out", str(out), "--workers", "1"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(tmp_path.glob(".ds.tmp-*")):
+        time.sleep(0.01)
+    time.sleep(0.3)
+    assert proc.poll() is None, "prep finished before it could be killed; give it more input"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists(), "a killed prep left a dataset directory behind"
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (out / "manifest.json").is_file()
