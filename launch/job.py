@@ -2,7 +2,7 @@
 
 Killing the local `deepspeed`/pdsh client is not enough on a cluster: pdsh leaves the remote ranks running, each
 in the process group of its ssh session. Every rank records its host position, pid and process group in its
-heartbeat, so the job can be ended where it runs: `kill -KILL -- -PGID` over ssh on each node (hostnames come
+heartbeat, so the job can be ended where it runs: `kill -KILL -PGID` over ssh on each node (hostnames come
 from the validated hostfile, pids and groups are integers), then the local launcher's own group.
 """
 
@@ -104,7 +104,7 @@ class Job:
 
             def kill(item: tuple[tuple[str, int], int]) -> None:
                 (_, pgid), rank = item
-                self.on_host(rank, ["sh", "-c", f"kill -KILL -- -{int(pgid)}; rm -f /dev/shm/{SHM_PREFIX}_*_"
+                self.on_host(rank, ["sh", "-c", f"kill -KILL -{int(pgid)}; rm -f /dev/shm/{SHM_PREFIX}_*_"
                                                 f"{int(self.port)}_*"])
 
             with ThreadPoolExecutor(max_workers=16) as pool:
