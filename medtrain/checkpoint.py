@@ -129,17 +129,24 @@ def pick_for_resume(root: Path, say: Callable[[str], None]) -> Path | None:
 
 
 def load(engine, path: Path, precision: str) -> TrainerState:
+    """Restore engine, schedule and RNG; a checkpoint written by another world size is re-split
+    (medtrain/reshard.py) instead of refused."""
+    from medtrain.reshard import load_resharded, written_world_size
+
     state = TrainerState.read(path)
     if state.precision != precision:
         raise CheckpointError(
             f"{path} was written in {state.precision}, this run is {precision}: DeepSpeed names the "
             f"optimizer shards by precision family; resume with precision={state.precision} or start fresh"
         )
-    load_path, _ = engine.load_checkpoint(str(path.parent), tag=path.name, load_optimizer_states=True,
-                                          load_lr_scheduler_states=True)
-    if load_path is None:
-        raise CheckpointError(f"DeepSpeed could not load {path}; its shards are missing or were written by "
-                              "another world size")
-    rng = torch.load(path / f"rng_rank{dist.get_rank()}.pt", weights_only=True)
-    torch.set_rng_state(rng["torch"])
+    written, rank = written_world_size(path), dist.get_rank()
+    if written != dist.get_world_size():
+        load_resharded(engine, path)
+    else:
+        load_path, _ = engine.load_checkpoint(str(path.parent), tag=path.name, load_optimizer_states=True,
+                                              load_lr_scheduler_states=True)
+        if load_path is None:
+            raise CheckpointError(f"DeepSpeed could not load {path}; its shards are missing")
+    rng_file = path / f"rng_rank{rank if rank < written else 0}.pt"
+    torch.set_rng_state(torch.load(rng_file, weights_only=True)["torch"])
     return state

@@ -185,8 +185,12 @@ class Trainer:
         if path is None:
             self.say(f"--resume: no verified checkpoint under {self.ckpt_root}; starting from step 0")
             return
+        from medtrain.reshard import written_world_size
+
+        written = written_world_size(path)
         self.start_step = checkpoint.load(self.engine, path, self.recipe.precision).step
-        self.say(f"resumed from {path} at step {self.start_step}")
+        moved = f", re-split from {written} to {self.world} ranks" if written != self.world else ""
+        self.say(f"resumed from {path} at step {self.start_step}{moved}")
 
     # ----- the loop -------------------------------------------------------------------------------------------
 
