@@ -107,7 +107,8 @@ def write_launcher_files(spec: LaunchSpec, job_name: str) -> None:
         publish_text(spec.run_dir / "launch.sbatch", render_sbatch(spec, job_name))
 
 
-def start(prepared: PreparedLaunch, resume: bool = False) -> int:
+def start(prepared: PreparedLaunch, resume: bool = False, spare_hosts: Path | None = None,
+          allow_shrink: bool = False) -> int:
     """Run the job to its end under the watchdog, restarting it as the recipe allows (slurm: submit the sbatch
     script); return the code `medtrain launch` exits with."""
     if prepared.spec.launcher == "slurm":
@@ -116,7 +117,13 @@ def start(prepared: PreparedLaunch, resume: bool = False) -> int:
     from launch.watchdog import Allowances
 
     recipe = prepared.plan.recipe
-    return supervise(prepared.spec, allow=Allowances.of(recipe), max_restarts=recipe.max_restarts, resume=resume)
+
+    def replan(pool) -> None:
+        make_plan(recipe, pool).spec.write(prepared.spec.run_dir / "run_spec.json")
+
+    spares = read_hostfile(spare_hosts) if spare_hosts else None
+    return supervise(prepared.spec, allow=Allowances.of(recipe), max_restarts=recipe.max_restarts, resume=resume,
+                     replan=replan, spare_hosts=spares, allow_shrink=allow_shrink)
 
 
 def run_launcher(spec: LaunchSpec, command: list[str]) -> int:

@@ -12,6 +12,8 @@ import os
 import signal
 import sys
 import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,11 +43,21 @@ class _Stop:
             signal.signal(s, handler)
 
 
+FAILURES_BEFORE_REPLACING = 2
+
+
 def supervise(spec: LaunchSpec, *, allow: Allowances, max_restarts: int, resume: bool,
-              say=lambda s: print(s, flush=True)) -> int:
+              replan: Callable[[OrderedDict[str, int]], None] | None = None, spare_hosts: OrderedDict[str, int]
+              | None = None, allow_shrink: bool = False, say=lambda s: print(s, flush=True)) -> int:
     """Launch, watch, restart; return the exit code `medtrain launch` exits with (0 ok, 1 failed, 2 a user
-    error in a rank, 128+N stopped by signal N)."""
+    error in a rank, 128+N stopped by signal N).
+
+    A host that fails FAILURES_BEFORE_REPLACING times is swapped for a spare host with the same slots, or, with
+    `allow_shrink`, dropped: the run goes on with fewer ranks and the same global batch (`replan` rewrites the
+    run spec for the new pool, and the ranks re-split the checkpoint)."""
     run_dir = spec.run_dir
+    spares = OrderedDict(spare_hosts or {})
+    blamed: Counter[str] = Counter()
     beats_dir = run_dir / "heartbeats"
     stop = _Stop()
     failures: list[dict] = []
@@ -81,6 +93,11 @@ def supervise(spec: LaunchSpec, *, allow: Allowances, max_restarts: int, resume:
                 say(f"error: run failed {len(failures)} time(s), restart budget {max_restarts} spent; last: "
                     f"{record['cause']['text']} (see {run_dir / 'restarts.jsonl'})")
                 return 1
+            host = record.get("culprit_host")
+            if host and (spares or allow_shrink) and len(spec.pool) > 1:
+                blamed[host] += 1
+                if blamed[host] >= FAILURES_BEFORE_REPLACING:
+                    spec = _replace_host(spec, host, spares, allow_shrink, replan, say)
             attempt += 1
             wait = min(BACKOFF_SECONDS * 2 ** (attempt - 1), 30.0)
             say(f"medtrain: {record['cause']['text']}; restart {attempt}/{max_restarts} in {wait:.0f} s from "
@@ -90,6 +107,33 @@ def supervise(spec: LaunchSpec, *, allow: Allowances, max_restarts: int, resume:
                 return 128 + stop.signum
     finally:
         stop.restore()
+
+
+def _replace_host(spec: LaunchSpec, host: str, spares: OrderedDict[str, int], allow_shrink: bool,
+                  replan: Callable[[OrderedDict[str, int]], None] | None, say) -> LaunchSpec:
+    """The pool without `host`: a spare with its slots in its place, else (allow_shrink) nothing in its place."""
+    from core.errors import UserError
+    from launch.hostfile import write_hostfile
+
+    slots = spec.pool[host]
+    spare = next((h for h, n in spares.items() if n == slots), None)
+    if spare is None and not allow_shrink:
+        say(f"medtrain: {host} keeps failing and no spare host has {slots} slots; keeping it")
+        return spec
+    pool = OrderedDict((spare if h == host else h, n) for h, n in spec.pool.items() if h != host or spare)
+    if spare is not None:
+        spares.pop(spare)
+    try:
+        if replan is not None:
+            replan(pool)  # RunSpec for the new world: raises when no micro x accumulation gives the global batch
+    except UserError as e:
+        say(f"medtrain: cannot go on without {host}: {e}; keeping it")
+        return spec
+    hostfile = spec.run_dir / "hostfile"
+    write_hostfile("".join(f"{h} slots={n}\n" for h, n in pool.items()), hostfile)
+    what = f"replaced by spare {spare}" if spare else f"dropped: {sum(pool.values())} ranks go on"
+    say(f"medtrain: {host} failed {FAILURES_BEFORE_REPLACING} times; {what} (hostfile {hostfile})")
+    return replace(spec, pool=pool, hostfile=hostfile)
 
 
 def _entry(entry: list[str], resume: bool) -> list[str]:
@@ -153,7 +197,8 @@ def _record(run_dir: Path, attempt: int, started: float, code: int, hang: Hang |
     reached = max((b.step for b in beats.values()), default=resume_step)
     return {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now)), "attempt": attempt, "cause": cause,
-        "ranks": ranks, "hosts": sorted({job.host_of(r) for r in ranks}), "reached_step": reached,
+        "ranks": ranks, "hosts": sorted({job.host_of(r) for r in ranks}),
+        "culprit_host": job.host_of(ranks[0]) if ranks else None, "reached_step": reached,
         "resume_step": resume_step, "steps_lost": max(0, reached - resume_step),
         "seconds_lost": round(now - max(saved_at, started), 1), "attempt_seconds": round(now - started, 1),
         "pid": os.getpid(),

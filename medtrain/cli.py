@@ -172,6 +172,10 @@ def launch(
                                                        "(recipe hang_timeout; 0: no watchdog).")] = None,
     max_restarts: Annotated[int | None, typer.Option(help="Relaunch a failed or hung run from its newest verified "
                                                      "checkpoint up to N times (recipe max_restarts).")] = None,
+    spare_hosts: Annotated[Path | None, typer.Option(help="Hostfile of spare hosts: one replaces a host that fails "
+                                                     "twice.")] = None,
+    allow_shrink: Annotated[bool, typer.Option("--allow-shrink", help="Drop a host that fails twice and go on "
+                                               "with fewer ranks, same global batch.")] = False,
     set_: OverrideOpt = None,
 ) -> None:
     """Start the recipe's training on every rank through the real deepspeed launcher, watch it, restart it.
@@ -200,7 +204,7 @@ def launch(
         typer.echo(report.render())
         raise typer.Exit(code=0 if report.ok else 1)
     typer.echo(prepared.describe())
-    code = start(prepared, resume=resume)
+    code = start(prepared, resume=resume, spare_hosts=spare_hosts, allow_shrink=allow_shrink)
     if code != 0:
         typer.echo(f"error: training exited with code {code}", err=True)
         raise typer.Exit(code=code if code in (1, 2) or code > 128 else 1)

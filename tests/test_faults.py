@@ -198,3 +198,45 @@ def test_a_killed_prep_leaves_no_dataset_that_looks_complete(tiny, tmp_path):
     done = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (out / "manifest.json").is_file()
+
+
+def assert_close_losses(run: Path, reference: Path, since: int, tol: float = 1e-6) -> float:
+    got = {r["step"]: r for r in read_metrics(run / "metrics.jsonl")}
+    want = {r["step"]: r for r in read_metrics(reference / "metrics.jsonl")}
+    assert sorted(got) == sorted(want)
+    diffs = [abs(got[s]["loss"] - want[s]["loss"]) for s in want if s > since]
+    assert max(diffs) <= tol, diffs
+    assert all(got[s]["lr"] == want[s]["lr"] for s in want)
+    return max(diffs)
+
+
+@pytest.mark.launch
+def test_a_two_rank_checkpoint_resumes_on_one_rank_with_its_optimizer_state(continual_run, tiny, tmp_path):
+    """Weights, Adafactor's exp_avg_sq, schedule and counters re-split from 2 ranks to 1: the losses after the
+    step-8 checkpoint match the uninterrupted 2-rank run's (a different reduction order: not bit-identical)."""
+    out = tmp_path / "shrunk"
+    shutil.copytree(continual_run, out, ignore=shutil.ignore_patterns("export", "heartbeats", "step_000012"))
+    one = tmp_path / "one"
+    one.write_text("localhost slots=1\n")
+    proc = check(cli(*continual(tiny, out, "--resume", hosts=str(one))))
+    assert "re-split from 2 to 1 ranks" in proc.stdout and "accum x 1 ranks" in proc.stdout
+    worst = assert_close_losses(out, continual_run, since=8)
+    print(f"FIGURE reshard 2->1: max |loss difference| over steps 9-12 = {worst:.2g}")
+
+
+@pytest.mark.launch
+def test_a_host_that_keeps_failing_is_dropped_and_the_run_finishes_on_the_rest(tiny, continual_run, tmp_path,
+                                                                                loopback_cluster):
+    out = tmp_path / "shrink"
+    args = continual(tiny, out, "--max-restarts", "2", "--allow-shrink", hosts=str(loopback_cluster.hostfile),
+                     launcher="pdsh")
+    run = LaunchedRun(args, out, env=loopback_cluster.env())
+    run.signal_at(1, signal.SIGKILL, at_step(5, attempt=0))
+    run.signal_at(1, signal.SIGKILL, at_step(5, attempt=1))
+    assert run.wait() == 0, run.log[-4000:]
+    records = run.restarts()
+    assert [r["culprit_host"] for r in records] == ["127.0.0.3", "127.0.0.3"], records
+    assert "127.0.0.3 failed 2 times; dropped: 1 ranks go on" in run.log
+    assert (out / "hostfile").read_text() == "127.0.0.2 slots=1\n"
+    assert "re-split from 2 to 1 ranks" in run.log
+    assert_close_losses(out, continual_run, since=4)
