@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.errors import UserError
+
 MARKER = "COMPLETE"
 MANIFEST = "manifest.json"
 _WRITER = re.compile(r"rank_?(\d+)")
@@ -45,6 +47,10 @@ def digest(path: Path, chunk: int = 16 << 20) -> dict:
             crc = zlib.crc32(block, crc)
             size += len(block)
     return {"size": size, "crc32": f"{crc:08x}"}
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be resumed or exported; says why and what to do."""
 
 
 @dataclass

@@ -24,14 +24,20 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from core.checkpoint_files import MANIFEST, MARKER, checkpoint_dirs, digest, survey, tag_for, verify, writer_of
+from core.checkpoint_files import (
+    MANIFEST,
+    MARKER,
+    CheckpointError,
+    checkpoint_dirs,
+    digest,
+    survey,
+    tag_for,
+    verify,
+    writer_of,
+)
 from core.errors import UserError
 from core.publish import publish_json
 from medtrain.state import TrainerState
-
-
-class CheckpointError(UserError):
-    """A checkpoint that cannot be resumed or exported; says why and what to do."""
 
 
 class DiskFullError(UserError):

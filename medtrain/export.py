@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.checkpoint_files import MARKER, complete_checkpoints, verify
-from medtrain.checkpoint import CheckpointError
+from core.checkpoint_files import MARKER, CheckpointError, complete_checkpoints, verify
 from medtrain.model_dir import write_hf_dir
 from medtrain.state import TrainerState
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from medtrain.checkpoint import CheckpointError
+from core.checkpoint_files import CheckpointError
 
 
 def _load(path: Path) -> dict:

@@ -13,13 +13,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.checkpoint_files import tag_for
+from core.checkpoint_files import CheckpointError, tag_for
 from core.errors import RunFailed
 from core.publish import publish_json, publish_text
 from data_prep.format import sha256_file
 from eval.tables import PAPER_COLUMNS, conventions, paper_cells, paper_columns
 from medtrain import cells
-from medtrain.checkpoint import CheckpointError
 from medtrain.metrics import fmt_seconds
 
 
