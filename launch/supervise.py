@@ -177,7 +177,7 @@ def _record(run_dir: Path, attempt: int, started: float, code: int, hang: Hang |
     beats = dog.beats()
     if hang is not None:
         ranks = hang.stalled
-        cause = {"kind": "hang", "after_s": round(now - hang.last_progress, 1), "stacks": hang.stacks_dir,
+        cause = {"kind": "hang", "after_s": round(hang.detected - hang.last_progress, 1), "stacks": hang.stacks_dir,
                  "text": f"hang ({hang.summary()})"}
     else:
         # the culprit vanished without an exit record; ranks that exited with a code saw it go (a closed peer)
