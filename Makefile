@@ -15,12 +15,12 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) sysdeps
 
-# pdsh and sshd drive the two-"node" loopback tests; installed only when we are root.
+# pdsh and sshd drive the two-"node" loopback tests, mpirun the Open MPI launch; installed only when we are root.
 sysdeps:
-	@if ! command -v pdsh >/dev/null || ! test -x /usr/sbin/sshd; then \
+	@if ! command -v pdsh >/dev/null || ! test -x /usr/sbin/sshd || ! command -v mpirun >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pdsh openssh-server openssh-client >/dev/null; \
-	  else echo "note: pdsh/sshd missing and not root: multi-node tests will skip"; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pdsh openssh-server openssh-client openmpi-bin >/dev/null; \
+	  else echo "note: pdsh/sshd/mpirun missing and not root: multi-node and mpirun tests will skip"; fi; \
 	fi
 
 test: setup

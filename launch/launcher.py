@@ -111,24 +111,53 @@ def build_command(spec: LaunchSpec) -> list[str]:
     cmd = ds + ["--hostfile", str(spec.hostfile.resolve()), "--launcher", spec.launcher,
                 "--master_addr", spec.master_addr, "--master_port", port]
     launcher_args = spec.launcher_args
-    if spec.launcher == "openmpi" and "--allow-run-as-root" not in launcher_args and os.geteuid() == 0:
-        launcher_args = f"{launcher_args} --allow-run-as-root".strip()
+    if spec.launcher == "openmpi":
+        # mpirun starts every rank itself: DeepSpeed's ssh probe of the first host is not needed (and fails
+        # where only mpirun's own agent may log in), and one host must still go through mpirun
+        cmd += ["--no_ssh_check", "--force_multi"]
+        if "--allow-run-as-root" not in launcher_args and os.geteuid() == 0:
+            launcher_args = f"{launcher_args} --allow-run-as-root".strip()
+        if "btl_tcp_if_include" not in launcher_args:  # DeepSpeed's default is eth0, right only by luck
+            launcher_args = f"{launcher_args} --mca btl_tcp_if_include {route_interface(spec.master_addr)}".strip()
     if launcher_args:
-        cmd += ["--launcher_args", launcher_args]
+        cmd.append(f"--launcher_args={launcher_args}")  # one token: argparse reads "--launcher_args --x" as two
     return cmd + list(spec.entry)
+
+
+def route_interface(addr: str) -> str:
+    """The interface this host reaches `addr` through (`ip route get`), for MPI's TCP transport."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["ip", "route", "get", addr], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        out = ""
+    m = re.search(r"\bdev (\S+)", out)
+    if m and re.fullmatch(r"[\w.-]+", m.group(1)):
+        return m.group(1)
+    return "lo" if addr.startswith("127.") else "eth0"
+
+
+def ranks_env(spec: LaunchSpec) -> dict[str, str]:
+    """What every rank gets. mpirun and srun start the ranks themselves, without DeepSpeed's launch.py, so the
+    rendezvous address travels with them."""
+    extra = dict(spec.env)
+    if spec.launcher == "openmpi":
+        extra.update(MASTER_ADDR=spec.master_addr, MASTER_PORT=str(spec.master_port))
+    return rank_env(extra)
 
 
 def launch_environment(spec: LaunchSpec) -> dict[str, str]:
     """The launcher's own environment: ours plus DS_ENV_FILE pointing at the run's env file."""
     env = dict(os.environ)
-    env.update(rank_env(spec.env))
+    env.update(ranks_env(spec))
     env["DS_ENV_FILE"] = str(spec.env_file.resolve())
     env.setdefault("PDSH_RCMD_TYPE", "ssh")
     return env
 
 
 def write_env_file(spec: LaunchSpec) -> None:
-    lines = "".join(f"{k}={v}\n" for k, v in rank_env(spec.env).items())
+    lines = "".join(f"{k}={v}\n" for k, v in ranks_env(spec).items())
     publish_text(spec.env_file, lines)
 
 
@@ -167,7 +196,7 @@ def render_plan(spec: LaunchSpec, cmd: list[str]) -> str:
         lines.append(f"  node {node_rank:>3}  {host:<24} slots={slots}  ranks {rank}-{rank + slots - 1}{role}")
         rank += slots
     lines.append(f"env for ranks ({spec.env_file}):")
-    lines += [f"  {k}={v}" for k, v in rank_env(spec.env).items()]
+    lines += [f"  {k}={v}" for k, v in ranks_env(spec).items()]
     lines.append("command:")
     lines.append("  " + shlex.join(cmd))
     return "\n".join(lines)
