@@ -30,6 +30,8 @@ class Preset:
     about: str
     peak_tflops: float = 0.0
     """Dense tensor-core peak per GPU in the default precision (0: unknown, no MFU is reported)."""
+    gpu: bool = True
+    """Ranks need a GPU each (a scheduler is asked for them)."""
 
 
 PRESETS: dict[str, Preset] = {
@@ -39,7 +41,8 @@ PRESETS: dict[str, Preset] = {
                125.0),
         Preset("a100-zero3-bf16", "bf16", ("bf16", "fp16", "fp32"), True, "A100: bf16, no loss scaling", 312.0),
         Preset("h100-zero3-bf16", "bf16", ("bf16", "fp16", "fp32"), True, "H100/H200: bf16, no loss scaling", 989.0),
-        Preset("cpu-zero3", "fp32", ("fp32", "bf16", "fp16"), False, "DeepSpeed CPU accelerator over gloo (tests)"),
+        Preset("cpu-zero3", "fp32", ("fp32", "bf16", "fp16"), False, "DeepSpeed CPU accelerator over gloo (tests)",
+               gpu=False),
     )
 }
 

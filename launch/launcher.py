@@ -161,31 +161,6 @@ def write_env_file(spec: LaunchSpec) -> None:
     publish_text(spec.env_file, lines)
 
 
-def render_sbatch(spec: LaunchSpec, job_name: str) -> str:
-    slots = set(spec.pool.values())
-    if len(slots) != 1:
-        raise LaunchError(f"{spec.hostfile}: slurm needs the same slots on every host, got {sorted(slots)}")
-    per_node = slots.pop()
-    cmd = build_command(spec)
-    i = cmd.index("--master_addr")
-    cmd[i + 1] = "MASTER_ADDR_FROM_SLURM"
-    line = shlex.join(cmd).replace("MASTER_ADDR_FROM_SLURM", '"$MASTER_ADDR"')
-    return "\n".join([
-        "#!/bin/bash",
-        f"#SBATCH --job-name={job_name}",
-        f"#SBATCH --nodes={len(spec.pool)}",
-        f"#SBATCH --ntasks-per-node={per_node}",
-        f"#SBATCH --gres=gpu:{per_node}",
-        f"#SBATCH --output={spec.run_dir.resolve()}/slurm-%j.out",
-        "set -euo pipefail",
-        'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-        f"export DS_ENV_FILE={shlex.quote(str(spec.env_file.resolve()))}",
-        f"cd {shlex.quote(str(Path.cwd()))}",
-        line,
-        "",
-    ])
-
-
 def render_plan(spec: LaunchSpec, cmd: list[str]) -> str:
     """What --dry-run prints: every node with its ranks, the env ranks get, and the exact argv."""
     lines = [f"launcher {spec.launcher}: {len(spec.pool)} nodes, {spec.world_size} ranks, "

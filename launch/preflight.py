@@ -94,6 +94,11 @@ def summarize(spec: LaunchSpec, output: str, returncode: int, reference: dict[st
 
 
 def run_preflight(spec: LaunchSpec, timeout: float = 120.0) -> Preflight:
+    if spec.launcher == "slurm":
+        from launch.launcher import LaunchError
+
+        raise LaunchError("--check does not run under --launcher slurm yet; use --dry-run to see the sbatch "
+                          "script, or --check with --launcher pdsh from a login node that reaches the nodes")
     spec.entry = ["--module", "launch.preflight_rank"]
     spec.env.setdefault("MEDTRAIN_PREFLIGHT_TIMEOUT", str(int(max(10, timeout - 10))))
     write_env_file(spec)

@@ -7,10 +7,11 @@ before any process starts on any node.
 from __future__ import annotations
 
 import sys
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.ds_config import write_ds_config
+from core.ds_config import PRESETS, write_ds_config
 from core.publish import publish_text
 from core.recipe import RecipeError, dump_recipe, load_recipe
 from launch.hostfile import read_hostfile
@@ -20,11 +21,11 @@ from launch.launcher import (
     build_command,
     free_port,
     render_plan,
-    render_sbatch,
     validate,
     write_env_file,
 )
 from launch.plan import Plan, make_plan
+from launch.slurm import SlurmOptions
 
 
 @dataclass
@@ -33,6 +34,7 @@ class PreparedLaunch:
     plan: Plan
     command: list[str]
     dry_run: bool
+    slurm: SlurmOptions | None = None
 
     def describe(self) -> str:
         p = self.plan
@@ -41,7 +43,26 @@ class PreparedLaunch:
                 f"see `medtrain plan`)")
         tail = "dry run: nothing started" if self.dry_run else f"run dir: {self.spec.run_dir}"
         head += f"\nweights: {p.recipe.weights}"
+        if self.spec.launcher == "slurm":  # what is submitted is the script: show it
+            from launch.slurm import render_sbatch
+
+            script = render_sbatch(self.spec, job_name(p.recipe), self.slurm)
+            return "\n".join([head, f"sbatch script ({self.spec.run_dir / 'launch.sbatch'}):", script, tail])
         return "\n".join([head, render_plan(self.spec, self.command), tail])
+
+
+def job_name(recipe) -> str:
+    return f"medtrain-{recipe.stage}"
+
+
+def slurm_pool(hosts: Path | None, nodes: int, per_node: int) -> tuple[OrderedDict[str, int], bool]:
+    """Under Slurm the allocation is the truth: --nodes x --gpus-per-node, or a hostfile's counts (its names
+    become --nodelist). Returns the pool and whether its names are real."""
+    if hosts is not None:
+        return read_hostfile(hosts), True
+    if nodes <= 0 or per_node <= 0:
+        raise LaunchError("--launcher slurm needs --nodes N --gpus-per-node G (ranks per node), or --hosts FILE")
+    return OrderedDict((f"node{i}", per_node) for i in range(nodes)), False
 
 
 def parse_env(items: list[str]) -> dict[str, str]:
@@ -54,11 +75,21 @@ def parse_env(items: list[str]) -> dict[str, str]:
     return env
 
 
-def prepare_launch(recipe_path: Path, hosts: Path, launcher: str, *, overrides: list[str], env: list[str],
+def prepare_launch(recipe_path: Path, hosts: Path | None, launcher: str, *, overrides: list[str], env: list[str],
                    resume: bool, dry_run: bool, entry: list[str] | None = None,
-                   check: bool = False) -> PreparedLaunch:
+                   check: bool = False, slurm: SlurmOptions | None = None, nodes: int = 0,
+                   gpus_per_node: int = 0) -> PreparedLaunch:
     recipe = load_recipe(recipe_path, overrides)
-    pool = read_hostfile(hosts)
+    if launcher == "slurm":
+        pool, named = slurm_pool(hosts, nodes, gpus_per_node)
+        slurm = slurm or SlurmOptions()
+        slurm.nodelist = named
+        slurm.gpus = PRESETS[recipe.preset].gpu if recipe.preset in PRESETS else True
+        slurm.validate()
+    elif hosts is None:
+        raise LaunchError(f"--launcher {launcher} needs --hosts FILE (a hostfile: 'host slots=N' lines)")
+    else:
+        pool = read_hostfile(hosts)
     plan = make_plan(recipe, pool)
     if not dry_run or check:
         if not plan.fits:
@@ -79,11 +110,11 @@ def prepare_launch(recipe_path: Path, hosts: Path, launcher: str, *, overrides: 
                  "--recipe", str(run_dir / "recipe.yaml"), "--run-spec", str(run_dir / "run_spec.json")]
         if resume:
             entry.append("--resume")
-    spec = LaunchSpec(pool=pool, hostfile=Path(hosts), launcher=launcher, entry=entry, run_dir=run_dir,
-                      master_port=free_port(), env=parse_env(env))
+    spec = LaunchSpec(pool=pool, hostfile=Path(hosts or run_dir / "hostfile"), launcher=launcher, entry=entry,
+                      run_dir=run_dir, master_port=free_port(), env=parse_env(env))
     validate(spec, dry_run=dry_run)
     command = build_command(spec)
-    prepared = PreparedLaunch(spec, plan, command, dry_run)
+    prepared = PreparedLaunch(spec, plan, command, dry_run, slurm)
     if not dry_run:
         write_run_files(prepared)
     return prepared
@@ -96,23 +127,21 @@ def write_run_files(prepared: PreparedLaunch) -> None:
     publish_text(spec.run_dir / "recipe.yaml", dump_recipe(prepared.plan.recipe))
     prepared.plan.spec.write(spec.run_dir / "run_spec.json")
     write_ds_config(prepared.plan.spec.ds_config, spec.run_dir / "ds_config.json")
-    write_launcher_files(spec, f"medtrain-{prepared.plan.recipe.stage}")
+    write_launcher_files(spec)
 
 
-def write_launcher_files(spec: LaunchSpec, job_name: str) -> None:
-    """What the launcher itself reads: the env file remote ranks get, and the sbatch script under slurm."""
+def write_launcher_files(spec: LaunchSpec) -> None:
+    """What the launcher itself reads: the env file remote ranks get (the sbatch script is written per attempt,
+    launch/slurm.py)."""
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     write_env_file(spec)
-    if spec.launcher == "slurm":
-        publish_text(spec.run_dir / "launch.sbatch", render_sbatch(spec, job_name))
 
 
 def start(prepared: PreparedLaunch, resume: bool = False, spare_hosts: Path | None = None,
-          allow_shrink: bool = False) -> int:
-    """Run the job to its end under the watchdog, restarting it as the recipe allows (slurm: submit the sbatch
-    script); return the code `medtrain launch` exits with."""
-    if prepared.spec.launcher == "slurm":
-        return run_launcher(prepared.spec, prepared.command)
+          allow_shrink: bool = False, detach: bool = False) -> int:
+    """Run the job to its end under the watchdog, restarting it as the recipe allows (under Slurm each attempt
+    is a batch job, waited for and its log streamed; --detach submits one and returns); return the code
+    `medtrain launch` exits with."""
     from launch.supervise import supervise
     from launch.watchdog import Allowances
 
@@ -122,29 +151,42 @@ def start(prepared: PreparedLaunch, resume: bool = False, spare_hosts: Path | No
         make_plan(recipe, pool).spec.write(prepared.spec.run_dir / "run_spec.json")
 
     spares = read_hostfile(spare_hosts) if spare_hosts else None
+    starter = None
+    if prepared.spec.launcher == "slurm":
+        from launch.launcher import launch_environment
+        from launch.slurm import SlurmJob
+
+        def starter(spec):
+            return SlurmJob(spec, prepared.slurm or SlurmOptions(), job_name(recipe), launch_environment(spec))
+
+        if detach:
+            starter(prepared.spec)
+            return 0
     return supervise(prepared.spec, allow=Allowances.of(recipe), max_restarts=recipe.max_restarts, resume=resume,
-                     replan=replan, spare_hosts=spares, allow_shrink=allow_shrink)
-
-
-def run_launcher(spec: LaunchSpec, command: list[str]) -> int:
-    import subprocess
-
-    from launch.launcher import launch_environment
-
-    cmd = ["sbatch", str(spec.run_dir / "launch.sbatch")] if spec.launcher == "slurm" else command
-    sys.stdout.flush()
-    return subprocess.run(cmd, env=launch_environment(spec)).returncode
+                     replan=replan, spare_hosts=spares, allow_shrink=allow_shrink, start_job=starter)
 
 
 def launch_module(hosts: Path, launcher: str, module: list[str], run_dir: Path, env: list[str] | None = None,
                   job_name: str = "medtrain") -> int:
     """Start `python -m MODULE ARGS` on every rank of a hostfile through the same launcher as training (the
-    sharded eval uses it); returns the launcher's exit code."""
+    sharded eval uses it); returns the launcher's exit code (under Slurm: the batch job's, waited for)."""
+    import subprocess
+    import time
+
+    from launch.launcher import launch_environment
+
     run_dir = Path(run_dir).resolve()
     spec = LaunchSpec(pool=read_hostfile(hosts), hostfile=Path(hosts), launcher=launcher,
                       entry=["--module", "--no_local_rank", *module], run_dir=run_dir, master_port=free_port(),
                       env=parse_env(env or []))
     validate(spec, dry_run=False)
-    write_launcher_files(spec, job_name)
-    return run_launcher(spec, build_command(spec))
+    write_launcher_files(spec)
+    sys.stdout.flush()
+    if launcher == "slurm":
+        from launch.slurm import SlurmJob
 
+        job = SlurmJob(spec, SlurmOptions(), job_name, launch_environment(spec))
+        while (code := job.poll()) is None:
+            time.sleep(1)
+        return code
+    return subprocess.run(build_command(spec), env=launch_environment(spec)).returncode

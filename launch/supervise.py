@@ -48,7 +48,8 @@ FAILURES_BEFORE_REPLACING = 2
 
 def supervise(spec: LaunchSpec, *, allow: Allowances, max_restarts: int, resume: bool,
               replan: Callable[[OrderedDict[str, int]], None] | None = None, spare_hosts: OrderedDict[str, int]
-              | None = None, allow_shrink: bool = False, say=lambda s: print(s, flush=True)) -> int:
+              | None = None, allow_shrink: bool = False, start_job: Callable[[LaunchSpec], Job] | None = None,
+              say=lambda s: print(s, flush=True)) -> int:
     """Launch, watch, restart; return the exit code `medtrain launch` exits with (0 ok, 1 failed, 2 a user
     error in a rank, 128+N stopped by signal N).
 
@@ -71,7 +72,8 @@ def supervise(spec: LaunchSpec, *, allow: Allowances, max_restarts: int, resume:
                                 TIMEOUT_ENV: f"{allow.dist_timeout_minutes:.2f}"})
             write_env_file(spec)
             sys.stdout.flush()
-            job = Job(build_command(spec), launch_environment(spec), spec.pool, spec.launcher, spec.master_port)
+            job = start_job(spec) if start_job else Job(build_command(spec), launch_environment(spec), spec.pool,
+                                                          spec.launcher, spec.master_port)
             dog = Watchdog(beats_dir, attempt, spec.world_size, allow, started)
             code, hang, first_dead = _watch(job, dog, stop, run_dir, beats_dir, say)
             job.release_shm()

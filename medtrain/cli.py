@@ -158,8 +158,10 @@ def plan(
 
 @app.command()
 def launch(
-    hosts: HostsOpt,
     recipe: RecipeOpt,
+    hosts: Annotated[Path | None, typer.Option("--hosts", help="Hostfile ('host slots=N' lines); under slurm "
+                                               "optional (--nodes/--gpus-per-node), its names become --nodelist.")]
+    = None,
     launcher: Annotated[str, typer.Option(help="pdsh | slurm | openmpi | local.")] = "pdsh",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would run, node by node; start nothing.")]
     = False,
@@ -176,6 +178,16 @@ def launch(
                                                      "twice.")] = None,
     allow_shrink: Annotated[bool, typer.Option("--allow-shrink", help="Drop a host that fails twice and go on "
                                                "with fewer ranks, same global batch.")] = False,
+    nodes: Annotated[int, typer.Option(help="slurm: nodes to allocate.")] = 0,
+    gpus_per_node: Annotated[int, typer.Option(help="slurm: ranks per node (one per GPU on GPU presets).")] = 0,
+    partition: Annotated[str | None, typer.Option(help="slurm: --partition.")] = None,
+    account: Annotated[str | None, typer.Option(help="slurm: --account.")] = None,
+    time_limit: Annotated[str | None, typer.Option("--time", help="slurm: --time (e.g. 12:00:00).")] = None,
+    qos: Annotated[str | None, typer.Option(help="slurm: --qos.")] = None,
+    sbatch_arg: Annotated[list[str] | None, typer.Option("--sbatch-arg", help="slurm: one more #SBATCH line, "
+                                                         "e.g. --sbatch-arg=--exclusive (repeatable).")] = None,
+    detach: Annotated[bool, typer.Option("--detach", help="slurm: submit and return the job id; do not wait.")]
+    = False,
     set_: OverrideOpt = None,
 ) -> None:
     """Start the recipe's training on every rank through the real deepspeed launcher, watch it, restart it.
@@ -189,9 +201,14 @@ def launch(
         overrides.append(f"hang_timeout={hang_timeout}")
     if max_restarts is not None:
         overrides.append(f"max_restarts={max_restarts}")
+    from launch.slurm import SlurmOptions
+
+    slurm = SlurmOptions(partition=partition, account=account, time=time_limit, qos=qos,
+                         sbatch_args=list(sbatch_arg or []))
     with user_errors():
         prepared = prepare_launch(recipe, hosts, launcher, overrides=overrides, env=env or [], resume=resume,
-                                  dry_run=dry_run or check, check=check)
+                                  dry_run=dry_run or check, check=check, slurm=slurm, nodes=nodes,
+                                  gpus_per_node=gpus_per_node)
     if dry_run:
         typer.echo(prepared.describe())
         if not prepared.plan.fits:  # the same verdict as `medtrain plan`: a problem the user fixes
@@ -200,11 +217,13 @@ def launch(
     if check:
         from launch.preflight import run_preflight
 
-        report = run_preflight(prepared.spec, timeout=timeout)
+        with user_errors():
+            report = run_preflight(prepared.spec, timeout=timeout)
         typer.echo(report.render())
         raise typer.Exit(code=0 if report.ok else 1)
     typer.echo(prepared.describe())
-    code = start(prepared, resume=resume, spare_hosts=spare_hosts, allow_shrink=allow_shrink)
+    with user_errors():
+        code = start(prepared, resume=resume, spare_hosts=spare_hosts, allow_shrink=allow_shrink, detach=detach)
     if code != 0:
         typer.echo(f"error: training exited with code {code}", err=True)
         raise typer.Exit(code=code if code in (1, 2) or code > 128 else 1)
