@@ -15,12 +15,14 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) sysdeps
 
-# pdsh and sshd drive the two-"node" loopback tests, mpirun the Open MPI launch; installed only when we are root.
+# pdsh and sshd drive the two-"node" loopback tests, mpirun the Open MPI launch, slurm-wlm + munge the
+# throwaway Slurm cluster; installed only when we are root.
 sysdeps:
-	@if ! command -v pdsh >/dev/null || ! test -x /usr/sbin/sshd || ! command -v mpirun >/dev/null; then \
+	@if ! command -v pdsh >/dev/null || ! test -x /usr/sbin/sshd || ! command -v mpirun >/dev/null \
+	    || ! command -v sbatch >/dev/null || ! test -x /usr/sbin/munged; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pdsh openssh-server openssh-client openmpi-bin >/dev/null; \
-	  else echo "note: pdsh/sshd/mpirun missing and not root: multi-node and mpirun tests will skip"; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pdsh openssh-server openssh-client openmpi-bin slurm-wlm munge >/dev/null; \
+	  else echo "note: pdsh/sshd/mpirun/slurm missing and not root: multi-node, mpirun and slurm tests will skip"; fi; \
 	fi
 
 test: setup

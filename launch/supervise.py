@@ -182,17 +182,21 @@ def _record(run_dir: Path, attempt: int, started: float, code: int, hang: Hang |
         cause = {"kind": "hang", "after_s": round(hang.detected - hang.last_progress, 1), "stacks": hang.stacks_dir,
                  "text": f"hang ({hang.summary()})"}
     else:
-        # the culprit vanished without an exit record; ranks that exited with a code saw it go (a closed peer)
+        # a rank with no exit record was killed (or lost its node): usually the culprit, the ranks that exited
+        # with a code saw it go (a closed peer); both are named
         vanished = first_dead or sorted(r for r, b in beats.items() if b.phase != "exited")
-        ranks = vanished or [r for r, b in beats.items() if b.phase == "exited" and b.code]
+        failed = sorted(r for r, b in beats.items() if b.phase == "exited" and b.code)
+        ranks = vanished + [r for r in failed if r not in vanished]
         signum = _signal_of(code)
         if signum:
             name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else str(signum)
             cause = {"kind": "signal", "signal": name, "text": f"killed by {name}"}
         else:
             cause = {"kind": "exit", "code": code, "text": f"exit code {code}"}
-        if ranks:
-            cause["text"] += f" (rank {', '.join(map(str, ranks))})"
+        said = [f"rank {', '.join(map(str, vanished))} vanished"] if vanished else []
+        said += [f"rank {r} exited with {beats[r].code}" for r in failed if r not in vanished]
+        if said:
+            cause["text"] += f" ({'; '.join(said)})"
     ckpt = newest_good(run_dir / "checkpoints", deep=False)
     resume_step = int(ckpt.name.removeprefix("step_")) if ckpt else 0
     saved_at = (ckpt / "COMPLETE").stat().st_mtime if ckpt else started

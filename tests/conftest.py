@@ -54,3 +54,12 @@ def continual_run(tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "continual"
     check(cli(*launch_args(CONT_RECIPE, tiny, out, "--set", f"data={tiny['huatuo']}", *CONTINUAL)))
     return out
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    from slurm_cluster import start_slurm_cluster
+
+    cluster = start_slurm_cluster(tmp_path_factory.mktemp("slurm"))
+    yield cluster
+    cluster.stop()

@@ -10,7 +10,8 @@ from train_fixtures import cli, make_tiny_data
 from typer.testing import CliRunner
 
 from launch.hostfile import read_hostfile
-from launch.launcher import LaunchSpec, build_command, free_port, launch_environment, render_sbatch, write_env_file
+from launch.launcher import LaunchSpec, build_command, free_port, launch_environment, write_env_file
+from launch.slurm import render_sbatch
 from medtrain.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
@@ -85,7 +86,9 @@ def test_slurm_script_asks_for_every_node_and_reads_master_from_the_allocation(t
                       master_port=29500)
     script = render_sbatch(spec, "medtrain-sft")
     assert "#SBATCH --nodes=20" in script and "#SBATCH --ntasks-per-node=6" in script
-    assert '--master_addr "$MASTER_ADDR"' in script and "--launcher slurm" in script
+    assert "#SBATCH --gres=gpu:6" in script and "#SBATCH --nodelist=node01,node02," in script
+    assert "export MASTER_ADDR=" in script and "srun --kill-on-bad-exit=1 --export=ALL" in script
+    assert script.rstrip().endswith("-m medtrain train sft"), "srun starts the module itself, --module kept"
 
 
 def test_openmpi_command_allows_root_when_root(tmp_path):

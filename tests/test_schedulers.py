@@ -29,3 +29,61 @@ def test_openmpi_launch_runs_the_tiny_recipe_through_mpirun(tiny, continual_run,
     print(f"FIGURE openmpi vs local launcher: max |loss difference| over 12 steps = {worst:.2g}")
     assert worst <= 1e-5, (got, want)
     assert (out / "export" / "model.safetensors").is_file()
+
+
+def slurm_args(tiny: dict, out, *extra: str) -> list[str]:
+    return ["launch", "--launcher", "slurm", "--recipe", CONT_RECIPE, "--set", f"tokenizer={tiny['tok']}",
+            "--set", f"output_dir={out}", "--set", f"data={tiny['huatuo']}", *CONTINUAL, *extra]
+
+
+def test_the_sbatch_script_exports_what_srun_needs_and_asks_for_gpus_only_on_gpu_presets(tiny, tmp_path):
+    cpu = check(cli(*slurm_args(tiny, tmp_path / "a", "--nodes", "2", "--gpus-per-node", "1", "--partition",
+                                "debug", "--time", "01:00:00", "--sbatch-arg=--exclusive", "--dry-run"))).stdout
+    assert "#SBATCH --nodes=2" in cpu and "#SBATCH --ntasks-per-node=1" in cpu and "--gres" not in cpu
+    assert "#SBATCH --partition=debug" in cpu and "#SBATCH --time=01:00:00" in cpu and "#SBATCH --exclusive" in cpu
+    assert "NodeAddr" in cpu and "export MASTER_PORT=" in cpu and "export OMP_NUM_THREADS" in cpu
+    assert "srun --kill-on-bad-exit=1" in cpu and "-m medtrain train continual" in cpu
+    assert "--nodelist" not in cpu, "--nodes names no hosts"
+    gpu = check(cli(*slurm_args(tiny, tmp_path / "b", "--hosts", "hostfiles/v100x20", "--set",
+                                "preset=v100-zero3-fp16", "--set", "precision=fp16", "--set", "global_batch=120",
+                                "--set", "micro_batch=1", "--dry-run"))).stdout
+    assert "#SBATCH --gres=gpu:6" in gpu and "#SBATCH --nodes=20" in gpu and "--nodelist=node01," in gpu
+    bad = cli(*slurm_args(tiny, tmp_path / "c", "--nodes", "1", "--gpus-per-node", "2", "--partition", "a;b",
+                          "--dry-run"))
+    assert bad.returncode == 2 and "--partition 'a;b'" in bad.stderr
+
+
+@pytest.mark.launch
+def test_slurm_runs_the_tiny_recipe_on_two_nodes_and_returns_the_jobs_exit_code(tiny, continual_run, tmp_path,
+                                                                                slurm_cluster):
+    out = tmp_path / "slurm"
+    proc = check(cli(*slurm_args(tiny, out, "--nodes", "2", "--gpus-per-node", "1"), env=slurm_cluster.env()))
+    assert "submitted batch job" in proc.stdout and "exported" in proc.stdout, "the job's log is streamed"
+    job = proc.stdout.split("submitted batch job ")[1].split(";")[0]
+    shown = slurm_cluster.run("scontrol", "show", "job", "-o", job).stdout
+    assert "JobState=COMPLETED" in shown and "NumNodes=2" in shown and "NodeList=n[1-2]" in shown
+    got = [r["loss"] for r in read_metrics(out / "metrics.jsonl")]
+    want = [r["loss"] for r in read_metrics(continual_run / "metrics.jsonl")]
+    worst = max(abs(a - b) for a, b in zip(got, want, strict=True))
+    print(f"FIGURE slurm (2 nodes) vs local launcher: max |loss difference| over 12 steps = {worst:.2g}")
+    assert len(got) == 12 and worst <= 1e-5
+    assert (out / "export" / "model.safetensors").is_file()
+
+    failing = cli(*slurm_args(tiny, tmp_path / "failing", "--nodes", "2", "--gpus-per-node", "1", "--set",
+                              "attn_implementation=bogus"), env=slurm_cluster.env())
+    assert failing.returncode == 1, failing.stdout[-2000:] + failing.stderr[-2000:]
+    assert "attn_implementation" in failing.stdout and "restart budget 0 spent" in failing.stdout
+
+
+@pytest.mark.launch
+def test_a_job_that_can_never_start_is_reported_and_detach_returns_the_job_id(tiny, tmp_path, slurm_cluster):
+    never = cli(*slurm_args(tiny, tmp_path / "never", "--nodes", "2", "--gpus-per-node", "1", "--partition",
+                            "small"), env=slurm_cluster.env(), timeout=120)
+    assert never.returncode == 2 and "can never start (Partition" in never.stderr, never.stderr
+    queue = slurm_cluster.run("squeue", "-h", "-o", "%i %T").stdout
+    assert "PENDING" not in queue, "the hopeless job was cancelled"
+    detached = check(cli(*slurm_args(tiny, tmp_path / "detached", "--nodes", "2", "--gpus-per-node", "1",
+                                     "--partition", "small", "--detach"), env=slurm_cluster.env()))
+    job = detached.stdout.split("submitted batch job ")[1].split(";")[0]
+    assert job.isdigit()
+    slurm_cluster.run("scancel", job)
