@@ -135,7 +135,11 @@ class SlurmJob:
         say(f"medtrain: submitted batch job {self.job_id}; its log: {self.log}")
 
     def host_of(self, rank: int) -> str:
-        return "?"
+        """The node a rank runs on, from its heartbeat (Slurm places the tasks, not the hostfile)."""
+        from core.heartbeat import DIR_ENV
+
+        beat = Beat.read(Path(self.spec.env.get(DIR_ENV, self.spec.run_dir / "heartbeats")) / f"rank{rank}.json")
+        return beat.host if beat else "?"
 
     def stream(self) -> None:
         if self.log.is_file():

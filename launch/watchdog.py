@@ -18,7 +18,8 @@ from core.recipe import Recipe
 from launch.job import Job
 
 STATES = {"R": "running", "S": "waiting", "D": "in disk I/O", "T": "stopped (SIGSTOP?)", "t": "stopped by a "
-          "debugger", "Z": "dead", "-": "gone"}
+          "debugger", "Z": "dead", "-": "gone",
+          "?": "state unknown"}
 
 
 @dataclass
