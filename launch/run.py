@@ -59,7 +59,9 @@ def slurm_pool(hosts: Path | None, nodes: int, per_node: int) -> tuple[OrderedDi
     """Under Slurm the allocation is the truth: --nodes x --gpus-per-node, or a hostfile's counts (its names
     become --nodelist). Returns the pool and whether its names are real."""
     if hosts is not None:
-        return read_hostfile(hosts), True
+        pool = read_hostfile(hosts)
+        # "localhost" means "this machine", not a Slurm node name: its count is used, no --nodelist
+        return pool, not set(pool) <= {"localhost", "127.0.0.1"}
     if nodes <= 0 or per_node <= 0:
         raise LaunchError("--launcher slurm needs --nodes N --gpus-per-node G (ranks per node), or --hosts FILE")
     return OrderedDict((f"node{i}", per_node) for i in range(nodes)), False

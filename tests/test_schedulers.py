@@ -44,6 +44,8 @@ def test_the_sbatch_script_exports_what_srun_needs_and_asks_for_gpus_only_on_gpu
     assert "NodeAddr" in cpu and "export MASTER_PORT=" in cpu and "export OMP_NUM_THREADS" in cpu
     assert "srun --kill-on-bad-exit=1" in cpu and "-m medtrain train continual" in cpu
     assert "--nodelist" not in cpu, "--nodes names no hosts"
+    local = check(cli(*slurm_args(tiny, tmp_path / "l", "--hosts", "hostfiles/localhost", "--dry-run"))).stdout
+    assert "#SBATCH --nodes=1" in local and "#SBATCH --ntasks-per-node=2" in local and "--nodelist" not in local
     gpu = check(cli(*slurm_args(tiny, tmp_path / "b", "--hosts", "hostfiles/v100x20", "--set",
                                 "preset=v100-zero3-fp16", "--set", "precision=fp16", "--set", "global_batch=120",
                                 "--set", "micro_batch=1", "--dry-run"))).stdout
