@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.checkpoint_files import CheckpointError, tag_for
+from core.checkpoint_files import CheckpointError, tag_for, verify
 from core.errors import RunFailed
 from core.publish import publish_json, publish_text
 from data_prep.format import sha256_file
@@ -125,6 +125,13 @@ def check_inputs(continual: Path, sft_recipe: Path, checkpoints: list[int], out:
         have = sorted(int(p.name.removeprefix("step_")) for p in root.glob("step_*") if (p / "COMPLETE").is_file())
         raise CheckpointError(f"{root}: no complete checkpoint for step(s) {', '.join(map(str, missing))}; the run "
                               f"has {', '.join(map(str, have)) or 'none'} (0 is the base model)")
+    for s in checkpoints:  # sizes against the manifest now; the export reads every byte back before its cell
+        ckpt = root / tag_for(s)
+        if s and (ckpt / "COMPLETE").is_file():
+            verdict = verify(ckpt, deep=False)
+            if not verdict.usable:
+                raise CheckpointError(f"{ckpt} is damaged: {verdict.reason}; drop step {s} from --checkpoints or "
+                                      "restore the checkpoint")
     if 0 in checkpoints:
         base = Path(load_recipe(continual / "recipe.yaml").model)
         if not (base / "config.json").is_file():
