@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from core.checkpoint_files import newest_good, tag_for
 from core.errors import RunFailed
 from core.heartbeat import heartbeat
 from core.model_specs import resolve_shape
@@ -233,7 +234,7 @@ class Trainer:
                 self.watch.update(float(self.engine.optimizer.loss_scale), int(self.engine.skipped_steps))
             if r.checkpoint_every and done % r.checkpoint_every == 0 and done != total:
                 self.save(done)
-        if self.start_step < total or not checkpoint.complete_checkpoints(self.ckpt_root):
+        if self.start_step < total or newest_good(self.ckpt_root, deep=False) is None:
             self.save(total)
 
     def _loss_scale(self) -> dict:
@@ -249,7 +250,7 @@ class Trainer:
         checkpoint.save(self.engine, self.ckpt_root, self.state_at(step),
                         lambda path: save_hf_config(self.cfg, path, self.recipe.precision),
                         self.recipe.keep_checkpoints)
-        self.say(f"checkpoint {self.ckpt_root / checkpoint.tag_for(step)}")
+        self.say(f"checkpoint {self.ckpt_root / tag_for(step)}")
 
     # ----- export ---------------------------------------------------------------------------------------------
 
@@ -270,7 +271,7 @@ class Trainer:
         result: dict = {"export": str(out)}
         if self.is_main:
             state_dict = torch.load(gathered / "weights.pt", map_location="cpu", weights_only=True)
-            write_hf_dir(state_dict, self.ckpt_root / checkpoint.tag_for(state.step), state, out)
+            write_hf_dir(state_dict, self.ckpt_root / tag_for(state.step), state, out)
             result["max_abs_diff"] = self._check_export(out, probe, engine_logits)
         dist.barrier()
         shutil.rmtree(gathered, ignore_errors=True)
