@@ -93,15 +93,12 @@ def summarize(spec: LaunchSpec, output: str, returncode: int, reference: dict[st
     return Preflight(reports, allreduce_ok, returncode, reference)
 
 
-def run_preflight(spec: LaunchSpec, timeout: float = 120.0) -> Preflight:
-    if spec.launcher == "slurm":
-        from launch.launcher import LaunchError
-
-        raise LaunchError("--check does not run under --launcher slurm yet; use --dry-run to see the sbatch "
-                          "script, or --check with --launcher pdsh from a login node that reaches the nodes")
+def run_preflight(spec: LaunchSpec, timeout: float = 120.0, slurm=None) -> Preflight:
     spec.entry = ["--module", "launch.preflight_rank"]
     spec.env.setdefault("MEDTRAIN_PREFLIGHT_TIMEOUT", str(int(max(10, timeout - 10))))
     write_env_file(spec)
+    if spec.launcher == "slurm":
+        return _slurm_preflight(spec, timeout, slurm)
     cmd = build_command(spec)
     proc = subprocess.Popen(cmd, env=launch_environment(spec), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
@@ -112,4 +109,22 @@ def run_preflight(spec: LaunchSpec, timeout: float = 120.0) -> Preflight:
         os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every local rank it started
         output, _ = proc.communicate()
         code = 124
+    return summarize(spec, output, code, versions())
+
+
+def _slurm_preflight(spec: LaunchSpec, timeout: float, slurm) -> Preflight:
+    """The same ranks as a short batch job of the run's allocation shape; its log is what the ranks said. A job
+    still pending or running at the timeout is cancelled (exit code 124)."""
+    import time
+
+    from launch.slurm import SlurmJob, SlurmOptions
+
+    job = SlurmJob(spec, slurm or SlurmOptions(), "medtrain-preflight", launch_environment(spec), echo=False)
+    deadline = time.time() + timeout
+    while (code := job.poll()) is None and time.time() < deadline:
+        time.sleep(0.5)
+    if code is None:
+        job.end([])
+        code = 124
+    output = job.log.read_text(errors="replace") if job.log.is_file() else ""
     return summarize(spec, output, code, versions())

@@ -25,7 +25,7 @@ def rank_info() -> dict:
     return {
         "rank": int(os.environ.get("RANK", "0")),
         "local_rank": int(os.environ.get("LOCAL_RANK", "0")),
-        "node_rank": int(os.environ.get("CROSS_RANK", "0")),
+        "node_rank": int(os.environ.get("CROSS_RANK", os.environ.get("SLURM_NODEID", "0"))),
         "world_size": int(os.environ.get("WORLD_SIZE", "1")),
         "hostname": socket.gethostname(),
         **versions(),

@@ -124,15 +124,17 @@ class SlurmJob:
 
     remote = True
 
-    def __init__(self, spec: LaunchSpec, opts: SlurmOptions, job_name: str, env: dict, say=print):
+    def __init__(self, spec: LaunchSpec, opts: SlurmOptions, job_name: str, env: dict, say=print,
+                 echo: bool = True):
         from core.publish import publish_text
 
-        self.spec, self.env, self.say = spec, env, say
+        self.spec, self.env, self.say, self.echo = spec, env, say, echo
         script = publish_text(spec.run_dir / "launch.sbatch", render_sbatch(spec, job_name, opts))
         self.job_id = submit(script, env)
         self.log = spec.run_dir / f"slurm-{self.job_id}.out"
         self._offset, self._code = 0, None
-        say(f"medtrain: submitted batch job {self.job_id}; its log: {self.log}")
+        if echo:
+            say(f"medtrain: submitted batch job {self.job_id}; its log: {self.log}")
 
     def host_of(self, rank: int) -> str:
         """The node a rank runs on, from its heartbeat (Slurm places the tasks, not the hostfile)."""
@@ -147,7 +149,7 @@ class SlurmJob:
                 f.seek(self._offset)
                 chunk = f.read()
             self._offset += len(chunk)
-            if chunk:
+            if chunk and self.echo:
                 sys.stdout.write(chunk.decode("utf-8", "replace"))
                 sys.stdout.flush()
 

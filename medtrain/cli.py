@@ -218,7 +218,7 @@ def launch(
         from launch.preflight import run_preflight
 
         with user_errors():
-            report = run_preflight(prepared.spec, timeout=timeout)
+            report = run_preflight(prepared.spec, timeout=timeout, slurm=prepared.slurm)
         typer.echo(report.render())
         raise typer.Exit(code=0 if report.ok else 1)
     typer.echo(prepared.describe())

@@ -89,3 +89,12 @@ def test_a_job_that_can_never_start_is_reported_and_detach_returns_the_job_id(ti
     job = detached.stdout.split("submitted batch job ")[1].split(";")[0]
     assert job.isdigit()
     slurm_cluster.run("scancel", job)
+
+
+@pytest.mark.launch
+def test_check_under_slurm_runs_the_preflight_as_a_short_job_of_the_same_shape(tiny, tmp_path, slurm_cluster):
+    proc = check(cli(*slurm_args(tiny, tmp_path / "check", "--nodes", "2", "--gpus-per-node", "1", "--check"),
+                     env=slurm_cluster.env()))
+    assert "PREFLIGHT OK" in proc.stdout
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("node")]
+    assert len(rows) == 2 and all(" 1/1 " in row and row.endswith("ok") for row in rows), proc.stdout
