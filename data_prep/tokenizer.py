@@ -167,8 +167,10 @@ def _load_hf(path: Path):
 
 
 def train_bpe_tokenizer(texts: list[str], out: Path, vocab_size: int = 2000) -> Path:
-    """A small byte-level BPE tokenizer trained locally (nothing can be downloaded), saved as a HF directory."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    """A small byte-level BPE tokenizer trained locally (nothing can be downloaded), saved as a HF directory.
+    Like Llama-2's, it puts BOS before a text encoded with special tokens (what eval's reference scorers do),
+    so the tiny models of tests and the demo are scored the way a real Llama-2 is."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<unk>", "<s>", "</s>", "<pad>"]
@@ -178,6 +180,8 @@ def train_bpe_tokenizer(texts: list[str], out: Path, vocab_size: int = 2000) -> 
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(texts, trainer)
+    bos = ("<s>", tok.token_to_id("<s>"))
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[bos])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
                                    pad_token="<pad>")
     out = Path(out)

@@ -120,10 +120,14 @@ def generation_row_bytes(model, longest_prompt: int, max_new_tokens: int) -> int
     return kv_bytes_per_token(model) * (longest_prompt + max_new_tokens) + 2 * 4 * model.config.vocab_size
 
 
-def scoring_row_bytes(model, longest_prompt: int) -> int:
-    """Memory one prompt of a scoring batch needs: the logits of every position (16-bit, then fp32) and the
-    layer activations kept for the forward pass (no cache)."""
-    return longest_prompt * (6 * model.config.vocab_size + kv_bytes_per_token(model))
+def scoring_row_bytes(model, longest_prompt: int, kept_positions: int = 1) -> int:
+    """Memory one prompt of a scoring batch needs: a layer's transient activations (hidden states, attention
+    and MLP inputs and outputs; no cache is kept) for every position, and the logits of the kept positions only
+    (16-bit, then fp32 and its log-softmax)."""
+    cfg = model.config
+    width = cfg.hidden_size + getattr(cfg, "intermediate_size", 4 * cfg.hidden_size)
+    per_token = 4 * width * next(model.parameters()).element_size() + kv_bytes_per_token(model)
+    return longest_prompt * per_token + kept_positions * 10 * cfg.vocab_size
 
 
 def auto_batch_size(model, row_bytes: int, rows: int, cpu_default: int, cap: int = 512,

@@ -15,7 +15,7 @@ from core import __version__ as MEDTRAIN_VERSION
 from core.publish import publish_dir, staging_dir
 from data_prep.format import sha256_file
 from data_prep.templates import TEMPLATES, get_template
-from eval.choice import LETTERS, harness_pair, score_harness, score_original
+from eval.choice import LETTERS, adds_bos, encode, harness_pair, score_harness, score_original
 from eval.data import Question, mc_subjects, read_cmexam, read_mc_subject
 from eval.extract import MODES, extract
 from eval.metrics import accuracy, breakdown, mean, score
@@ -173,7 +173,8 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
     chosen = subjects or all_subjects
     unknown = sorted(set(chosen) - set(all_subjects))
     if unknown:
-        raise TaskError(f"{data}: no subject(s) {', '.join(unknown)}")
+        raise TaskError(f"{data}: no subject(s) {', '.join(unknown)} (there are {len(all_subjects)}, e.g. "
+                        f"{', '.join(all_subjects[:3])}; a subject is a test file's stem)")
     devs = {s: read_mc_subject(task, data, s, "dev") for s in chosen}
     short = sorted(s for s, d in devs.items() if len(d) < shots)
     if short:
@@ -196,22 +197,18 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
         prompts = [build_prompt(task, style, subject, dev, q) for q in test]
         batch = batch_size
         if batch == "auto":  # per subject: its longest prompt sets the memory of a row
-            longest = max((len(tok(p, add_special_tokens=False)["input_ids"]) + 2 for p in prompts), default=1)
+            longest = max((len(encode(tok, p)) + 2 for p in prompts), default=1)
             batch, _ = auto_batch_size(model, scoring_row_bytes(model, min(longest, max_len + 1)), len(prompts), 8)
             batch = shard.smallest(batch)
         if scoring == "original":
-            bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
-            contexts = []
-            for p in prompts:
-                ids = bos + tok(p, add_special_tokens=False)["input_ids"]
-                truncated += len(ids) > max_len
-                contexts.append(ids[-max_len:])
-            scores = score_original(model, tok, contexts, batch, shard)
+            contexts = [encode(tok, p) for p in prompts]
+            truncated += sum(len(c) > max_len for c in contexts)
+            scores = score_original(model, tok, [c[-max_len:] for c in contexts], batch, shard)
         else:
             requests = [harness_pair(tok, p, style.continuation.format(letter=x)) for p in prompts
                         for x in LETTERS]
             truncated += sum(len(c) + len(x) > max_len + 1 for c, x in requests[::4])
-            flat = score_harness(model, tok, requests, batch * 4, max_len, shard)
+            flat = score_harness(model, tok, requests, batch, max_len, shard)
             scores = [flat[i:i + 4] for i in range(0, len(flat), 4)]
         for q, p, s in zip(test, prompts, scores, strict=True):
             choice = LETTERS[max(range(4), key=lambda k: s[k])]
@@ -232,10 +229,11 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
     results = {"task": task_name, "task_version": task.version, "scoring": scoring, "shots": shots,
                "model": str(model_dir), "lineage": model_lineage(model_dir),
                "data": {"path": str(data), "subjects": len(chosen), "limit": limit,
+                        "only": sorted(chosen) if subjects else None,
                         "sha256": {s: sha256_file(Path(data) / task.layout.test.format(subject=s))
                                    for s in chosen}},
-               "config": {"batch_size": batch_size, "context": max_len, "device": placement.describe(),
-                          "ranks": shard.world},
+               "config": {"batch_size": batch_size, "context": max_len, "bos": adds_bos(tok),
+                          "device": placement.describe(), "ranks": shard.world},
                "metrics": metrics,
                "seconds": time.perf_counter() - start, "medtrain_version": MEDTRAIN_VERSION}
     if shard.is_main:

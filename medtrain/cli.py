@@ -434,13 +434,13 @@ def eval_cmexam(
 
 
 def _eval_mc(task: str, model: Path, data: Path, out: Path, shots: int, scoring: str, batch_size: str,
-             limit: int | None, device: str, dtype: str, hosts: Path | None, launcher: str,
-             overwrite: bool) -> None:
+             limit: int | None, subjects: list[str] | None, device: str, dtype: str, hosts: Path | None,
+             launcher: str, overwrite: bool) -> None:
     with user_errors():
         refuse_existing(out, overwrite)
         r = _run_eval(task, {"model_dir": model, "data": data, "shots": shots, "scoring": scoring,
-                             "batch_size": batch_size, "limit": limit, "device": device, "dtype": dtype},
-                      out, hosts, launcher)
+                             "batch_size": batch_size, "limit": limit, "subjects": subjects or None,
+                             "device": device, "dtype": dtype}, out, hosts, launcher)
     m = r["metrics"]
     typer.echo(f"{task.upper()} {shots}-shot ({scoring}): acc {m['acc']:.2f} ({m['overall']}; micro "
                f"{m['acc_micro']:.2f}, macro {m['acc_macro']:.2f}), {m['n']} questions, "
@@ -448,7 +448,13 @@ def _eval_mc(task: str, model: Path, data: Path, out: Path, shots: int, scoring:
 
 
 ShotsOpt = Annotated[int, typer.Option(help="Few-shot examples from dev.")]
-ScoringOpt = Annotated[str, typer.Option(help="original (letter logit) | harness (lm-eval loglikelihood).")]
+ScoringOpt = Annotated[str, typer.Option(help="original: the MMLU/CMMLU scripts' rule, the highest letter logit "
+                                         "after '答案是：' / 'Answer:'. harness: lm-evaluation-harness 0.4's, the "
+                                         "highest log-likelihood of ' A'..' D' after its own prompt. Both encode "
+                                         "with the tokenizer's special tokens (BOS for Llama-2), as their references "
+                                         "do; the two pick different letters, so results record which one.")]
+SubjectOpt = Annotated[list[str] | None, typer.Option("--subject", help="Only this subject (file stem, e.g. "
+                                                      "anatomy); repeat for several. Default: every subject.")]
 
 
 def _mc_command(task: str, title: str, layout: str) -> None:
@@ -456,10 +462,11 @@ def _mc_command(task: str, title: str, layout: str) -> None:
     def command(model: Annotated[Path, typer.Option(help="Hugging Face model directory.")],
                 data: Path, out: EvalOutOpt,
                 shots: ShotsOpt = 5, scoring: ScoringOpt = "original", batch_size: McBatchOpt = "auto",
-                limit: LimitOpt = None, device: DeviceOpt = "auto", dtype: DtypeOpt = "auto",
-                hosts: EvalHostsOpt = None, launcher: EvalLauncherOpt = "local", overwrite: ReplaceOpt = False) -> None:
-        _eval_mc(task, model, data, out, shots, scoring, batch_size, limit, device, dtype, hosts, launcher,
-                 overwrite)
+                limit: LimitOpt = None, subject: SubjectOpt = None, device: DeviceOpt = "auto",
+                dtype: DtypeOpt = "auto", hosts: EvalHostsOpt = None, launcher: EvalLauncherOpt = "local",
+                overwrite: ReplaceOpt = False) -> None:
+        _eval_mc(task, model, data, out, shots, scoring, batch_size, limit, subject, device, dtype, hosts,
+                 launcher, overwrite)
     command.__annotations__["data"] = Annotated[Path, typer.Option(help=f"{title} folder with {layout}.")]
     command.__doc__ = (f"{title} k-shot.\n\nExample: medtrain eval {task} --model runs/sft/export --data data/{task} "
                        f"--out results/{task}")

@@ -44,8 +44,11 @@ def say(msg: str) -> None:
 
 def eval_identity(model_id: dict, task: str, data: EvalData) -> dict:
     """Everything an eval cell's number depends on besides the model: benchmark, data, convention, length."""
+    from eval.task import load_task
+
     path = data.cmexam if task == "cmexam" else getattr(data, task)
-    settings = {"task": task, "data": str(path), "data_sha256": cells.data_digest(path), "limit": data.limit}
+    settings = {"task": task, "task_version": load_task(task).version, "data": str(path),
+                "data_sha256": cells.data_digest(path), "limit": data.limit}
     if task == "cmexam":
         settings.update({"extract": "default for the model's template", "max_new_tokens": data.max_new_tokens})
     else:
