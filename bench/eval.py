@@ -48,7 +48,8 @@ def bench_generation(model_dir: Path, n: int, max_new: int, batch: int | str, ba
     torch.set_num_threads(os.cpu_count() or 1)
     model, tok, placement = load_model(model_dir)
     tpl = get_template("cmexam_with_reasoning")
-    qs = (read_cmexam(SAMPLES / "cmexam_test.csv") * (n // 200 + 1))[:n]
+    sample = read_cmexam(SAMPLES / "cmexam_test.csv")
+    qs = (sample * (n // len(sample) + 1))[:n]  # the sample repeated up to n questions
     prompts = [tpl.prompt(q.question, q.options) for q in qs]
     if batch == "auto":
         longest = max(len(x) for x in encode_prompts(tok, prompts))

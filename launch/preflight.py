@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 from dataclasses import dataclass, field
@@ -79,8 +80,10 @@ def summarize(spec: LaunchSpec, output: str, returncode: int, reference: dict[st
     world = spec.world_size
     for rep in reports:
         if not rep.ranks:
-            rep.problems.append("no rank started (unreachable, or the launcher failed there)")
+            rep.problems.append("no rank started")  # explain_silent_hosts says why
             continue
+        for r in rep.ranks:
+            rep.problems += [p for p in r.get("host_problems", []) if p not in rep.problems]
         if len(rep.ranks) != rep.expected_ranks:
             rep.problems.append(f"{len(rep.ranks)} of {rep.expected_ranks} ranks started")
         for key in COMPARED:
@@ -93,8 +96,62 @@ def summarize(spec: LaunchSpec, output: str, returncode: int, reference: dict[st
     return Preflight(reports, allreduce_ok, returncode, reference)
 
 
-def run_preflight(spec: LaunchSpec, timeout: float = 120.0, slurm=None) -> Preflight:
+_FAILURE = re.compile(r"ssh|refused|denied|timed out|no route|resolve|not known|not reachable|exit(ed)? (with )?"
+                      r"(code|status)|not found|error|fail", re.IGNORECASE)
+
+
+def host_error(output: str, host: str) -> str:
+    """Why a host started nothing, in the launcher's words: pdsh prefixes a host's lines with 'host: ', DeepSpeed
+    says 'host=H was not reachable', mpirun and ssh name the host inside the line (the last two such lines).
+    Else the launcher's last error, which stopped it before it reached this host."""
+    named = re.compile(rf"(^|[\s@:=\[]){re.escape(host)}([\s:\],]|$)")
+    found: list[str] = []
+    for line in output.splitlines():
+        line = line.strip()
+        if MARKER not in line and named.search(line) and _FAILURE.search(line) and line[:200] not in found:
+            found.append(line[:200])
+    if found:
+        return "; ".join(found[-2:])
+    errors = [line.strip() for line in output.splitlines() if re.search(r"Error\b|error:", line)]
+    return f"the launcher stopped first: {errors[-1][:200]}" if errors else "unreachable, or the launcher failed there"
+
+
+def ssh_error(host: str, env: dict[str, str]) -> str:
+    """ssh's own complaint about a host (DeepSpeed's reachability probe throws it away), '' when ssh works."""
+    cmd = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "--", host, "true"]
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"ssh {host}: {e}"
+    if proc.returncode == 0:
+        return ""
+    said = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
+    return said[-1][:200] if said else f"ssh {host} exited with code {proc.returncode}"
+
+
+def explain_silent_hosts(report: Preflight, spec: LaunchSpec, output: str) -> None:
+    """Hosts that started no rank get the launcher's words for them, and, over ssh launchers, ssh's own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    silent = [h for h in report.hosts if not h.ranks]
+    ssh: dict[str, str] = {}
+    if silent and spec.launcher in ("pdsh", "openmpi"):
+        env = launch_environment(spec)
+        with ThreadPoolExecutor(max_workers=min(16, len(silent))) as pool:
+            ssh = dict(zip((h.host for h in silent), pool.map(lambda h: ssh_error(h.host, env), silent),
+                           strict=True))
+    for h in silent:
+        reason = "; ".join(x for x in (ssh.get(h.host), host_error(output, h.host)) if x)
+        h.problems = [f"no rank started ({reason})"] + [p for p in h.problems if not p.startswith("no rank started")]
+
+
+def run_preflight(spec: LaunchSpec, timeout: float = 120.0, slurm=None, expect: dict | None = None) -> Preflight:
+    """`expect`: what every host must see (launch.host_checks.expectations); each host's first rank checks it."""
+    from launch.host_checks import ENV, encode
+
     spec.entry = ["--module", "launch.preflight_rank"]
+    if expect is not None:
+        spec.env[ENV] = encode(expect)
     spec.env.setdefault("MEDTRAIN_PREFLIGHT_TIMEOUT", str(int(max(10, timeout - 10))))
     write_env_file(spec)
     if spec.launcher == "slurm":
@@ -109,7 +166,9 @@ def run_preflight(spec: LaunchSpec, timeout: float = 120.0, slurm=None) -> Prefl
         os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every local rank it started
         output, _ = proc.communicate()
         code = 124
-    return summarize(spec, output, code, versions())
+    report = summarize(spec, output, code, versions())
+    explain_silent_hosts(report, spec, output)
+    return report
 
 
 def _slurm_preflight(spec: LaunchSpec, timeout: float, slurm) -> Preflight:
@@ -127,4 +186,6 @@ def _slurm_preflight(spec: LaunchSpec, timeout: float, slurm) -> Preflight:
         job.end([])
         code = 124
     output = job.log.read_text(errors="replace") if job.log.is_file() else ""
-    return summarize(spec, output, code, versions())
+    report = summarize(spec, output, code, versions())
+    explain_silent_hosts(report, spec, output)
+    return report

@@ -46,9 +46,21 @@ def all_reduce_once(info: dict) -> None:
     dist.barrier()
 
 
+def host_problems(info: dict) -> list[str]:
+    """The host checks (launch.host_checks), run by each host's first rank when the launch asked for them."""
+    from launch.host_checks import ENV, check_host, decode
+
+    if info["local_rank"] != 0 or not os.environ.get(ENV):
+        return []
+    try:
+        return check_host(decode(os.environ[ENV]))
+    except Exception as e:  # a check that breaks is a finding too, not a silent pass
+        return [f"host checks failed here ({type(e).__name__}: {e})"]
+
+
 def main() -> None:
     info = rank_info()
-    _say({"event": "start", **info})
+    _say({"event": "start", **info, "host_problems": host_problems(info)})
     run_rank(lambda: all_reduce_once(info), timedelta(seconds=int(os.environ.get("MEDTRAIN_PREFLIGHT_TIMEOUT", "60"))))
 
 

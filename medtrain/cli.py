@@ -215,10 +215,16 @@ def launch(
             raise typer.Exit(code=2)
         return
     if check:
+        from launch.host_checks import expectations
         from launch.preflight import run_preflight
 
+        plan = prepared.plan
+        typer.echo(f"weights: {plan.recipe.weights}\nchecking on every host: data, tokenizer"
+                   f"{'' if plan.recipe.init == 'random' else ', model'} and {plan.disk_bytes / 2**30:.2f} GiB of room "
+                   f"in {prepared.spec.run_dir}")
         with user_errors():
-            report = run_preflight(prepared.spec, timeout=timeout, slurm=prepared.slurm)
+            report = run_preflight(prepared.spec, timeout=timeout, slurm=prepared.slurm,
+                                   expect=expectations(plan.recipe, plan.disk_bytes))
         typer.echo(report.render())
         raise typer.Exit(code=0 if report.ok else 1)
     typer.echo(prepared.describe())

@@ -27,6 +27,7 @@ from train_fixtures import (
     cli,
     launch_args,
     leftover_processes,
+    small_disk,
 )
 
 from core.checkpoint_files import survey
@@ -158,14 +159,7 @@ def test_stopping_node_2_over_pdsh_ends_the_job_on_both_nodes(tiny, tmp_path, lo
 
 @pytest.mark.launch
 def test_a_full_disk_during_a_save_names_the_disk_and_keeps_the_previous_checkpoint(tiny, tmp_path):
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a small tmpfs needs root")
-    disk = tmp_path / "small"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2700k", "tmpfs", str(disk)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with small_disk(tmp_path / "small", "2700k") as disk:
         out = disk / "run"
         proc = cli(*continual(tiny, out, "--max-restarts", "2", "--set", "keep_checkpoints=1"))
         assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -174,8 +168,6 @@ def test_a_full_disk_during_a_save_names_the_disk_and_keeps_the_previous_checkpo
         assert [(v.path.name, v.state) for v in verdicts] == [("step_000004", "complete")]
         records = [line for line in (out / "restarts.jsonl").read_text().splitlines()]
         assert len(records) == 1 and '"gave_up"' in records[0], "a full disk is not retried"
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 def test_a_killed_prep_leaves_no_dataset_that_looks_complete(tiny, tmp_path):

@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from train_fixtures import cli, make_tiny_data
+from train_fixtures import cli, make_tiny_data, small_disk
 from typer.testing import CliRunner
 
 from launch.hostfile import read_hostfile
@@ -171,3 +171,63 @@ def test_preflight_check_names_an_unreachable_host(tmp_path, loopback_cluster, t
     assert r.returncode == 1, r.stdout + r.stderr
     row = next(line for line in r.stdout.splitlines() if line.startswith("127.0.0.9"))
     assert "no rank started" in row and "PREFLIGHT FAILED" in r.stdout
+    assert "ssh" in row.split("no rank started", 1)[1], "the launcher's own words for the host, not only a guess"
+
+
+@pytest.mark.launch
+def test_preflight_checks_room_for_the_plans_checkpoints_on_every_host(tmp_path, loopback_cluster, tiny_data):
+    with small_disk(tmp_path / "small", "1m") as disk:
+        r = cli("launch", "--hosts", str(loopback_cluster.hostfile), "--recipe", str(TINY), "--check", *tiny_data,
+                "--set", "global_batch=2", "--set", "micro_batch=1", "--set", "expected_samples=16",
+                "--set", f"output_dir={disk / 'run'}", "--env", "GLOO_SOCKET_IFNAME=lo", "--timeout", "120",
+                env=loopback_cluster.env())
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "of room in" in r.stdout  # the header says what is checked
+    rows = [line for line in r.stdout.splitlines() if line.startswith("127.0.0.")]
+    assert len(rows) == 2 and all("GiB free here, the plan writes" in line for line in rows), r.stdout
+    assert "all-reduce over all ranks: ok" in r.stdout and "PREFLIGHT FAILED" in r.stdout
+
+
+def test_host_checks_name_what_is_missing_different_or_short_of_room(tmp_path, tiny_data):
+    import shutil
+
+    from core.recipe import load_recipe
+    from launch.host_checks import check_host, decode, encode, expectations
+
+    sets = [x for x in tiny_data if x != "--set"]
+    recipe = load_recipe(TINY, [*sets, f"output_dir={tmp_path / 'run'}"])
+    expect = decode(encode(expectations(recipe, disk_bytes=1000)))  # as the ranks receive it
+    assert set(expect["paths"]) == {"data", "tokenizer"}  # init: random: no model directory to compare
+    assert check_host(expect) == []
+
+    data, tok = Path(expect["paths"]["data"]["path"]), Path(expect["paths"]["tokenizer"]["path"])
+    other_data, other_tok = tmp_path / "data", tmp_path / "tok"
+    shutil.copytree(data, other_data)
+    shutil.copytree(tok, other_tok)
+    expect["paths"]["data"]["path"], expect["paths"]["tokenizer"]["path"] = str(other_data), str(other_tok)
+    assert check_host(expect) == [], "a copy elsewhere is the same data and tokenizer"
+
+    (other_data / "manifest.json").write_text((data / "manifest.json").read_text().replace("{", "{ ", 1))
+    raw = json.loads((other_tok / "tokenizer.json").read_text())
+    raw["model"]["vocab"]["zzz-not-in-the-original"] = len(raw["model"]["vocab"])
+    (other_tok / "tokenizer.json").write_text(json.dumps(raw))
+    expect["output"]["bytes"] = 2**60
+    problems = check_host(expect)
+    assert problems[0] == f"data {other_data} differs from the launching host's"
+    assert problems[1] == f"tokenizer {other_tok} differs from the launching host's"
+    assert "GiB free here, the plan writes 1073741824.0 GiB" in problems[2]
+
+    shutil.rmtree(other_data)
+    assert check_host(expect)[0] == f"data {other_data} missing here"
+
+
+def test_the_plan_sizes_a_checkpoint_as_the_trainer_writes_it(continual_run):
+    """The room --check asks for comes from the plan: its checkpoint size against a real ZeRO-3 checkpoint."""
+    from core.recipe import load_recipe
+    from launch.plan import make_plan
+
+    world = json.loads((continual_run / "run_spec.json").read_text())["world_size"]
+    plan = make_plan(load_recipe(continual_run / "recipe.yaml"), {"localhost": world})
+    newest = sorted((continual_run / "checkpoints").glob("step_*"))[-1]
+    written = sum(f.stat().st_size for f in newest.iterdir())
+    assert 0.9 < written / plan.checkpoint_bytes < 1.1, (written, plan.checkpoint_bytes)

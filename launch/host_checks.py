@@ -1,0 +1,108 @@
+"""What `--check` verifies on every host, not only on the one it is typed on: the data, tokenizer and model the
+recipe names exist there and are the same ones (by what decides the run, not by path), and the output directory
+is writable with room for what the plan will write.
+
+The launching side writes its expectations (`expectations`) into the ranks' environment; each host's first
+rank runs `check_host` and reports the problems in its preflight line. A cluster whose shared filesystem is
+not mounted on one node, or whose scratch is nearly full, fails here in seconds instead of at step 0 or at the
+first checkpoint hours later.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from core.recipe import Recipe
+
+ENV = "MEDTRAIN_PREFLIGHT_EXPECT"
+GiB = 2**30
+
+
+def _data_digest(path: Path) -> str:
+    return hashlib.sha256((path / "manifest.json").read_bytes()).hexdigest()
+
+
+def _tokenizer_digest(path: Path) -> str:
+    from data_prep.tokenizer import tokenizer_ids_sha256
+
+    return tokenizer_ids_sha256(path)
+
+
+def _model_digest(path: Path) -> str:
+    """The config and the names and sizes of the weight files (hashing 26 GB on every node would take minutes)."""
+    files = sorted((f.name, f.stat().st_size) for f in path.iterdir()
+                   if f.suffix in (".safetensors", ".bin") or f.name.endswith(".index.json"))
+    h = hashlib.sha256((path / "config.json").read_bytes())
+    h.update(json.dumps(files).encode())
+    return h.hexdigest()
+
+
+DIGESTS = {"data": _data_digest, "tokenizer": _tokenizer_digest, "model": _model_digest}
+
+
+def expectations(recipe: Recipe, disk_bytes: float) -> dict:
+    """What every host must see: each input path with its digest here, and the output dir with the bytes the
+    plan will write into it."""
+    paths = {"data": Path(recipe.data), "tokenizer": Path(recipe.tokenizer_dir)}
+    if recipe.init != "random":
+        paths["model"] = Path(recipe.model)
+    expect: dict = {"paths": {}, "output": {"path": str(Path(recipe.output_dir).resolve()), "bytes": int(disk_bytes)}}
+    for what, path in paths.items():
+        path = path.resolve()
+        expect["paths"][what] = {"path": str(path), "digest": DIGESTS[what](path)}
+    return expect
+
+
+def encode(expect: dict) -> str:
+    """One shell-safe token: it travels through .deepspeed_env, pdsh and sbatch --export."""
+    return base64.urlsafe_b64encode(json.dumps(expect).encode()).decode().rstrip("=")
+
+
+def decode(value: str) -> dict:
+    return json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+
+
+def check_host(expect: dict) -> list[str]:
+    """This host's problems, one short phrase each (empty when all is well)."""
+    problems = []
+    for what, e in expect.get("paths", {}).items():
+        path = Path(e["path"])
+        if not path.exists():
+            problems.append(f"{what} {path} missing here")
+            continue
+        try:
+            same = DIGESTS[what](path) == e["digest"]
+        except (OSError, ValueError, KeyError) as err:
+            problems.append(f"{what} {path} unreadable here ({type(err).__name__}: {err})")
+            continue
+        if not same:
+            problems.append(f"{what} {path} differs from the launching host's")
+    out = expect.get("output")
+    if out:
+        problems += _check_output(Path(out["path"]), int(out["bytes"]))
+    return problems
+
+
+def _check_output(out: Path, need: int) -> list[str]:
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if out.exists():
+        try:
+            with tempfile.NamedTemporaryFile(dir=out, prefix=".preflight-"):
+                pass
+        except OSError as err:
+            return [f"output {out} not writable here ({err.strerror})"]
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        return [f"output {out} cannot be created here ({existing} is not writable)"]
+    free = shutil.disk_usage(existing).free
+    if free < need:
+        return [f"output {out}: {free / GiB:.1f} GiB free here, the plan writes {need / GiB:.1f} GiB (checkpoints "
+                "and export; see `medtrain plan`, or lower keep_checkpoints)"]
+    return []
