@@ -110,6 +110,10 @@ def survey(root: Path, *, deep: bool = True) -> list[Verdict]:
     return [verify(d, deep=deep) for d in checkpoint_dirs(root)]
 
 
+def _skipped(v: Verdict) -> str:
+    return f"ignoring {'incomplete' if v.state == 'incomplete' else 'damaged'} checkpoint {v.path}: {v.reason}"
+
+
 def complete_checkpoints(root: Path, *, deep: bool = False) -> list[Path]:
     """Usable checkpoints, oldest first; incomplete and damaged ones are reported and skipped."""
     good = []
@@ -117,14 +121,17 @@ def complete_checkpoints(root: Path, *, deep: bool = False) -> list[Path]:
         if v.usable:
             good.append(v.path)
         else:
-            what = "incomplete" if v.state == "incomplete" else "damaged"
-            warnings.warn(f"ignoring {what} checkpoint {v.path}: {v.reason}", stacklevel=2)
+            warnings.warn(_skipped(v), stacklevel=2)
     return good
 
 
-def newest_good(root: Path, *, deep: bool = True) -> Path | None:
-    """The checkpoint `--resume` picks: the newest that verifies (quietly: callers say what they skipped)."""
-    good = [v.path for v in survey(root, deep=deep) if v.usable]
-    return good[-1] if good else None
-
-
+def newest_good(root: Path, *, deep: bool = True, warn: Callable[[str], None] | None = None) -> Path | None:
+    """The checkpoint `--resume` picks: the newest that verifies. Checked from the newest down, so the older
+    ones are not read (a 13B checkpoint is ~100 GB); each one skipped is told to `warn` when given."""
+    for path in reversed(checkpoint_dirs(root)):
+        v = verify(path, deep=deep)
+        if v.usable:
+            return path
+        if warn is not None:
+            warn(_skipped(v))
+    return None

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from core.checkpoint_files import newest_good
+from core.checkpoint_files import newest_good, step_of
 from core.heartbeat import ATTEMPT_ENV, DIR_ENV
 from core.rank import TIMEOUT_ENV
 from launch.job import Job
@@ -156,13 +156,13 @@ def _watch(job: Job, dog: Watchdog, stop: _Stop, run_dir: Path, beats_dir: Path,
         code = job.poll()
         if code is not None:
             return code, None, first_dead
+        beats = dog.beats()  # one read of the heartbeat files per poll
         if stop.signum is not None:
-            job.end(list(dog.beats().values()))
+            job.end(list(beats.values()))
             return 128 + stop.signum, None, first_dead
         if not first_dead and not job.remote:
-            first_dead = [b.rank for b in dog.beats().values() if b.phase != "exited"
-                          and job.process_state(b) in ("Z", "-")]
-        hang = dog.check()
+            first_dead = [b.rank for b in beats.values() if b.phase != "exited" and job.process_state(b) in ("Z", "-")]
+        hang = dog.check(beats=beats)
         if hang is not None:
             out = collect_stacks(job, hang, run_dir, beats_dir)
             say(f"medtrain: hang detected: {hang.summary()}; stacks of every rank in {out}; ending the job on "
@@ -198,7 +198,7 @@ def _record(run_dir: Path, attempt: int, started: float, code: int, hang: Hang |
         if said:
             cause["text"] += f" ({'; '.join(said)})"
     ckpt = newest_good(run_dir / "checkpoints", deep=False)
-    resume_step = int(ckpt.name.removeprefix("step_")) if ckpt else 0
+    resume_step = step_of(ckpt) if ckpt else 0
     saved_at = (ckpt / "COMPLETE").stat().st_mtime if ckpt else started
     reached = max((b.step for b in beats.values()), default=resume_step)
     return {

@@ -78,11 +78,12 @@ class Watchdog:
     def beats(self) -> dict[int, Beat]:
         return read_beats(self.dir, self.attempt)
 
-    def check(self, now: float | None = None) -> Hang | None:
+    def check(self, now: float | None = None, beats: dict[int, Beat] | None = None) -> Hang | None:
+        """`beats`: this poll's heartbeats when the caller has read them already."""
         if self.allow.step <= 0:  # hang_timeout: 0 turns the watchdog off
             return None
         now = time.time() if now is None else now
-        beats = self.beats()
+        beats = self.beats() if beats is None else beats
         stalled = [r for r, b in beats.items()
                    if b.phase != "exited" and now - b.time > self.allow.of_phase(b.phase)]
         missing = [r for r in range(self.world) if r not in beats]

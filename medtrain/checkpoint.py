@@ -124,7 +124,7 @@ def pick_for_resume(root: Path, say: Callable[[str], None]) -> Path | None:
         if not (path / MARKER).is_file():
             say(f"warning: ignoring incomplete checkpoint {path} (no {MARKER} marker: the run died while saving)")
             continue
-        verdict = verify(path, mine=lambda writer: writer % world == rank)
+        verdict = verify(path, mine=lambda writer: writer % world == rank, marker=False)  # marker seen above
         problems: list[str] = [""] * world
         dist.all_gather_object(problems, verdict.reason if not verdict.usable else "")
         bad = [p for p in problems if p]

@@ -571,9 +571,9 @@ def sweep(
 
     with user_errors():
         if checkpoints == "all":
-            from core.checkpoint_files import complete_checkpoints
+            from core.checkpoint_files import complete_checkpoints, step_of
 
-            steps = [0] + [int(p.name.removeprefix("step_")) for p in complete_checkpoints(continual / "checkpoints")]
+            steps = [0] + [step_of(p) for p in complete_checkpoints(continual / "checkpoints")]
         else:
             try:
                 steps = [int(x) for x in checkpoints.split(",") if x.strip()]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
-from core.checkpoint_files import MARKER, CheckpointError, complete_checkpoints, verify
+from core.checkpoint_files import MARKER, CheckpointError, newest_good, verify
 from medtrain.model_dir import write_hf_dir
 from medtrain.state import TrainerState
 
@@ -20,9 +21,9 @@ def resolve_checkpoint(path: Path) -> Path:
                                   "checkpoints RUN_DIR` lists them)")
         return path
     for root in (path, path / "checkpoints"):
-        done = complete_checkpoints(root, deep=True)
-        if done:
-            return done[-1]
+        newest = newest_good(root, deep=True, warn=lambda text: warnings.warn(text, stacklevel=3))
+        if newest is not None:
+            return newest
     raise CheckpointError(f"{path}: no complete checkpoint (a step_* directory with a {MARKER} marker)")
 
 

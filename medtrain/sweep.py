@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.checkpoint_files import CheckpointError, tag_for, verify
+from core.checkpoint_files import MARKER, CheckpointError, checkpoint_dirs, step_of, tag_for, verify
 from core.errors import RunFailed
 from core.publish import publish_json, publish_text
 from data_prep.format import sha256_file
@@ -125,7 +125,7 @@ def check_inputs(continual: Path, sft_recipe: Path, checkpoints: list[int], out:
     missing = [s for s in checkpoints if s and not (root / tag_for(s) / "COMPLETE").is_file()
                and not (out / f"step_{s:06d}" / "model" / cells.CELL_FILE).is_file()]
     if missing:
-        have = sorted(int(p.name.removeprefix("step_")) for p in root.glob("step_*") if (p / "COMPLETE").is_file())
+        have = sorted(step_of(p) for p in checkpoint_dirs(root) if (p / MARKER).is_file())
         raise CheckpointError(f"{root}: no complete checkpoint for step(s) {', '.join(map(str, missing))}; the run "
                               f"has {', '.join(map(str, have)) or 'none'} (0 is the base model)")
     for s in checkpoints:  # sizes against the manifest now; the export reads every byte back before its cell
