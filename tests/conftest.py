@@ -23,13 +23,21 @@ def shared_data(*parts: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def loopback_cluster(tmp_path_factory):
-    from cluster import start_loopback_cluster
+def _cluster_fixture(start_name: str, module: str, folder: str):
+    """A session fixture that starts a throwaway cluster (tests/cluster.py, tests/slurm_cluster.py) once and stops
+    it at the end."""
+    @pytest.fixture(scope="session")
+    def fixture(tmp_path_factory):
+        import importlib
 
-    cluster = start_loopback_cluster(tmp_path_factory.mktemp("cluster"))
-    yield cluster
-    cluster.stop()
+        cluster = getattr(importlib.import_module(module), start_name)(tmp_path_factory.mktemp(folder))
+        yield cluster
+        cluster.stop()
+    return fixture
+
+
+loopback_cluster = _cluster_fixture("start_loopback_cluster", "cluster", "cluster")
+slurm_cluster = _cluster_fixture("start_slurm_cluster", "slurm_cluster", "slurm")
 
 
 @pytest.fixture(scope="session")
@@ -55,11 +63,3 @@ def continual_run(tiny, tmp_path_factory):
     check(cli(*launch_args(CONT_RECIPE, tiny, out, "--set", f"data={tiny['huatuo']}", *CONTINUAL)))
     return out
 
-
-@pytest.fixture(scope="session")
-def slurm_cluster(tmp_path_factory):
-    from slurm_cluster import start_slurm_cluster
-
-    cluster = start_slurm_cluster(tmp_path_factory.mktemp("slurm"))
-    yield cluster
-    cluster.stop()

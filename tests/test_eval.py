@@ -357,37 +357,34 @@ def test_cmmlu_pointed_at_the_mmlu_folder_is_one_line(hf_model, tmp_path):
     assert r.exit_code == 2 and "is this a cmmlu folder?" in r.output and r.exception.__class__ is SystemExit
 
 
-def test_sweep_refuses_missing_checkpoints_before_any_work(tmp_path):
-    run = tmp_path / "continual"
-    (run / "checkpoints" / "step_000004").mkdir(parents=True)
-    (run / "checkpoints" / "step_000004" / "COMPLETE").write_text("4\n")
-    (run / "recipe.yaml").write_text((Path("recipes/tiny/continual.yaml")).read_text())
-    r = CliRunner().invoke(app, ["sweep", "--continual", str(run), "--sft-recipe", "recipes/tiny/sft.yaml",
-                                 "--checkpoints", "4,8,12", "--hosts", "hostfiles/localhost", "--out",
-                                 str(tmp_path / "sweep"), "--cmexam-data", str(SAMPLES / "cmexam_test.csv"),
+def _sweep_before_any_work(tmp_path, steps: str):
+    """The sweep over a hand-made continual run whose checkpoints are checked before the first cell."""
+    (tmp_path / "continual" / "recipe.yaml").write_text((Path("recipes/tiny/continual.yaml")).read_text())
+    r = CliRunner().invoke(app, ["sweep", "--continual", str(tmp_path / "continual"), "--sft-recipe",
+                                 "recipes/tiny/sft.yaml", "--checkpoints", steps, "--hosts", "hostfiles/localhost",
+                                 "--out", str(tmp_path / "sweep"), "--cmexam-data", str(SAMPLES / "cmexam_test.csv"),
                                  "--mmlu-data", str(SAMPLES / "mmlu"), "--cmmlu-data", str(SAMPLES / "cmmlu")])
     assert r.exit_code == 2, r.output
-    assert "no complete checkpoint for step(s) 8, 12; the run has 4" in r.output
     assert not (tmp_path / "sweep").exists()
+    return r.output.replace("\n", "")
+
+
+def test_sweep_refuses_missing_checkpoints_before_any_work(tmp_path):
+    ckpt = tmp_path / "continual" / "checkpoints" / "step_000004"
+    ckpt.mkdir(parents=True)
+    (ckpt / "COMPLETE").write_text("4\n")
+    assert "no complete checkpoint for step(s) 8, 12; the run has 4" in _sweep_before_any_work(tmp_path, "4,8,12")
 
 
 def test_sweep_refuses_a_damaged_checkpoint_before_any_work(tmp_path):
-    run = tmp_path / "continual"
-    ckpt = run / "checkpoints" / "step_000004"
+    ckpt = tmp_path / "continual" / "checkpoints" / "step_000004"
     ckpt.mkdir(parents=True)
     (ckpt / "zero_pp_rank_0_mp_rank_00_optim_states.pt").write_bytes(b"x" * 10)
     (ckpt / "manifest.json").write_text(json.dumps({"files": {"zero_pp_rank_0_mp_rank_00_optim_states.pt": {
         "size": 4096, "crc32": "00000000", "rank": 0}}}))
     (ckpt / "COMPLETE").write_text("4\n")
-    (run / "recipe.yaml").write_text((Path("recipes/tiny/continual.yaml")).read_text())
-    r = CliRunner().invoke(app, ["sweep", "--continual", str(run), "--sft-recipe", "recipes/tiny/sft.yaml",
-                                 "--checkpoints", "4", "--hosts", "hostfiles/localhost", "--out",
-                                 str(tmp_path / "sweep"), "--cmexam-data", str(SAMPLES / "cmexam_test.csv"),
-                                 "--mmlu-data", str(SAMPLES / "mmlu"), "--cmmlu-data", str(SAMPLES / "cmmlu")])
-    assert r.exit_code == 2, r.output
-    assert "step_000004 is damaged: zero_pp_rank_0_mp_rank_00_optim_states.pt is 10 bytes, 4,096 were written" \
-        in r.output.replace("\n", "")
-    assert not (tmp_path / "sweep").exists()
+    assert ("step_000004 is damaged: zero_pp_rank_0_mp_rank_00_optim_states.pt is 10 bytes, 4,096 were written"
+            in _sweep_before_any_work(tmp_path, "4"))
 
 
 # ----- tables that never mix conventions; sweep cells that never go stale ----------------------------------------
