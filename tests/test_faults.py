@@ -217,6 +217,20 @@ def test_a_two_rank_checkpoint_resumes_on_one_rank_with_its_optimizer_state(cont
 
 
 @pytest.mark.launch
+def test_a_one_rank_checkpoint_grows_to_two_ranks(continual_run, tiny, tmp_path):
+    """The other direction: a 1-rank run stopped at step 8 (max_steps keeps the full schedule) resumes on 2 ranks
+    and trains steps 9-12 as the uninterrupted 2-rank run did, lr equal at every step."""
+    out = tmp_path / "grown"
+    one = tmp_path / "one"
+    one.write_text("localhost slots=1\n")
+    check(cli(*continual(tiny, out, "--set", "max_steps=8", hosts=str(one))))
+    proc = check(cli(*continual(tiny, out, "--resume")))
+    assert "re-split from 1 to 2 ranks" in proc.stdout and "accum x 2 ranks" in proc.stdout
+    worst = assert_close_losses(out, continual_run, since=8)
+    print(f"FIGURE reshard 1->2: max |loss difference| over steps 9-12 = {worst:.2g}")
+
+
+@pytest.mark.launch
 def test_a_host_that_keeps_failing_is_dropped_and_the_run_finishes_on_the_rest(tiny, continual_run, tmp_path,
                                                                                 loopback_cluster):
     out = tmp_path / "shrink"
