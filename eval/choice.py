@@ -69,10 +69,16 @@ def last_logits(model, rows: list[list[int]], keep: int, pad: int) -> torch.Tens
         mask[i, width - len(r):] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     device = input_device(model)
+    inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device), "position_ids": positions.to(device),
+              "use_cache": False}
     with torch.no_grad():
-        out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                    logits_to_keep=keep, use_cache=False)
-    return out.logits[:, -keep:].float()
+        try:
+            logits = model(**inputs, logits_to_keep=keep).logits
+        except TypeError as e:  # remote-code or older models without `logits_to_keep`: every position's logits
+            if "logits_to_keep" not in str(e):
+                raise
+            logits = model(**inputs).logits
+    return logits[:, -keep:].float()
 
 
 def _score_rows(model, tok, rows: list[list[int]], keeps: list[int], batch_size: int, shard: Shard,

@@ -222,8 +222,25 @@ def test_original_and_harness_scoring_are_both_recorded(hf_model, tmp_path):
     assert len(a) == len(b) == 20
 
 
+class _NoLogitsToKeep(torch.nn.Module):
+    """A causal LM whose forward has no `logits_to_keep` (remote-code and older models)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def get_input_embeddings(self):
+        return self.model.get_input_embeddings()
+
+    def forward(self, input_ids, attention_mask, position_ids, use_cache):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          use_cache=use_cache)
+
+
 def test_harness_scores_equal_a_direct_loglikelihood(hf_model):
-    """The batched, padded scorer gives the log-likelihood a single unpadded forward pass gives."""
+    """The batched, left-padded scorer that shares rows between choices and keeps only the scored positions'
+    logits gives the log-likelihood a single unpadded forward pass gives: one-token and several-token
+    continuations, contexts of different lengths, with and without `logits_to_keep`."""
     import torch.nn.functional as F
 
     from eval.choice import harness_pair, score_harness
@@ -231,14 +248,17 @@ def test_harness_scores_equal_a_direct_loglikelihood(hf_model):
 
     model, tok, _ = load_model(hf_model)
     reqs = [harness_pair(tok, "Question: x\nAnswer:", f" {x}") for x in "ABCD"]
-    reqs.append(harness_pair(tok, "一个更长一些的上下文，用来检查右侧填充。答案：", " B"))
-    batched = score_harness(model, tok, reqs, batch_size=8, max_len=2048)
-    for (ctx, cont), got in zip(reqs, batched, strict=True):
-        ids = torch.tensor([ctx + cont])
-        with torch.no_grad():
-            logp = F.log_softmax(model(input_ids=ids).logits.float(), -1)[0]
-        want = sum(logp[len(ctx) - 1 + k, t].item() for k, t in enumerate(cont))
-        assert got == pytest.approx(want, abs=1e-4)
+    reqs.append(harness_pair(tok, "一个更长一些的上下文，用来检查左侧填充。答案：", " B"))
+    reqs.append(harness_pair(tok, "一个更长一些的上下文，", "用来检查几个词的续写"))
+    assert len(reqs[-1][1]) > 1
+    for scored in (model, _NoLogitsToKeep(model)):
+        batched = score_harness(scored, tok, reqs, batch_size=8, max_len=2048)
+        for (ctx, cont), got in zip(reqs, batched, strict=True):
+            ids = torch.tensor([ctx + cont])
+            with torch.no_grad():
+                logp = F.log_softmax(model(input_ids=ids).logits.float(), -1)[0]
+            want = sum(logp[len(ctx) - 1 + k, t].item() for k, t in enumerate(cont))
+            assert got == pytest.approx(want, abs=1e-4)
 
 
 def test_report_merges_one_models_evals_into_one_row(hf_model, tmp_path):
