@@ -96,6 +96,26 @@ def test_greedy_eval_on_the_gpu_equals_the_cpu(hf_model, tmp_path):
     assert gpu["config"]["device"].startswith("cuda")
 
 
+@pytest.mark.parametrize("scoring", ["original", "harness"])
+def test_multiple_choice_scores_on_the_gpu_equal_the_cpu(hf_model, tmp_path, scoring):
+    """Left padding, shared rows and `logits_to_keep` on CUDA kernels: the same scores as the CPU in fp32; bf16
+    (the GPU default for an fp32 checkpoint) runs and records its dtype."""
+    from eval.run import run_mc
+
+    data = REPO / "data_prep" / "samples" / "mmlu"
+    kw = {"scoring": scoring, "limit": 6, "batch_size": 4}
+    gpu = run_mc("mmlu", hf_model, data, tmp_path / "gpu", device="cuda", dtype="fp32", **kw)
+    cpu = run_mc("mmlu", hf_model, data, tmp_path / "cpu", device="cpu", dtype="fp32", **kw)
+    scores = [[json.loads(x)["scores"] for x in (tmp_path / d / "predictions.jsonl").read_text().splitlines()]
+              for d in ("gpu", "cpu")]
+    assert len(scores[0]) == len(scores[1]) > 0
+    for g, c in zip(*scores, strict=True):
+        assert g == pytest.approx(c, abs=1e-3)
+    assert gpu["metrics"]["acc"] == cpu["metrics"]["acc"]
+    half = run_mc("mmlu", hf_model, data, tmp_path / "bf16", device="cuda", dtype="auto", **kw)
+    assert half["config"]["device"].endswith(("bf16", "fp16")) and half["metrics"]["n"] == cpu["metrics"]["n"]
+
+
 def test_preflight_all_reduces_over_nccl(tiny, hosts, tmp_path):
     r = cli("launch", "--hosts", hosts, "--launcher", "local", "--recipe", CONT_RECIPE, "--check",
             "--set", f"data={tiny['huatuo']}", "--set", f"tokenizer={tiny['tok']}",
