@@ -54,6 +54,8 @@ def run_lm_eval(model: Path, task_dir: Path, names: list[str], *, shots: int = 5
     import lm_eval
     from lm_eval.tasks import TaskManager
 
+    # only the tasks written above: indexing lm-eval's thousands of built-in task files takes ~13 s a call here
+    tasks = TaskManager(include_path=str(task_dir), include_defaults=False)
     return lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={model},dtype=float32", tasks=names,
-                                   num_fewshot=shots, task_manager=TaskManager(include_path=str(task_dir)),
-                                   log_samples=log_samples, batch_size=batch_size, device="cpu", limit=limit)
+                                   num_fewshot=shots, task_manager=tasks, log_samples=log_samples,
+                                   batch_size=batch_size, device="cpu", limit=limit)
