@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from core.recipe import Recipe
+from core.recipe import Recipe, RecipeError
 
 ENV = "MEDTRAIN_PREFLIGHT_EXPECT"
 GiB = 2**30
@@ -55,6 +55,9 @@ def expectations(recipe: Recipe, disk_bytes: float) -> dict:
     expect: dict = {"paths": {}, "output": {"path": str(Path(recipe.output_dir).resolve()), "bytes": int(disk_bytes)}}
     for what, path in paths.items():
         path = path.resolve()
+        if not path.is_dir():
+            raise RecipeError(f"{recipe.source}: {what} '{path}' is not a directory on this machine; --check compares "
+                              "every host's copy with this one, so run it where the paths are mounted")
         expect["paths"][what] = {"path": str(path), "digest": DIGESTS[what](path)}
     return expect
 

@@ -220,6 +220,11 @@ def test_host_checks_name_what_is_missing_different_or_short_of_room(tmp_path, t
     shutil.rmtree(other_data)
     assert check_host(expect)[0] == f"data {other_data} missing here"
 
+    from core.recipe import RecipeError
+
+    with pytest.raises(RecipeError, match="model '.*no-such-model' is not a directory on this machine"):
+        expectations(load_recipe(TINY, [*sets, "init=pretrained", f"model={tmp_path / 'no-such-model'}"]), 0)
+
 
 def test_the_plan_sizes_a_checkpoint_as_the_trainer_writes_it(continual_run):
     """The room --check asks for comes from the plan: its checkpoint size against a real ZeRO-3 checkpoint."""
