@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 NODES = ("127.0.0.2", "127.0.0.3")
+SPARE = "127.0.0.4"
+"""Reachable over ssh like the nodes, but not in the hostfile: a spare host for `--spare-hosts`."""
 
 
 def need(what: str, why: str) -> None:
@@ -70,7 +72,7 @@ def start_loopback_cluster(root: Path) -> LoopbackCluster:
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)
     port = _free_port()
     (root / "sshd_config").write_text("\n".join([
-        f"Port {port}", *[f"ListenAddress {n}" for n in NODES],
+        f"Port {port}", *[f"ListenAddress {n}" for n in (*NODES, SPARE)],
         f"HostKey {root / 'host_key'}", f"AuthorizedKeysFile {root / 'authorized_keys'}",
         f"PidFile {root / 'sshd.pid'}", "PermitRootLogin yes", "PasswordAuthentication no",
         "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no", "PrintMotd no", "LogLevel ERROR", "",

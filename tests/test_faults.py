@@ -248,6 +248,27 @@ def test_a_host_that_keeps_failing_is_dropped_and_the_run_finishes_on_the_rest(t
     assert_close_losses(out, continual_run, since=4)
 
 
+@pytest.mark.launch
+def test_a_host_that_keeps_failing_is_replaced_by_a_spare_host(tiny, continual_run, tmp_path, loopback_cluster):
+    """--spare-hosts: the same world size on another host, so the run goes on from its checkpoint unchanged."""
+    from cluster import SPARE
+
+    out = tmp_path / "spare"
+    spares = tmp_path / "spares"
+    spares.write_text(f"{SPARE} slots=1\n")
+    args = continual(tiny, out, "--max-restarts", "2", "--spare-hosts", str(spares),
+                     hosts=str(loopback_cluster.hostfile), launcher="pdsh")
+    run = LaunchedRun(args, out, env=loopback_cluster.env())
+    run.signal_at(1, signal.SIGKILL, at_step(5, attempt=0))
+    run.signal_at(1, signal.SIGKILL, at_step(5, attempt=1))
+    assert run.wait() == 0, run.log[-4000:]
+    assert [r["culprit_host"] for r in run.restarts()] == ["127.0.0.3", "127.0.0.3"]
+    assert f"127.0.0.3 failed 2 times; replaced by spare {SPARE}" in run.log
+    assert (out / "hostfile").read_text() == f"127.0.0.2 slots=1\n{SPARE} slots=1\n"
+    assert "re-split" not in run.log, "same world size: the checkpoint is loaded as written"
+    assert_close_losses(out, continual_run, since=4)
+
+
 # ----- unit-level: the watchdog's arithmetic and the manifest check -----------------------------------------
 
 
