@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from eval.model import input_device
+from eval.model import input_device, left_pad
 from eval.shard import ONE, Shard
 
 LETTERS = ("A", "B", "C", "D")
@@ -47,26 +47,19 @@ def letter_ids(tok) -> list[int]:
     return [tok(letter, add_special_tokens=False)["input_ids"][-1] for letter in LETTERS]
 
 
-def harness_pair(tok, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """lm-eval's _encode_pair: trailing spaces of the context move to the continuation, then split the tokens."""
+def harness_pairs(tok, context: str, continuations: list[str]) -> list[tuple[list[int], list[int]]]:
+    """lm-eval's _encode_pair for each continuation of one context, the context encoded once: trailing spaces
+    of the context move to the continuation, then the tokens of encode(context + continuation) are split."""
     n_spaces = len(context) - len(context.rstrip())
-    if n_spaces:
-        continuation = context[-n_spaces:] + continuation
-        context = context[:-n_spaces]
-    whole = encode(tok, context + continuation)
+    moved, context = context[len(context) - n_spaces:], context[:len(context) - n_spaces]
     ctx = encode(tok, context)
-    return ctx, whole[len(ctx):]
+    return [(ctx, encode(tok, context + moved + c)[len(ctx):]) for c in continuations]
 
 
 def last_logits(model, rows: list[list[int]], keep: int, pad: int) -> torch.Tensor:
     """fp32 logits of the last `keep` positions of each row: [rows, keep, vocab]. Rows are left-padded so
     their last positions line up, with position ids counted from each row's first real token."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r):] = torch.tensor(r)
-        mask[i, width - len(r):] = 1
+    ids, mask = left_pad(rows, pad)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     device = input_device(model)
     inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device), "position_ids": positions.to(device),

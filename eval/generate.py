@@ -9,7 +9,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from eval.model import input_device
+from eval.model import input_device, left_pad
 from eval.shard import ONE, Shard
 
 
@@ -28,13 +28,8 @@ def generate(model, tok, prompts: list[str], *, batch_size: int = 16, max_new_to
         if not shard.takes(k):
             continue
         idx = order[b:b + batch_size]
-        width = max(len(encoded[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            n = len(encoded[i])
-            ids[row, width - n:] = torch.tensor(encoded[i])
-            mask[row, width - n:] = 1
+        ids, mask = left_pad([encoded[i] for i in idx], pad)
+        width = ids.shape[1]
         with torch.no_grad():
             device = input_device(model)
             out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),

@@ -106,6 +106,18 @@ def input_device(model) -> torch.device:
     return model.get_input_embeddings().weight.device
 
 
+def left_pad(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask), each row right-aligned so every row's last token sits in the last column: what
+    generation continues from and what scoring reads."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, width - len(s):] = torch.tensor(s)
+        mask[i, width - len(s):] = 1
+    return ids, mask
+
+
 def kv_bytes_per_token(model) -> int:
     """KV cache per token: 2 (K and V) x layers x KV width x bytes."""
     cfg = model.config
@@ -120,14 +132,14 @@ def generation_row_bytes(model, longest_prompt: int, max_new_tokens: int) -> int
     return kv_bytes_per_token(model) * (longest_prompt + max_new_tokens) + 2 * 4 * model.config.vocab_size
 
 
-def scoring_row_bytes(model, longest_prompt: int, kept_positions: int = 1) -> int:
+def scoring_row_bytes(model, longest_prompt: int) -> int:
     """Memory one prompt of a scoring batch needs: a layer's transient activations (hidden states, attention
-    and MLP inputs and outputs; no cache is kept) for every position, and the logits of the kept positions only
+    and MLP inputs and outputs; no cache is kept) for every position, and the logits of the one scored position
     (16-bit, then fp32 and its log-softmax)."""
     cfg = model.config
     width = cfg.hidden_size + getattr(cfg, "intermediate_size", 4 * cfg.hidden_size)
     per_token = 4 * width * next(model.parameters()).element_size() + kv_bytes_per_token(model)
-    return longest_prompt * per_token + kept_positions * 10 * cfg.vocab_size
+    return longest_prompt * per_token + 10 * cfg.vocab_size
 
 
 def auto_batch_size(model, row_bytes: int, rows: int, cpu_default: int, cap: int = 512,

@@ -15,7 +15,7 @@ from core import __version__ as MEDTRAIN_VERSION
 from core.publish import publish_dir, staging_dir
 from data_prep.format import sha256_file
 from data_prep.templates import TEMPLATES, get_template
-from eval.choice import LETTERS, adds_bos, encode, harness_pair, score_harness, score_original
+from eval.choice import LETTERS, adds_bos, encode, harness_pairs, score_harness, score_original
 from eval.data import Question, mc_subjects, read_cmexam, read_mc_subject
 from eval.extract import MODES, extract
 from eval.metrics import accuracy, breakdown, mean, score
@@ -195,18 +195,21 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
         dev = devs[subject][:shots]
         test = read_mc_subject(task, data, subject, "test")[:limit or None]
         prompts = [build_prompt(task, style, subject, dev, q) for q in test]
+        if scoring == "original":
+            contexts = [encode(tok, p) for p in prompts]
+        else:
+            continuations = [style.continuation.format(letter=x) for x in LETTERS]
+            requests = [pair for p in prompts for pair in harness_pairs(tok, p, continuations)]
+            contexts = [c for c, _ in requests[::4]]
         batch = batch_size
         if batch == "auto":  # per subject: its longest prompt sets the memory of a row
-            longest = max((len(encode(tok, p)) + 2 for p in prompts), default=1)
+            longest = max((len(c) + 2 for c in contexts), default=1)
             batch, _ = auto_batch_size(model, scoring_row_bytes(model, min(longest, max_len + 1)), len(prompts), 8)
             batch = shard.smallest(batch)
         if scoring == "original":
-            contexts = [encode(tok, p) for p in prompts]
             truncated += sum(len(c) > max_len for c in contexts)
             scores = score_original(model, tok, [c[-max_len:] for c in contexts], batch, shard)
         else:
-            requests = [harness_pair(tok, p, style.continuation.format(letter=x)) for p in prompts
-                        for x in LETTERS]
             truncated += sum(len(c) + len(x) > max_len + 1 for c, x in requests[::4])
             flat = score_harness(model, tok, requests, batch, max_len, shard)
             scores = [flat[i:i + 4] for i in range(0, len(flat), 4)]

@@ -243,13 +243,13 @@ def test_harness_scores_equal_a_direct_loglikelihood(hf_model):
     continuations, contexts of different lengths, with and without `logits_to_keep`."""
     import torch.nn.functional as F
 
-    from eval.choice import harness_pair, score_harness
+    from eval.choice import harness_pairs, score_harness
     from eval.model import load_model
 
     model, tok, _ = load_model(hf_model)
-    reqs = [harness_pair(tok, "Question: x\nAnswer:", f" {x}") for x in "ABCD"]
-    reqs.append(harness_pair(tok, "一个更长一些的上下文，用来检查左侧填充。答案：", " B"))
-    reqs.append(harness_pair(tok, "一个更长一些的上下文，", "用来检查几个词的续写"))
+    reqs = harness_pairs(tok, "Question: x\nAnswer:", [f" {x}" for x in "ABCD"])
+    reqs += harness_pairs(tok, "一个更长一些的上下文，用来检查左侧填充。答案：", [" B"])
+    reqs += harness_pairs(tok, "一个更长一些的上下文，", ["用来检查几个词的续写"])
     assert len(reqs[-1][1]) > 1
     for scored in (model, _NoLogitsToKeep(model)):
         batched = score_harness(scored, tok, reqs, batch_size=8, max_len=2048)
