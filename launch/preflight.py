@@ -71,6 +71,8 @@ def parse_reports(output: str) -> tuple[list[dict], dict | None]:
 
 
 def summarize(spec: LaunchSpec, output: str, returncode: int, reference: dict[str, str]) -> Preflight:
+    """The per-host table from what the ranks printed; a host that started no rank is explained by the
+    launcher's and ssh's words (explain_silent_hosts)."""
     starts, done = parse_reports(output)
     reports = [HostReport(h, s) for h, s in spec.pool.items()]
     for r in starts:
@@ -78,9 +80,9 @@ def summarize(spec: LaunchSpec, output: str, returncode: int, reference: dict[st
         if 0 <= node < len(reports):
             reports[node].ranks.append(r)
     world = spec.world_size
+    explain_silent_hosts(reports, spec, output)
     for rep in reports:
         if not rep.ranks:
-            rep.problems.append("no rank started")  # explain_silent_hosts says why
             continue
         for r in rep.ranks:
             rep.problems += [p for p in r.get("host_problems", []) if p not in rep.problems]
@@ -129,11 +131,11 @@ def ssh_error(host: str, env: dict[str, str]) -> str:
     return said[-1][:200] if said else f"ssh {host} exited with code {proc.returncode}"
 
 
-def explain_silent_hosts(report: Preflight, spec: LaunchSpec, output: str) -> None:
+def explain_silent_hosts(reports: list[HostReport], spec: LaunchSpec, output: str) -> None:
     """Hosts that started no rank get the launcher's words for them, and, over ssh launchers, ssh's own."""
     from concurrent.futures import ThreadPoolExecutor
 
-    silent = [h for h in report.hosts if not h.ranks]
+    silent = [h for h in reports if not h.ranks]
     ssh: dict[str, str] = {}
     if silent and spec.launcher in ("pdsh", "openmpi"):
         env = launch_environment(spec)
@@ -142,7 +144,7 @@ def explain_silent_hosts(report: Preflight, spec: LaunchSpec, output: str) -> No
                            strict=True))
     for h in silent:
         reason = "; ".join(x for x in (ssh.get(h.host), host_error(output, h.host)) if x)
-        h.problems = [f"no rank started ({reason})"] + [p for p in h.problems if not p.startswith("no rank started")]
+        h.problems.append(f"no rank started ({reason})")
 
 
 def run_preflight(spec: LaunchSpec, timeout: float = 120.0, slurm=None, expect: dict | None = None) -> Preflight:
@@ -166,9 +168,7 @@ def run_preflight(spec: LaunchSpec, timeout: float = 120.0, slurm=None, expect: 
         os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every local rank it started
         output, _ = proc.communicate()
         code = 124
-    report = summarize(spec, output, code, versions())
-    explain_silent_hosts(report, spec, output)
-    return report
+    return summarize(spec, output, code, versions())
 
 
 def _slurm_preflight(spec: LaunchSpec, timeout: float, slurm) -> Preflight:
@@ -186,6 +186,4 @@ def _slurm_preflight(spec: LaunchSpec, timeout: float, slurm) -> Preflight:
         job.end([])
         code = 124
     output = job.log.read_text(errors="replace") if job.log.is_file() else ""
-    report = summarize(spec, output, code, versions())
-    explain_silent_hosts(report, spec, output)
-    return report
+    return summarize(spec, output, code, versions())

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from core.checkpoint_files import newest_good, step_of
+from core.checkpoint_files import MARKER, newest_good, step_of
 from core.heartbeat import ATTEMPT_ENV, DIR_ENV
 from core.rank import TIMEOUT_ENV
 from launch.job import Job
@@ -199,7 +199,7 @@ def _record(run_dir: Path, attempt: int, started: float, code: int, hang: Hang |
             cause["text"] += f" ({'; '.join(said)})"
     ckpt = newest_good(run_dir / "checkpoints", deep=False)
     resume_step = step_of(ckpt) if ckpt else 0
-    saved_at = (ckpt / "COMPLETE").stat().st_mtime if ckpt else started
+    saved_at = (ckpt / MARKER).stat().st_mtime if ckpt else started
     reached = max((b.step for b in beats.values()), default=resume_step)
     return {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now)), "attempt": attempt, "cause": cause,

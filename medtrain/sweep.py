@@ -96,7 +96,7 @@ def continual_model(continual: Path, step: int, out: Path) -> tuple[Path, dict]:
         return base, cells.model_identity(base)
     ckpt = continual / "checkpoints" / tag_for(step)
     target = out / "model"
-    if (ckpt / "COMPLETE").is_file():
+    if (ckpt / MARKER).is_file():
         identity = cells.checkpoint_identity(ckpt)
     elif (target / cells.CELL_FILE).is_file():  # pruned since: the export made from it still stands
         identity = {k: v for k, v in json.loads((target / cells.CELL_FILE).read_text()).items()
@@ -122,7 +122,7 @@ def check_inputs(continual: Path, sft_recipe: Path, checkpoints: list[int], out:
     if not checkpoints:
         raise CheckpointError("--checkpoints names no step; give e.g. 0,750,1500 or 'all'")
     root = continual / "checkpoints"
-    missing = [s for s in checkpoints if s and not (root / tag_for(s) / "COMPLETE").is_file()
+    missing = [s for s in checkpoints if s and not (root / tag_for(s) / MARKER).is_file()
                and not (out / f"step_{s:06d}" / "model" / cells.CELL_FILE).is_file()]
     if missing:
         have = sorted(step_of(p) for p in checkpoint_dirs(root) if (p / MARKER).is_file())
@@ -130,7 +130,7 @@ def check_inputs(continual: Path, sft_recipe: Path, checkpoints: list[int], out:
                               f"has {', '.join(map(str, have)) or 'none'} (0 is the base model)")
     for s in checkpoints:  # sizes against the manifest now; the export reads every byte back before its cell
         ckpt = root / tag_for(s)
-        if s and (ckpt / "COMPLETE").is_file():
+        if s and (ckpt / MARKER).is_file():
             verdict = verify(ckpt, deep=False)
             if not verdict.usable:
                 raise CheckpointError(f"{ckpt} is damaged: {verdict.reason}; drop step {s} from --checkpoints or "
