@@ -27,7 +27,7 @@ SAMPLES = Path(__file__).resolve().parent.parent / "data_prep" / "samples"
 
 def tiny_model(root: Path, shape: str = "tiny-wide", tokenizer: Path | None = None) -> Path:
     """A real Hugging Face Llama (random weights) with the given tokenizer or one trained on the samples."""
-    from data_prep.tokenizer import train_bpe_tokenizer
+    from medtrain.data_prep.tokenizer import train_bpe_tokenizer
     from medtrain.model_dir import init_model_dir
 
     tok = tokenizer or train_bpe_tokenizer([p.read_text() for p in SAMPLES.rglob("*.csv")], root / "tok",
@@ -40,10 +40,10 @@ def bench_generation(model_dir: Path, n: int, max_new: int, batch: int | str, ba
     1B model generating 256 tokens per question one by one would take most of a GPU slot)."""
     import torch
 
-    from data_prep.templates import get_template
-    from eval.data import read_cmexam
-    from eval.generate import encode_prompts, generate
-    from eval.model import auto_batch_size, generation_row_bytes, load_model
+    from medtrain.data_prep.templates import get_template
+    from medtrain.eval.data import read_cmexam
+    from medtrain.eval.generate import encode_prompts, generate
+    from medtrain.eval.model import auto_batch_size, generation_row_bytes, load_model
 
     torch.set_num_threads(os.cpu_count() or 1)
     model, tok, placement = load_model(model_dir)
@@ -89,8 +89,8 @@ def bench_mc(task: str, model_dir: Path, root: Path, data: Path, subjects: list[
     differences question by question."""
     import importlib.util
 
-    from eval.harness_tasks import run_lm_eval, write_harness_tasks
-    from eval.run import run_mc
+    from medtrain.eval.harness_tasks import run_lm_eval, write_harness_tasks
+    from medtrain.eval.run import run_mc
 
     ours: dict = {}
     for batch in (1, 8):

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 class Packed(torch.utils.data.Dataset):
     def __init__(self, path: str, seq_len: int):
-        from data_prep.reader import open_samples
+        from medtrain.data_prep.reader import open_samples
 
         self.samples = open_samples(path, "continual", seq_len, "packed")
 

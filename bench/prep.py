@@ -68,7 +68,7 @@ _ENC = None
 
 def _init(tok: str, backend: str) -> None:
     global _ENC
-    from data_prep.tokenizer import Encoder
+    from medtrain.data_prep.tokenizer import Encoder
 
     _ENC = Encoder(tok, backend=backend)
 
@@ -124,8 +124,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    from data_prep.format import TokenDataset
-    from data_prep.pipeline import prep
+    from medtrain.data_prep.format import TokenDataset
+    from medtrain.data_prep.pipeline import prep
 
     toks = {
         "llama2-sentencepiece": (SHARED / "tokenizers" / "llama2", "sentencepiece"),

@@ -40,8 +40,8 @@ def steady_rate(ends: list[float], start: float, skip: int, tokens_per_step: int
 def synthetic_dataset(tokenizer: Path, out: Path, tokens: int) -> None:
     """Random ids in the real on-disk format: throughput does not depend on what the tokens say, and the
     shipped samples are too small to fill many 2048-token blocks."""
-    from data_prep.format import DatasetWriter
-    from data_prep.tokenizer import Encoder
+    from medtrain.data_prep.format import DatasetWriter
+    from medtrain.data_prep.tokenizer import Encoder
 
     info = Encoder(tokenizer).info
     rng = np.random.default_rng(0)
@@ -60,8 +60,8 @@ def plan_gib(run: Path, ranks: int) -> float | None:
     context and comm buffers are outside torch.cuda.max_memory_allocated)."""
     import torch
 
-    from core.recipe import load_recipe
-    from launch.plan import Hardware, make_plan
+    from medtrain.core.recipe import load_recipe
+    from medtrain.launch.plan import Hardware, make_plan
 
     if not torch.cuda.is_available():
         return None

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import UserError
+from medtrain.core.errors import UserError
 
 MARKER = "COMPLETE"
 MANIFEST = "manifest.json"

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.errors import UserError
-from core.publish import publish_text
+from medtrain.core.errors import UserError
+from medtrain.core.publish import publish_text
 
 
 class ConfigError(UserError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.model_specs import LlamaShape
+from medtrain.core.model_specs import LlamaShape
 
 
 @dataclass(frozen=True)

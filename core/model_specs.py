@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from core.errors import UserError
+from medtrain.core.errors import UserError
 
 
 class ModelSpecError(UserError):

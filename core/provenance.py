@@ -8,7 +8,7 @@ from functools import cache
 from importlib import metadata
 from pathlib import Path
 
-import core
+import medtrain.core as core
 
 
 @cache

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from core.errors import UserError
+from medtrain.core.errors import UserError
 
 
 class ExistsError(UserError):

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import NoReturn
 
-from core.errors import RunFailed, UserError
+from medtrain.core.errors import RunFailed, UserError
 
 _SCHEDULERS = (
     ("SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS"),
@@ -78,7 +78,7 @@ def is_main() -> bool:
 def run_rank(body: Callable[[], object], timeout: timedelta | None = None) -> NoReturn:
     """Join, run `body`, leave, exit: 0 ok, 2 a UserError (one line, rank 0), 1 a failed run or a bug
     (a RunFailed is one line on rank 0; anything else keeps its traceback on every rank that raised it)."""
-    from core.heartbeat import heartbeat
+    from medtrain.core.heartbeat import heartbeat
 
     beat = heartbeat()  # first sign of life, before torch loads: the watchdog can find and end us from here on
     import torch.distributed as dist

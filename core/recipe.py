@@ -13,10 +13,10 @@ from typing import Any, Literal
 
 import yaml
 
-from core.ds_config import PRESETS
-from core.errors import UserError
-from core.model_specs import NAMED
-from core.schema import from_mapping, read_yaml
+from medtrain.core.ds_config import PRESETS
+from medtrain.core.errors import UserError
+from medtrain.core.model_specs import NAMED
+from medtrain.core.schema import from_mapping, read_yaml
 
 
 class RecipeError(UserError):

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.ds_config import build_ds_config
-from core.errors import UserError
-from core.publish import publish_json
-from core.recipe import Recipe, RecipeError
+from medtrain.core.ds_config import build_ds_config
+from medtrain.core.errors import UserError
+from medtrain.core.publish import publish_json
+from medtrain.core.recipe import Recipe, RecipeError
 
 FORMAT = "medtrain.run_spec/1"
 

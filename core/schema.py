@@ -11,7 +11,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
-from core.errors import UserError
+from medtrain.core.errors import UserError
 
 T = TypeVar("T")
 

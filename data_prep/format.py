@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import UserError
-from core.publish import publish_dir, staging_dir
+from medtrain.core.errors import UserError
+from medtrain.core.publish import publish_dir, staging_dir
 
 FORMAT = "medtrain.tokens/1"
 _HEADER_LEN = 128  # bytes reserved for the .npy header of a 1-D array; written once the length is known

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.format import DatasetError, DatasetWriter, TokenDataset, recorded_ids
+from medtrain.data_prep.format import DatasetError, DatasetWriter, TokenDataset, recorded_ids
 
 
 def parse_weighted(item: str) -> tuple[Path, float]:

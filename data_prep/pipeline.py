@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from core import __version__ as MEDTRAIN_VERSION
-from data_prep.format import DatasetError, DatasetWriter, check_token_range, sha256_file
-from data_prep.sources import (
+from medtrain.core import __version__ as MEDTRAIN_VERSION
+from medtrain.data_prep.format import DatasetError, DatasetWriter, check_token_range, sha256_file
+from medtrain.data_prep.sources import (
     SOURCES,
     ByteCounter,
     ByteRange,
@@ -32,8 +32,8 @@ from data_prep.sources import (
     iter_raw_chunks,
     to_record,
 )
-from data_prep.templates import MODE_TEMPLATES, get_template
-from data_prep.tokenizer import Encoder, encode_chunk
+from medtrain.data_prep.templates import MODE_TEMPLATES, get_template
+from medtrain.data_prep.tokenizer import Encoder, encode_chunk
 
 PAPER_TARGET_TOKENS = 1_000_000_000
 SHOW_SKIPS = 5

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.format import DatasetError, TokenDataset, TokenizerId
+from medtrain.data_prep.format import DatasetError, TokenDataset, TokenizerId
 
 
 @dataclass

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from core.errors import UserError
+from medtrain.core.errors import UserError
 
 ALPACA_HEADER = (
     "Below is an instruction that describes a task, paired with an input that provides further context. "

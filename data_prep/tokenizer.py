@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.publish import publish_dir, staging_dir
-from data_prep.format import DatasetError, TokenizerId
+from medtrain.core.publish import publish_dir, staging_dir
+from medtrain.data_prep.format import DatasetError, TokenizerId
 
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json", "vocab.json", "merges.txt")

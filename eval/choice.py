@@ -24,8 +24,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from eval.model import input_device, left_pad
-from eval.shard import ONE, Shard
+from medtrain.eval.model import input_device, left_pad
+from medtrain.eval.shard import ONE, Shard
 
 LETTERS = ("A", "B", "C", "D")
 

@@ -6,9 +6,9 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_prep.templates import OptionError, canonical_answer
-from data_prep.templates import parse_options as parse_cell
-from eval.task import MultipleChoiceTask, TaskError
+from medtrain.data_prep.templates import OptionError, canonical_answer
+from medtrain.data_prep.templates import parse_options as parse_cell
+from medtrain.eval.task import MultipleChoiceTask, TaskError
 
 
 @dataclass

@@ -9,8 +9,8 @@ import time
 import torch
 from tqdm import tqdm
 
-from eval.model import input_device, left_pad
-from eval.shard import ONE, Shard
+from medtrain.eval.model import input_device, left_pad
+from medtrain.eval.shard import ONE, Shard
 
 
 def generate(model, tok, prompts: list[str], *, batch_size: int = 16, max_new_tokens: int = 256,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from eval.data import mc_subjects
-from eval.task import load_task
+from medtrain.eval.data import mc_subjects
+from medtrain.eval.task import load_task
 
 
 def write_harness_tasks(task_name: str, data: Path, out_dir: Path, subjects: list[str] | None = None) -> list[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from eval.task import TaskError
+from medtrain.eval.task import TaskError
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 _STORED = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}
@@ -61,7 +61,7 @@ def choose_placement(model_dir: Path, device: str = "auto", dtype: str = "auto")
 
 
 def _weights_bytes(model_dir: Path, dtype: str) -> int:
-    from core.model_specs import resolve_shape
+    from medtrain.core.model_specs import resolve_shape
 
     return resolve_shape(str(model_dir)).num_params() * DTYPES[dtype].itemsize
 

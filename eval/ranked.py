@@ -1,7 +1,7 @@
 """What every rank runs for `medtrain eval ... --hosts H`: the eval call written by the launching side, on this
 rank's share of the batches (eval.shard); rank 0 gathers and writes the outputs.
 
-    python -m eval.ranked REQUEST.json      (started by the deepspeed launcher on every rank)
+    python -m medtrain.eval.ranked REQUEST.json      (started by the deepspeed launcher on every rank)
 """
 
 from __future__ import annotations
@@ -10,21 +10,21 @@ import json
 import sys
 from pathlib import Path
 
-from core.rank import run_rank
-from eval.shard import Shard
+from medtrain.core.rank import run_rank
+from medtrain.eval.shard import Shard
 
 REQUEST_FORMAT = "medtrain.eval_request/1"
 
 
 def write_request(path: Path, task: str, kwargs: dict) -> Path:
-    from core.publish import publish_json
+    from medtrain.core.publish import publish_json
 
     return publish_json(path, {"format": REQUEST_FORMAT, "task": task,
                                "kwargs": {k: str(v) if isinstance(v, Path) else v for k, v in kwargs.items()}})
 
 
 def run_request(path: Path) -> None:
-    from eval.run import run_cmexam, run_mc
+    from medtrain.eval.run import run_cmexam, run_mc
 
     request = json.loads(Path(path).read_text(encoding="utf-8"))
     if request.get("format") != REQUEST_FORMAT:

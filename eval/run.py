@@ -11,17 +11,17 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from core import __version__ as MEDTRAIN_VERSION
-from core.publish import publish_dir, staging_dir
-from data_prep.format import sha256_file
-from data_prep.templates import TEMPLATES, get_template
-from eval.choice import LETTERS, adds_bos, encode, harness_pairs, score_harness, score_original
-from eval.data import Question, mc_subjects, read_cmexam, read_mc_subject
-from eval.extract import MODES, extract
-from eval.metrics import accuracy, breakdown, mean, score
-from eval.shard import ONE, Shard
-from eval.tables import results_table
-from eval.task import GenerateTask, MultipleChoiceTask, PromptStyle, TaskError, load_task
+from medtrain.core import __version__ as MEDTRAIN_VERSION
+from medtrain.core.publish import publish_dir, staging_dir
+from medtrain.data_prep.format import sha256_file
+from medtrain.data_prep.templates import TEMPLATES, get_template
+from medtrain.eval.choice import LETTERS, adds_bos, encode, harness_pairs, score_harness, score_original
+from medtrain.eval.data import Question, mc_subjects, read_cmexam, read_mc_subject
+from medtrain.eval.extract import MODES, extract
+from medtrain.eval.metrics import accuracy, breakdown, mean, score
+from medtrain.eval.shard import ONE, Shard
+from medtrain.eval.tables import results_table
+from medtrain.eval.task import GenerateTask, MultipleChoiceTask, PromptStyle, TaskError, load_task
 
 
 def model_lineage(model_dir: Path | None) -> dict | None:
@@ -106,8 +106,8 @@ def run_cmexam(data: Path, out: Path, *, model_dir: Path | None = None, predicti
     if predictions is not None:
         outputs = read_predictions(predictions, questions)
     else:
-        from eval.generate import encode_prompts, generate
-        from eval.model import auto_batch_size, generation_row_bytes, load_model, parse_batch_size
+        from medtrain.eval.generate import encode_prompts, generate
+        from medtrain.eval.model import auto_batch_size, generation_row_bytes, load_model, parse_batch_size
 
         batch_size = parse_batch_size(batch_size)
         model, tok, placement = load_model(model_dir, device=device, dtype=dtype)
@@ -181,7 +181,7 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
         raise TaskError(f"--shots {shots}: the dev split has only {len(devs[short[0]])} examples for {short[0]}"
                         f"{f' (and {len(short) - 1} more subjects)' if len(short) > 1 else ''}; use --shots "
                         f"{min(len(d) for d in devs.values())} or fewer")
-    from eval.model import auto_batch_size, context_length, load_model, parse_batch_size, scoring_row_bytes
+    from medtrain.eval.model import auto_batch_size, context_length, load_model, parse_batch_size, scoring_row_bytes
 
     batch_size = parse_batch_size(batch_size)
     model, tok, placement = load_model(model_dir, device=device, dtype=dtype)

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from core.errors import UserError
-from core.schema import from_mapping, read_yaml
+from medtrain.core.errors import UserError
+from medtrain.core.schema import from_mapping, read_yaml
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from core.recipe import Recipe, RecipeError
+from medtrain.core.recipe import Recipe, RecipeError
 
 ENV = "MEDTRAIN_PREFLIGHT_EXPECT"
 GiB = 2**30
@@ -29,7 +29,7 @@ def _data_digest(path: Path) -> str:
 
 
 def _tokenizer_digest(path: Path) -> str:
-    from data_prep.tokenizer import tokenizer_ids_sha256
+    from medtrain.data_prep.tokenizer import tokenizer_ids_sha256
 
     return tokenizer_ids_sha256(path)
 

@@ -11,8 +11,8 @@ import re
 from collections import OrderedDict
 from pathlib import Path
 
-from core.errors import UserError
-from core.publish import publish_text
+from medtrain.core.errors import UserError
+from medtrain.core.publish import publish_text
 
 
 class HostfileError(UserError):

@@ -18,8 +18,8 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from core.heartbeat import Beat, ask_for_stacks
-from core.rank import SHM_PREFIX
+from medtrain.core.heartbeat import Beat, ask_for_stacks
+from medtrain.core.rank import SHM_PREFIX
 
 
 def rank_hosts(pool: OrderedDict[str, int]) -> list[str]:

@@ -17,8 +17,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.errors import UserError
-from core.publish import publish_text
+from medtrain.core.errors import UserError
+from medtrain.core.publish import publish_text
 
 LAUNCHERS = ("pdsh", "slurm", "openmpi", "local")
 FORWARDED_PREFIXES = ("NCCL_", "GLOO_", "HF_", "TRANSFORMERS_", "TORCH_", "OMP_NUM_THREADS", "MEDTRAIN_", "CCL_")

@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.ds_config import PRESETS
-from core.flops import TokenFlops, flops_per_token
-from core.model_specs import LlamaShape, resolve_shape
-from core.recipe import Recipe, RecipeError
-from core.run_spec import DataSize, RunSpec
+from medtrain.core.ds_config import PRESETS
+from medtrain.core.flops import TokenFlops, flops_per_token
+from medtrain.core.model_specs import LlamaShape, resolve_shape
+from medtrain.core.recipe import Recipe, RecipeError
+from medtrain.core.run_spec import DataSize, RunSpec
 
 GiB = 2**30
 OPTIMIZER_STATE_BYTES = {"adafactor": 4, "adamw": 8}
@@ -127,7 +127,7 @@ def data_size(recipe: Recipe) -> DataSize:
     """Prepared data when it exists (the reader's own count), else the recipe's expected_* figures."""
     manifest = Path(recipe.data) / "manifest.json"
     if manifest.is_file():
-        from data_prep.reader import count_samples
+        from medtrain.data_prep.reader import count_samples
 
         samples, tokens = count_samples(recipe.data, recipe.stage, recipe.seq_len, recipe.packing)
         return DataSize(samples, tokens, f"prepared: {recipe.data}")

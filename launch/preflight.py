@@ -13,9 +13,9 @@ import signal
 import subprocess
 from dataclasses import dataclass, field
 
-from core.provenance import versions
-from launch.launcher import LaunchSpec, build_command, launch_environment, write_env_file
-from launch.preflight_rank import MARKER
+from medtrain.core.provenance import versions
+from medtrain.launch.launcher import LaunchSpec, build_command, launch_environment, write_env_file
+from medtrain.launch.preflight_rank import MARKER
 
 COMPARED = ("python", "torch", "deepspeed", "medtrain", "commit")
 
@@ -149,9 +149,9 @@ def explain_silent_hosts(reports: list[HostReport], spec: LaunchSpec, output: st
 
 def run_preflight(spec: LaunchSpec, timeout: float = 120.0, slurm=None, expect: dict | None = None) -> Preflight:
     """`expect`: what every host must see (launch.host_checks.expectations); each host's first rank checks it."""
-    from launch.host_checks import ENV, encode
+    from medtrain.launch.host_checks import ENV, encode
 
-    spec.entry = ["--module", "launch.preflight_rank"]
+    spec.entry = ["--module", "medtrain.launch.preflight_rank"]
     if expect is not None:
         spec.env[ENV] = encode(expect)
     spec.env.setdefault("MEDTRAIN_PREFLIGHT_TIMEOUT", str(int(max(10, timeout - 10))))
@@ -176,7 +176,7 @@ def _slurm_preflight(spec: LaunchSpec, timeout: float, slurm) -> Preflight:
     still pending or running at the timeout is cancelled (exit code 124)."""
     import time
 
-    from launch.slurm import SlurmJob, SlurmOptions
+    from medtrain.launch.slurm import SlurmJob, SlurmOptions
 
     job = SlurmJob(spec, slurm or SlurmOptions(), "medtrain-preflight", launch_environment(spec), echo=False)
     deadline = time.time() + timeout

@@ -10,8 +10,8 @@ import os
 import socket
 from datetime import timedelta
 
-from core.provenance import versions
-from core.rank import export_rank_env, run_rank
+from medtrain.core.provenance import versions
+from medtrain.core.rank import export_rank_env, run_rank
 
 MARKER = "MEDTRAIN_PREFLIGHT "
 
@@ -48,7 +48,7 @@ def all_reduce_once(info: dict) -> None:
 
 def host_problems(info: dict) -> list[str]:
     """The host checks (launch.host_checks), run by each host's first rank when the launch asked for them."""
-    from launch.host_checks import ENV, check_host, decode
+    from medtrain.launch.host_checks import ENV, check_host, decode
 
     if info["local_rank"] != 0 or not os.environ.get(ENV):
         return []

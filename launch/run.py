@@ -11,11 +11,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.ds_config import PRESETS, write_ds_config
-from core.publish import publish_text
-from core.recipe import RecipeError, dump_recipe, load_recipe
-from launch.hostfile import read_hostfile
-from launch.launcher import (
+from medtrain.core.ds_config import PRESETS, write_ds_config
+from medtrain.core.publish import publish_text
+from medtrain.core.recipe import RecipeError, dump_recipe, load_recipe
+from medtrain.launch.hostfile import read_hostfile
+from medtrain.launch.launcher import (
     LaunchError,
     LaunchSpec,
     build_command,
@@ -24,8 +24,8 @@ from launch.launcher import (
     validate,
     write_env_file,
 )
-from launch.plan import Plan, make_plan
-from launch.slurm import SlurmOptions
+from medtrain.launch.plan import Plan, make_plan
+from medtrain.launch.slurm import SlurmOptions
 
 
 @dataclass
@@ -44,7 +44,7 @@ class PreparedLaunch:
         tail = "dry run: nothing started" if self.dry_run else f"run dir: {self.spec.run_dir}"
         head += f"\nweights: {p.recipe.weights}"
         if self.spec.launcher == "slurm":  # what is submitted is the script: show it
-            from launch.slurm import render_sbatch
+            from medtrain.launch.slurm import render_sbatch
 
             script = render_sbatch(self.spec, job_name(p.recipe), self.slurm)
             return "\n".join([head, f"sbatch script ({self.spec.run_dir / 'launch.sbatch'}):", script, tail])
@@ -102,8 +102,8 @@ def prepare_launch(recipe_path: Path, hosts: Path | None, launcher: str, *, over
         if not (Path(recipe.data) / "manifest.json").is_file():
             raise RecipeError(f"{recipe.source}: data '{recipe.data}' is not a prepared dataset; run `medtrain prep` "
                               "first")
-        from data_prep.format import TokenDataset
-        from data_prep.tokenizer import tokenizer_identity
+        from medtrain.data_prep.format import TokenDataset
+        from medtrain.data_prep.tokenizer import tokenizer_identity
 
         TokenDataset(recipe.data, expect_tokenizer=tokenizer_identity(recipe.tokenizer_dir))  # before any rank
     run_dir = Path(recipe.output_dir).resolve()
@@ -144,8 +144,8 @@ def start(prepared: PreparedLaunch, resume: bool = False, spare_hosts: Path | No
     """Run the job to its end under the watchdog, restarting it as the recipe allows (under Slurm each attempt
     is a batch job, waited for and its log streamed; --detach submits one and returns); return the code
     `medtrain launch` exits with."""
-    from launch.supervise import supervise
-    from launch.watchdog import Allowances
+    from medtrain.launch.supervise import supervise
+    from medtrain.launch.watchdog import Allowances
 
     recipe = prepared.plan.recipe
 
@@ -155,8 +155,8 @@ def start(prepared: PreparedLaunch, resume: bool = False, spare_hosts: Path | No
     spares = read_hostfile(spare_hosts) if spare_hosts else None
     starter = None
     if prepared.spec.launcher == "slurm":
-        from launch.launcher import launch_environment
-        from launch.slurm import SlurmJob
+        from medtrain.launch.launcher import launch_environment
+        from medtrain.launch.slurm import SlurmJob
 
         def starter(spec):
             return SlurmJob(spec, prepared.slurm or SlurmOptions(), job_name(recipe), launch_environment(spec))
@@ -175,7 +175,7 @@ def launch_module(hosts: Path, launcher: str, module: list[str], run_dir: Path, 
     import subprocess
     import time
 
-    from launch.launcher import launch_environment
+    from medtrain.launch.launcher import launch_environment
 
     run_dir = Path(run_dir).resolve()
     spec = LaunchSpec(pool=read_hostfile(hosts), hostfile=Path(hosts), launcher=launcher,
@@ -185,7 +185,7 @@ def launch_module(hosts: Path, launcher: str, module: list[str], run_dir: Path, 
     write_launcher_files(spec)
     sys.stdout.flush()
     if launcher == "slurm":
-        from launch.slurm import SlurmJob
+        from medtrain.launch.slurm import SlurmJob
 
         job = SlurmJob(spec, SlurmOptions(), job_name, launch_environment(spec))
         while (code := job.poll()) is None:

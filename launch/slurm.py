@@ -20,8 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.heartbeat import Beat
-from launch.launcher import LaunchError, LaunchSpec, ranks_env
+from medtrain.core.heartbeat import Beat
+from medtrain.launch.launcher import LaunchError, LaunchSpec, ranks_env
 
 _SAFE = re.compile(r"^[\w.:,+=/@%-]+$")
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL",
@@ -126,7 +126,7 @@ class SlurmJob:
 
     def __init__(self, spec: LaunchSpec, opts: SlurmOptions, job_name: str, env: dict, say=print,
                  echo: bool = True):
-        from core.publish import publish_text
+        from medtrain.core.publish import publish_text
 
         self.spec, self.env, self.say, self.echo = spec, env, say, echo
         script = publish_text(spec.run_dir / "launch.sbatch", render_sbatch(spec, job_name, opts))
@@ -138,7 +138,7 @@ class SlurmJob:
 
     def host_of(self, rank: int) -> str:
         """The node a rank runs on, from its heartbeat (Slurm places the tasks, not the hostfile)."""
-        from core.heartbeat import DIR_ENV
+        from medtrain.core.heartbeat import DIR_ENV
 
         beat = Beat.read(Path(self.spec.env.get(DIR_ENV, self.spec.run_dir / "heartbeats")) / f"rank{rank}.json")
         return beat.host if beat else "?"

@@ -17,12 +17,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from core.checkpoint_files import MARKER, newest_good, step_of
-from core.heartbeat import ATTEMPT_ENV, DIR_ENV
-from core.rank import TIMEOUT_ENV
-from launch.job import Job
-from launch.launcher import LaunchSpec, build_command, free_port, launch_environment, write_env_file
-from launch.watchdog import Allowances, Hang, Watchdog, clear, collect_stacks
+from medtrain.core.checkpoint_files import MARKER, newest_good, step_of
+from medtrain.core.heartbeat import ATTEMPT_ENV, DIR_ENV
+from medtrain.core.rank import TIMEOUT_ENV
+from medtrain.launch.job import Job
+from medtrain.launch.launcher import LaunchSpec, build_command, free_port, launch_environment, write_env_file
+from medtrain.launch.watchdog import Allowances, Hang, Watchdog, clear, collect_stacks
 
 POLL_SECONDS = 0.5
 BACKOFF_SECONDS = 1.0
@@ -114,8 +114,8 @@ def supervise(spec: LaunchSpec, *, allow: Allowances, max_restarts: int, resume:
 def _replace_host(spec: LaunchSpec, host: str, spares: OrderedDict[str, int], allow_shrink: bool,
                   replan: Callable[[OrderedDict[str, int]], None] | None, say) -> LaunchSpec:
     """The pool without `host`: a spare with its slots in its place, else (allow_shrink) nothing in its place."""
-    from core.errors import UserError
-    from launch.hostfile import write_hostfile
+    from medtrain.core.errors import UserError
+    from medtrain.launch.hostfile import write_hostfile
 
     slots = spec.pool[host]
     spare = next((h for h, n in spares.items() if n == slots), None)

@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.heartbeat import Beat, read_beats
-from core.recipe import Recipe
-from launch.job import Job
+from medtrain.core.heartbeat import Beat, read_beats
+from medtrain.core.recipe import Recipe
+from medtrain.launch.job import Job
 
 STATES = {"R": "running", "S": "waiting", "D": "in disk I/O", "T": "stopped (SIGSTOP?)", "t": "stopped by a "
           "debugger", "Z": "dead", "-": "gone",

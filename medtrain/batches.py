@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from core.run_spec import RunSpec, accumulation_steps, steps_per_epoch
-from data_prep.reader import Samples, epoch_order
+from medtrain.core.run_spec import RunSpec, accumulation_steps, steps_per_epoch
+from medtrain.data_prep.reader import Samples, epoch_order
 
 IGNORE = -100
 

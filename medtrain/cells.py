@@ -14,9 +14,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from core import __version__
-from core.publish import publish_json
-from data_prep.format import sha256_file
+from medtrain.core import __version__
+from medtrain.core.publish import publish_json
+from medtrain.data_prep.format import sha256_file
 
 CELL_FILE = "cell.json"
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from core.checkpoint_files import (
+from medtrain.core.checkpoint_files import (
     MANIFEST,
     MARKER,
     CheckpointError,
@@ -35,8 +35,8 @@ from core.checkpoint_files import (
     verify,
     writer_of,
 )
-from core.errors import UserError
-from core.publish import publish_json
+from medtrain.core.errors import UserError
+from medtrain.core.publish import publish_json
 from medtrain.state import TrainerState
 
 

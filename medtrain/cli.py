@@ -8,13 +8,13 @@ from typing import Annotated
 
 import typer
 
-from core.ds_config import PRESETS, ConfigError, build_ds_config, write_ds_config
-from core.errors import RunFailed, UserError
-from core.publish import ExistsError
-from core.recipe import load_recipe
-from core.run_spec import warmup_steps
-from data_prep.sources import SOURCES, Source
-from launch.hostfile import read_hostfile, render_hostfile, write_hostfile
+from medtrain.core.ds_config import PRESETS, ConfigError, build_ds_config, write_ds_config
+from medtrain.core.errors import RunFailed, UserError
+from medtrain.core.publish import ExistsError
+from medtrain.core.recipe import load_recipe
+from medtrain.core.run_spec import warmup_steps
+from medtrain.data_prep.sources import SOURCES, Source
+from medtrain.launch.hostfile import read_hostfile, render_hostfile, write_hostfile
 
 app = typer.Typer(help="Continual pretraining, SFT and evaluation of Llama-2 for medical QA on DeepSpeed ZeRO-3.",
                   pretty_exceptions_show_locals=False, no_args_is_help=True, add_completion=False)
@@ -22,7 +22,7 @@ app = typer.Typer(help="Continual pretraining, SFT and evaluation of Llama-2 for
 
 def _version(value: bool) -> None:
     if value:
-        from core.provenance import versions
+        from medtrain.core.provenance import versions
 
         v = versions()
         typer.echo(f"medtrain {v['medtrain']} (commit {v['commit']}; torch {v['torch']}, deepspeed {v['deepspeed']}, "
@@ -105,7 +105,7 @@ def deepspeed_config_for(preset: str, recipe_path: Path | None, hosts: Path | No
             raise ConfigError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
         return build_ds_config(preset=preset, precision=None, micro_batch=1, accumulation=1, world_size=1,
                                hidden_size=4096, lr=2e-5, total_steps=1000, warmup=warmup_steps(1000, 0.03))
-    from launch.plan import make_plan
+    from medtrain.launch.plan import make_plan
 
     pool = read_hostfile(hosts) if hosts else {"localhost": 1}
     return make_plan(load_recipe(recipe_path), pool, preset=preset).spec.ds_config
@@ -144,7 +144,7 @@ def plan(
 
     Example: medtrain plan --recipe recipes/paper/continual_llama2_13b.yaml --hosts hostfiles/v100x20
     """
-    from launch.plan import Hardware, make_plan
+    from medtrain.launch.plan import Hardware, make_plan
 
     with user_errors():
         if not (0 < mfu <= 1):
@@ -194,14 +194,14 @@ def launch(
 
     Example: medtrain launch --hosts hostfiles/v100x20 --recipe recipes/paper/continual_llama2_13b.yaml --dry-run
     """
-    from launch.run import prepare_launch, start
+    from medtrain.launch.run import prepare_launch, start
 
     overrides = list(set_ or [])
     if hang_timeout is not None:
         overrides.append(f"hang_timeout={hang_timeout}")
     if max_restarts is not None:
         overrides.append(f"max_restarts={max_restarts}")
-    from launch.slurm import SlurmOptions
+    from medtrain.launch.slurm import SlurmOptions
 
     slurm = SlurmOptions(partition=partition, account=account, time=time_limit, qos=qos,
                          sbatch_args=list(sbatch_arg or []))
@@ -215,8 +215,8 @@ def launch(
             raise typer.Exit(code=2)
         return
     if check:
-        from launch.host_checks import expectations
-        from launch.preflight import run_preflight
+        from medtrain.launch.host_checks import expectations
+        from medtrain.launch.preflight import run_preflight
 
         plan = prepared.plan
         typer.echo(f"weights: {plan.recipe.weights}\nchecking on every host: data, tokenizer"
@@ -244,7 +244,7 @@ def checkpoints(run_dir: Annotated[Path, typer.Argument(help="A training run dir
 
     Example: medtrain checkpoints runs/continual_llama2_13b
     """
-    from core.checkpoint_files import survey
+    from medtrain.core.checkpoint_files import survey
 
     root = run_dir / "checkpoints" if (run_dir / "checkpoints").is_dir() else run_dir
     verdicts = survey(root, deep=not quick)
@@ -270,7 +270,7 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an exis
 
 def _prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, mode: str | None, seq_len: int,
           workers: int, overwrite: bool) -> None:
-    from data_prep.pipeline import prep
+    from medtrain.data_prep.pipeline import prep
 
     with user_errors():
         m = prep(source, inputs, tokenizer, out, mode=mode, seq_len=seq_len, workers=workers or None,
@@ -309,7 +309,7 @@ def prep_mix(input: Annotated[list[str], typer.Option("--input", help="DIR:WEIGH
 
     Example: medtrain prep mix --input data/cmexam:1 --input data/medqa:1 --input data/medmcqa:1 --out data/table4
     """
-    from data_prep.mix import mix, parse_weighted
+    from medtrain.data_prep.mix import mix, parse_weighted
 
     with user_errors():
         m = mix([parse_weighted(i) for i in input], out, seed=seed, overwrite=overwrite)
@@ -322,7 +322,7 @@ def prep_inspect(dataset: Annotated[Path, typer.Argument(help="Dataset directory
                  sample: Annotated[int, typer.Option(help="Document to decode.")] = 0,
                  tokenizer: Annotated[Path | None, typer.Option(help="Decode with this tokenizer.")] = None) -> None:
     """Manifest, length histogram and a decoded document. Example: medtrain prep inspect data/cmexam --sample 3"""
-    from data_prep.inspect import inspect_dataset
+    from medtrain.data_prep.inspect import inspect_dataset
 
     with user_errors():
         text = inspect_dataset(dataset, sample, tokenizer)
@@ -392,7 +392,7 @@ def _run_eval(task: str, kwargs: dict, out: Path, hosts: Path | None, launcher: 
         from medtrain.eval_launch import eval_across
 
         return eval_across(task, kwargs, out, hosts, launcher)
-    from eval.run import run_cmexam, run_mc
+    from medtrain.eval.run import run_cmexam, run_mc
 
     if task == "cmexam":
         return run_cmexam(kwargs.pop("data"), out, **kwargs)
@@ -508,9 +508,9 @@ def tokenizer(input: Annotated[list[Path], typer.Option("--input", help="Text/CS
 
     Example: medtrain tokenizer --input corpus.jsonl --out tok --vocab-size 2000
     """
-    from data_prep.format import DatasetError
-    from data_prep.templates import ALPACA_HEADER, MCQ_INSTRUCTION
-    from data_prep.tokenizer import train_bpe_tokenizer
+    from medtrain.data_prep.format import DatasetError
+    from medtrain.data_prep.templates import ALPACA_HEADER, MCQ_INSTRUCTION
+    from medtrain.data_prep.tokenizer import train_bpe_tokenizer
 
     with user_errors():
         missing = [str(p) for p in input if not p.is_file()]
@@ -571,7 +571,7 @@ def sweep(
 
     with user_errors():
         if checkpoints == "all":
-            from core.checkpoint_files import complete_checkpoints, step_of
+            from medtrain.core.checkpoint_files import complete_checkpoints, step_of
 
             steps = [0] + [step_of(p) for p in complete_checkpoints(continual / "checkpoints")]
         else:

@@ -14,11 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-import medtrain
-from core.errors import RunFailed
-
-REPO = Path(medtrain.__file__).resolve().parent.parent
-SAMPLES = REPO / "data_prep" / "samples"
+from medtrain.core.errors import RunFailed
+from medtrain.data_prep.samples import DIR as SAMPLES
+from medtrain.recipes import DIR as RECIPES
 
 SIZES = {
     # continual: 63 packed 128-token blocks of the Huatuo-style sample per epoch = 8 steps at batch 8;
@@ -79,12 +77,12 @@ def run_demo(workdir: Path, size: str = "full") -> Path:
         print(f"reusing continual run {cont}")
     else:
         medtrain_cmd("launch", "--hosts", str(hosts), "--launcher", "local", "--recipe",
-                     str(REPO / "recipes/tiny/continual.yaml"),
+                     str(RECIPES / "tiny/continual.yaml"),
                      *sets([*common, f"model={base}", "init=pretrained", f"data={data_h}", f"output_dir={cont}",
                             "keep_checkpoints=0", *cfg["continual"]]),
                      *(["--resume"] if (cont / "checkpoints").is_dir() else []), cwd=workdir)
     limit = ["--limit", str(cfg["limit"])] if cfg["limit"] else []
-    medtrain_cmd("sweep", "--continual", str(cont), "--sft-recipe", str(REPO / "recipes/tiny/sft.yaml"),
+    medtrain_cmd("sweep", "--continual", str(cont), "--sft-recipe", str(RECIPES / "tiny/sft.yaml"),
                  "--checkpoints", cfg["checkpoints"], "--hosts", str(hosts), "--launcher", "local",
                  "--out", str(sweep_dir), "--cmexam-data", str(SAMPLES / "cmexam_test.csv"),
                  "--mmlu-data", str(SAMPLES / "mmlu"), "--cmmlu-data", str(SAMPLES / "cmmlu"),

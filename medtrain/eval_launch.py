@@ -8,9 +8,9 @@ import json
 import shutil
 from pathlib import Path
 
-from core.errors import RunFailed
-from eval.ranked import write_request
-from launch.run import launch_module
+from medtrain.core.errors import RunFailed
+from medtrain.eval.ranked import write_request
+from medtrain.launch.run import launch_module
 
 
 def eval_across(task: str, kwargs: dict, out: Path, hosts: Path, launcher: str = "local") -> dict:
@@ -19,7 +19,8 @@ def eval_across(task: str, kwargs: dict, out: Path, hosts: Path, launcher: str =
     out = Path(out)
     work = out.parent / f".{out.name}.ranks"
     request = write_request(work / "request.json", task, {**kwargs, "out": out.resolve()})
-    code = launch_module(hosts, launcher, ["eval.ranked", str(request.resolve())], work, job_name=f"eval-{task}")
+    code = launch_module(hosts, launcher, ["medtrain.eval.ranked", str(request.resolve())], work,
+                         job_name=f"eval-{task}")
     if code != 0:
         raise RunFailed(f"eval {task} across {hosts} exited with {code}; the ranks' output above says why")
     shutil.rmtree(work, ignore_errors=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from core.checkpoint_files import MARKER, CheckpointError, newest_good, verify
+from medtrain.core.checkpoint_files import MARKER, CheckpointError, newest_good, verify
 from medtrain.model_dir import write_hf_dir
 from medtrain.state import TrainerState
 

@@ -9,8 +9,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.flops import flops_per_token, utilisation
-from core.model_specs import LlamaShape
+from medtrain.core.flops import flops_per_token, utilisation
+from medtrain.core.model_specs import LlamaShape
 
 
 def fmt_seconds(s: float) -> str:

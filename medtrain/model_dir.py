@@ -9,10 +9,10 @@ from pathlib import Path
 
 import torch
 
-from core.model_specs import resolve_shape
-from core.provenance import versions
-from core.publish import publish_dir, staging_dir
-from data_prep.tokenizer import TOKENIZER_FILES
+from medtrain.core.model_specs import resolve_shape
+from medtrain.core.provenance import versions
+from medtrain.core.publish import publish_dir, staging_dir
+from medtrain.data_prep.tokenizer import TOKENIZER_FILES
 from medtrain.modeling import DTYPES
 from medtrain.state import TrainerState
 
@@ -70,7 +70,7 @@ def init_model_dir(name: str, tokenizer_dir: Path, out: Path, seed: int = 0) -> 
     the "base model" of the demo and of tests (nothing can be downloaded here)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from data_prep.tokenizer import Encoder
+    from medtrain.data_prep.tokenizer import Encoder
 
     info = Encoder(tokenizer_dir).info
     shape = resolve_shape(name, vocab_size=info.vocab_size)

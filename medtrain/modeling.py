@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from core.model_specs import NAMED, ModelSpecError, resolve_shape
+from medtrain.core.model_specs import NAMED, ModelSpecError, resolve_shape
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 

@@ -7,8 +7,8 @@ import json
 import os
 from pathlib import Path
 
-from core.errors import UserError
-from core.publish import publish_text
+from medtrain.core.errors import UserError
+from medtrain.core.publish import publish_text
 from medtrain.metrics import read_metrics
 
 
@@ -60,7 +60,7 @@ def find_results(path: Path) -> list[dict]:
 
 
 def build_report(paths: list[Path], out: Path) -> Path:
-    from eval.tables import results_table
+    from medtrain.eval.tables import results_table
     from medtrain.sweep import table3
 
     out = Path(out)

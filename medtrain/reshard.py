@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from core.checkpoint_files import CheckpointError
+from medtrain.core.checkpoint_files import CheckpointError
 
 
 def _load(path: Path) -> dict:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.errors import UserError
+from medtrain.core.errors import UserError
 
 VERSION = 1
 

@@ -13,12 +13,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.checkpoint_files import MARKER, CheckpointError, checkpoint_dirs, step_of, tag_for, verify
-from core.errors import RunFailed
-from core.publish import publish_json, publish_text
-from data_prep.format import sha256_file
-from eval.tables import PAPER_COLUMNS, conventions, paper_cells, paper_columns
 from medtrain import cells
+from medtrain.core.checkpoint_files import MARKER, CheckpointError, checkpoint_dirs, step_of, tag_for, verify
+from medtrain.core.errors import RunFailed
+from medtrain.core.publish import publish_json, publish_text
+from medtrain.data_prep.format import sha256_file
+from medtrain.eval.tables import PAPER_COLUMNS, conventions, paper_cells, paper_columns
 from medtrain.metrics import fmt_seconds
 
 
@@ -44,7 +44,7 @@ def say(msg: str) -> None:
 
 def eval_identity(model_id: dict, task: str, data: EvalData) -> dict:
     """Everything an eval cell's number depends on besides the model: benchmark, data, convention, length."""
-    from eval.task import load_task
+    from medtrain.eval.task import load_task
 
     path = data.cmexam if task == "cmexam" else getattr(data, task)
     settings = {"task": task, "task_version": load_task(task).version, "data": str(path),
@@ -58,7 +58,7 @@ def eval_identity(model_id: dict, task: str, data: EvalData) -> dict:
 
 def evaluate(model: Path, model_id: dict, out: Path, data: EvalData) -> list[dict]:
     """CMExam (generation), MMLU and CMMLU (5-shot) for one model; a task done with the same settings is reused."""
-    from eval.run import run_cmexam, run_mc
+    from medtrain.eval.run import run_cmexam, run_mc
 
     results = []
     for task in ("cmexam", "mmlu", "cmmlu"):
@@ -88,7 +88,7 @@ def evaluate(model: Path, model_id: dict, out: Path, data: EvalData) -> list[dic
 
 def continual_model(continual: Path, step: int, out: Path) -> tuple[Path, dict]:
     """The HF directory of checkpoint `step` (0: the run's base model), exported once, and its identity."""
-    from core.recipe import load_recipe
+    from medtrain.core.recipe import load_recipe
     from medtrain.export import export_checkpoint
 
     if step == 0:
@@ -114,9 +114,9 @@ def continual_model(continual: Path, step: int, out: Path) -> tuple[Path, dict]:
 def check_inputs(continual: Path, sft_recipe: Path, checkpoints: list[int], out: Path, data: EvalData,
                  overrides: list[str]) -> None:
     """Everything a sweep will need, checked before the first SFT starts: a typo costs seconds, not a cell."""
-    from core.recipe import load_recipe
-    from eval.data import mc_subjects, read_cmexam
-    from eval.task import TaskError, load_task
+    from medtrain.core.recipe import load_recipe
+    from medtrain.eval.data import mc_subjects, read_cmexam
+    from medtrain.eval.task import TaskError, load_task
 
     load_recipe(sft_recipe, overrides)
     if not checkpoints:
@@ -149,7 +149,7 @@ def check_inputs(continual: Path, sft_recipe: Path, checkpoints: list[int], out:
 
 def sft_identity(sft_recipe: Path, overrides: list[str], base_id: dict) -> dict:
     """An SFT cell: the model it starts from, the recipe after overrides, the data manifest it trains on."""
-    from core.recipe import load_recipe
+    from medtrain.core.recipe import load_recipe
 
     recipe = load_recipe(sft_recipe, overrides).to_dict()
     manifest = Path(recipe["data"]) / "manifest.json"
@@ -159,7 +159,7 @@ def sft_identity(sft_recipe: Path, overrides: list[str], base_id: dict) -> dict:
 
 def sweep(continual: Path, sft_recipe: Path, checkpoints: list[int], hosts: Path, out: Path, data: EvalData, *,
           launcher: str = "local", overrides: list[str] | None = None, eval_continual: bool = True) -> dict:
-    from launch.run import prepare_launch, start
+    from medtrain.launch.run import prepare_launch, start
 
     check_inputs(continual, sft_recipe, checkpoints, out, data, overrides or [])
     out.mkdir(parents=True, exist_ok=True)

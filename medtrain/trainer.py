@@ -15,18 +15,18 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from core.checkpoint_files import newest_good, tag_for
-from core.errors import RunFailed
-from core.heartbeat import heartbeat
-from core.model_specs import resolve_shape
-from core.rank import run_rank as run_as_rank
-from core.recipe import Recipe, RecipeError, load_recipe
-from core.run_spec import DataSize, RunSpec
-from data_prep.format import sha256_file
-from data_prep.reader import open_samples
-from data_prep.tokenizer import tokenizer_identity
 from medtrain import checkpoint
 from medtrain.batches import IGNORE, StepPlan, collate
+from medtrain.core.checkpoint_files import newest_good, tag_for
+from medtrain.core.errors import RunFailed
+from medtrain.core.heartbeat import heartbeat
+from medtrain.core.model_specs import resolve_shape
+from medtrain.core.rank import run_rank as run_as_rank
+from medtrain.core.recipe import Recipe, RecipeError, load_recipe
+from medtrain.core.run_spec import DataSize, RunSpec
+from medtrain.data_prep.format import sha256_file
+from medtrain.data_prep.reader import open_samples
+from medtrain.data_prep.tokenizer import tokenizer_identity
 from medtrain.metrics import MetricsLogger, StepMetrics
 from medtrain.model_dir import write_hf_dir
 from medtrain.modeling import build_model, hf_config, release_hf_deepspeed_config, save_hf_config

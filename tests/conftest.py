@@ -43,7 +43,7 @@ slurm_cluster = _cluster_fixture("start_slurm_cluster", "slurm_cluster", "slurm"
 @pytest.fixture(scope="session")
 def hf_model(tmp_path_factory) -> Path:
     """A real Hugging Face Llama directory (random weights, named shape "tiny") with a locally trained tokenizer."""
-    from data_prep.tokenizer import train_bpe_tokenizer
+    from medtrain.data_prep.tokenizer import train_bpe_tokenizer
     from medtrain.model_dir import init_model_dir
 
     root = tmp_path_factory.mktemp("hf")

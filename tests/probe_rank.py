@@ -11,7 +11,7 @@ import deepspeed
 import torch
 import torch.distributed as dist
 
-from core.rank import export_rank_env
+from medtrain.core.rank import export_rank_env
 
 
 def main(out_dir: str) -> None:

@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-ROOMS = ("core", "data_prep", "eval", "launch", "medtrain")
+# each room's folder and the name it imports as (pyproject's package-dir)
+ROOMS = {"core": "medtrain.core", "data_prep": "medtrain.data_prep", "eval": "medtrain.eval",
+         "launch": "medtrain.launch", "medtrain": "medtrain", "recipes": "medtrain.recipes"}
 # modules that run on the ranks: they read run_spec.json and never import the cluster side
 RANK_SIDE = ("medtrain.trainer", "medtrain.checkpoint", "medtrain.export", "medtrain.state", "medtrain.model_dir",
              "medtrain.modeling", "medtrain.batches", "medtrain.metrics")
@@ -18,12 +20,18 @@ ALLOWED = {
 }
 
 
+def room_of(module: str) -> str:
+    """'medtrain.core.recipe' -> 'core'; 'medtrain.cli' -> 'medtrain'."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "medtrain" and parts[1] in ROOMS else parts[0]
+
+
 def _modules() -> dict[str, set[str]]:
     """module name -> the modules of ours it imports."""
     graph = {}
-    for room in ROOMS:
+    for room, package in ROOMS.items():
         for path in (REPO / room).rglob("*.py"):
-            name = ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+            name = ".".join((package, *path.relative_to(REPO / room).with_suffix("").parts)).removesuffix(".__init__")
             deps = set()
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
                 if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -32,7 +40,7 @@ def _modules() -> dict[str, set[str]]:
                     targets = [a.name for a in node.names]
                 else:
                     continue
-                deps |= {t for t in targets if t.split(".")[0] in ROOMS}
+                deps |= {t for t in targets if t.split(".")[0] == "medtrain"}
             graph[name] = deps
     return {m: {d for d in deps if d in graph} | {d.rsplit(".", 1)[0] for d in deps if d not in graph
                                                    and d.rsplit(".", 1)[0] in graph} for m, deps in graph.items()}
@@ -43,13 +51,13 @@ GRAPH = _modules()
 
 @pytest.mark.parametrize("room", sorted(ALLOWED))
 def test_lower_rooms_import_only_the_rooms_below_them(room):
-    bad = {m: sorted(d for d in deps if d.split(".")[0] not in ALLOWED[room] | {room})
-           for m, deps in GRAPH.items() if m.split(".")[0] == room}
+    bad = {m: sorted(d for d in deps if room_of(d) not in ALLOWED[room] | {room})
+           for m, deps in GRAPH.items() if room_of(m) == room}
     assert not {m: d for m, d in bad.items() if d}
 
 
 def test_the_ranks_never_import_the_cluster_side():
-    bad = {m: sorted(d for d in GRAPH[m] if d.startswith("launch")) for m in RANK_SIDE}
+    bad = {m: sorted(d for d in GRAPH[m] if room_of(d) == "launch") for m in RANK_SIDE}
     assert not {m: d for m, d in bad.items() if d}
 
 
@@ -68,3 +76,22 @@ def test_no_module_imports_one_that_imports_it_back():
 
     cycles = sorted((m, d) for m, deps in GRAPH.items() for d in deps if d != m and reaches(d, m))
     assert not cycles
+
+
+def test_every_room_imports_as_medtrain():
+    """The wheel's one top-level name: no module of ours is imported by a bare room name."""
+    bare = sorted(f"{m} -> {d}" for m, deps in _raw_imports().items() for d in deps)
+    assert not bare
+
+
+def _raw_imports() -> dict[str, set[str]]:
+    out = {}
+    for room in ROOMS:
+        for path in (REPO / room).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+                         else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+                hits = {n for n in names if n.split(".")[0] in set(ROOMS) - {"medtrain"}}
+                if hits:
+                    out.setdefault(str(path.relative_to(REPO)), set()).update(hits)
+    return out

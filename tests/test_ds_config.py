@@ -5,9 +5,9 @@ import pytest
 from deepspeed.runtime.config import DeepSpeedConfig
 from typer.testing import CliRunner
 
-from core.ds_config import PRESETS, ConfigError, build_ds_config
-from core.run_spec import warmup_steps
 from medtrain.cli import app
+from medtrain.core.ds_config import PRESETS, ConfigError, build_ds_config
+from medtrain.core.run_spec import warmup_steps
 
 REPO = Path(__file__).resolve().parent.parent
 PAPER = REPO / "recipes/paper/continual_llama2_13b.yaml"

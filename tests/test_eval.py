@@ -10,12 +10,12 @@ import torch
 from conftest import shared_data
 from typer.testing import CliRunner
 
-from eval.data import read_cmexam, read_mc_subject
-from eval.extract import NO_ANSWER, extract
-from eval.metrics import weighted_f1
-from eval.run import build_prompt, mc_subjects
-from eval.task import load_task
 from medtrain.cli import app
+from medtrain.eval.data import read_cmexam, read_mc_subject
+from medtrain.eval.extract import NO_ANSWER, extract
+from medtrain.eval.metrics import weighted_f1
+from medtrain.eval.run import build_prompt, mc_subjects
+from medtrain.eval.task import load_task
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data_prep" / "samples"
 OPTS = {"A": "原发病", "B": "出血部位", "C": "出血量", "D": "在胃内停留时间", "E": "以上均非"}
@@ -187,8 +187,8 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path):
 
 
 def test_batched_left_padded_generation_equals_one_at_a_time(hf_model):
-    from eval.generate import generate
-    from eval.model import load_model
+    from medtrain.eval.generate import generate
+    from medtrain.eval.model import load_model
 
     model, tok, _ = load_model(hf_model)
     prompts = ["问题: 高血压的典型表现是", "短", "问题: 确诊肺结核最常用的检查是什么？请回答", "答案:"]
@@ -243,8 +243,8 @@ def test_harness_scores_equal_a_direct_loglikelihood(hf_model):
     continuations, contexts of different lengths, with and without `logits_to_keep`."""
     import torch.nn.functional as F
 
-    from eval.choice import harness_pairs, score_harness
-    from eval.model import load_model
+    from medtrain.eval.choice import harness_pairs, score_harness
+    from medtrain.eval.model import load_model
 
     model, tok, _ = load_model(hf_model)
     reqs = harness_pairs(tok, "Question: x\nAnswer:", [f" {x}" for x in "ABCD"])
@@ -281,8 +281,8 @@ def test_auto_placement_on_the_cpu_keeps_fp32_and_refuses_what_cannot_run(hf_mod
     import json as _json
     import shutil
 
-    from eval.model import choose_placement, parse_batch_size
-    from eval.task import TaskError
+    from medtrain.eval.model import choose_placement, parse_batch_size
+    from medtrain.eval.task import TaskError
 
     assert choose_placement(hf_model) == choose_placement(hf_model, "cpu", "auto")
     assert choose_placement(hf_model, "cpu", "bf16").dtype == "bf16"
@@ -309,8 +309,8 @@ def test_kv_cache_per_token_is_2_x_layers_x_hidden_x_bytes_for_llama2_13b():
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from core.model_specs import NAMED
-    from eval.model import generation_row_bytes, kv_bytes_per_token
+    from medtrain.core.model_specs import NAMED
+    from medtrain.eval.model import generation_row_bytes, kv_bytes_per_token
 
     with torch.device("meta"):
         model = LlamaForCausalLM(LlamaConfig(**NAMED["llama2-13b"].to_hf_config())).to(torch.float16)
@@ -426,7 +426,7 @@ def _result(task, model, acc, **kw):
 
 
 def test_results_in_other_conventions_are_other_labelled_columns_whatever_the_order():
-    from eval.tables import results_table
+    from medtrain.eval.tables import results_table
 
     a = _result("mmlu", "m", 29.82, scoring="original")
     b = _result("mmlu", "m", 27.19, scoring="harness")

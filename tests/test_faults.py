@@ -30,7 +30,7 @@ from train_fixtures import (
     small_disk,
 )
 
-from core.checkpoint_files import survey
+from medtrain.core.checkpoint_files import survey
 from medtrain.metrics import read_metrics
 
 
@@ -275,7 +275,7 @@ def test_a_host_that_keeps_failing_is_replaced_by_a_spare_host(tiny, continual_r
 def test_the_watchdog_gives_each_phase_its_own_allowance(tmp_path):
     import json
 
-    from launch.watchdog import Allowances, Watchdog
+    from medtrain.launch.watchdog import Allowances, Watchdog
 
     allow = Allowances(step=20, setup=300, save=600)
     assert allow.dist_timeout_minutes == pytest.approx(11)
@@ -296,7 +296,7 @@ def test_the_watchdog_gives_each_phase_its_own_allowance(tmp_path):
 def test_verification_names_the_damaged_file(tmp_path):
     import json
 
-    from core.checkpoint_files import MANIFEST, MARKER, digest, verify
+    from medtrain.core.checkpoint_files import MANIFEST, MARKER, digest, verify
 
     ckpt = tmp_path / "step_000004"
     ckpt.mkdir()

@@ -84,7 +84,7 @@ def test_sft_from_the_continual_export_on_the_gpu(runs, tiny, hosts, tmp_path):
 
 
 def test_greedy_eval_on_the_gpu_equals_the_cpu(hf_model, tmp_path):
-    from eval.run import run_cmexam
+    from medtrain.eval.run import run_cmexam
 
     data = REPO / "data_prep" / "samples" / "cmexam_test.csv"
     kw = {"model_dir": hf_model, "limit": 8, "max_new_tokens": 24, "dtype": "fp32"}
@@ -100,7 +100,7 @@ def test_greedy_eval_on_the_gpu_equals_the_cpu(hf_model, tmp_path):
 def test_multiple_choice_scores_on_the_gpu_equal_the_cpu(hf_model, tmp_path, scoring):
     """Left padding, shared rows and `logits_to_keep` on CUDA kernels: the same scores as the CPU in fp32; bf16
     (the GPU default for an fp32 checkpoint) runs and records its dtype."""
-    from eval.run import run_mc
+    from medtrain.eval.run import run_mc
 
     data = REPO / "data_prep" / "samples" / "mmlu"
     kw = {"scoring": scoring, "limit": 6, "batch_size": 4}

@@ -17,8 +17,8 @@ import torch
 from conftest import shared_data
 from typer.testing import CliRunner
 
-from eval.harness_tasks import run_lm_eval, write_harness_tasks
 from medtrain.cli import app
+from medtrain.eval.harness_tasks import run_lm_eval, write_harness_tasks
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data_prep" / "samples"
 MEDICAL = ["anatomy", "clinical_knowledge", "college_medicine"]  # subjects both MMLU and CMMLU have

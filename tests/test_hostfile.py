@@ -4,8 +4,8 @@ import pytest
 from deepspeed.launcher.runner import fetch_hostfile
 from typer.testing import CliRunner
 
-from launch.hostfile import HostfileError, parse_hostfile_text, read_hostfile, render_hostfile
 from medtrain.cli import app
+from medtrain.launch.hostfile import HostfileError, parse_hostfile_text, read_hostfile, render_hostfile
 
 REPO = Path(__file__).resolve().parent.parent
 

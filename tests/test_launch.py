@@ -9,10 +9,10 @@ import pytest
 from train_fixtures import cli, make_tiny_data, small_disk
 from typer.testing import CliRunner
 
-from launch.hostfile import read_hostfile
-from launch.launcher import LaunchSpec, build_command, free_port, launch_environment, write_env_file
-from launch.slurm import render_sbatch
 from medtrain.cli import app
+from medtrain.launch.hostfile import read_hostfile
+from medtrain.launch.launcher import LaunchSpec, build_command, free_port, launch_environment, write_env_file
+from medtrain.launch.slurm import render_sbatch
 
 REPO = Path(__file__).resolve().parent.parent
 PAPER = REPO / "recipes/paper/continual_llama2_13b.yaml"
@@ -191,8 +191,8 @@ def test_preflight_checks_room_for_the_plans_checkpoints_on_every_host(tmp_path,
 def test_host_checks_name_what_is_missing_different_or_short_of_room(tmp_path, tiny_data):
     import shutil
 
-    from core.recipe import load_recipe
-    from launch.host_checks import check_host, decode, encode, expectations
+    from medtrain.core.recipe import load_recipe
+    from medtrain.launch.host_checks import check_host, decode, encode, expectations
 
     sets = [x for x in tiny_data if x != "--set"]
     recipe = load_recipe(TINY, [*sets, f"output_dir={tmp_path / 'run'}"])
@@ -220,7 +220,7 @@ def test_host_checks_name_what_is_missing_different_or_short_of_room(tmp_path, t
     shutil.rmtree(other_data)
     assert check_host(expect)[0] == f"data {other_data} missing here"
 
-    from core.recipe import RecipeError
+    from medtrain.core.recipe import RecipeError
 
     with pytest.raises(RecipeError, match="model '.*no-such-model' is not a directory on this machine"):
         expectations(load_recipe(TINY, [*sets, "init=pretrained", f"model={tmp_path / 'no-such-model'}"]), 0)
@@ -228,8 +228,8 @@ def test_host_checks_name_what_is_missing_different_or_short_of_room(tmp_path, t
 
 def test_the_plan_sizes_a_checkpoint_as_the_trainer_writes_it(continual_run):
     """The room --check asks for comes from the plan: its checkpoint size against a real ZeRO-3 checkpoint."""
-    from core.recipe import load_recipe
-    from launch.plan import make_plan
+    from medtrain.core.recipe import load_recipe
+    from medtrain.launch.plan import make_plan
 
     world = json.loads((continual_run / "run_spec.json").read_text())["world_size"]
     plan = make_plan(load_recipe(continual_run / "recipe.yaml"), {"localhost": world})

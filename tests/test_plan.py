@@ -4,11 +4,11 @@ import pytest
 from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
 from typer.testing import CliRunner
 
-from core.model_specs import NAMED
-from core.recipe import load_recipe
-from launch.hostfile import read_hostfile
-from launch.plan import make_plan, model_state_bytes
 from medtrain.cli import app
+from medtrain.core.model_specs import NAMED
+from medtrain.core.recipe import load_recipe
+from medtrain.launch.hostfile import read_hostfile
+from medtrain.launch.plan import make_plan, model_state_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 PAPER = REPO / "recipes/paper/continual_llama2_13b.yaml"
@@ -65,7 +65,7 @@ def test_plan_refuses_a_world_size_that_breaks_the_batch(tmp_path):
 
 
 def test_plan_and_trainer_share_one_flops_formula():
-    from core.flops import flops_per_token, utilisation
+    from medtrain.core.flops import flops_per_token, utilisation
 
     shape = NAMED["llama2-13b"]
     f = flops_per_token(shape, 4096, recompute=True)
@@ -88,7 +88,7 @@ def test_max_steps_stops_the_run_but_keeps_the_full_schedule():
 
 
 def test_a_named_shape_is_planned_but_never_trained_without_init_random(tmp_path):
-    from core.recipe import RecipeError
+    from medtrain.core.recipe import RecipeError
 
     r = CliRunner().invoke(app, ["plan", "--recipe", str(PAPER), "--hosts", str(REPO / "hostfiles/v100x20")])
     assert "weights      NONE: 'llama2-13b' is a named shape" in r.output

@@ -10,14 +10,14 @@ import pytest
 from conftest import shared_data
 from typer.testing import CliRunner
 
-from data_prep.format import DatasetError, TokenDataset, TokenizerId
-from data_prep.mix import mix
-from data_prep.pipeline import prep
-from data_prep.reader import PackedSamples, epoch_order, open_samples
-from data_prep.sources import SOURCES
-from data_prep.templates import get_template, render_huatuo
-from data_prep.tokenizer import Encoder, train_bpe_tokenizer
 from medtrain.cli import app
+from medtrain.data_prep.format import DatasetError, TokenDataset, TokenizerId
+from medtrain.data_prep.mix import mix
+from medtrain.data_prep.pipeline import prep
+from medtrain.data_prep.reader import PackedSamples, epoch_order, open_samples
+from medtrain.data_prep.sources import SOURCES
+from medtrain.data_prep.templates import get_template, render_huatuo
+from medtrain.data_prep.tokenizer import Encoder, train_bpe_tokenizer
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data_prep" / "samples"
 
@@ -89,7 +89,7 @@ def test_sft_prompt_lengths_cover_exactly_the_prompt(tmp_path, bpe_tok):
     rows = list(csv.DictReader(open(SAMPLES / "cmexam_train.csv", encoding="utf-8")))
     assert m["num_docs"] == len(rows)
     t = get_template("cmexam_with_reasoning")
-    from data_prep.templates import parse_options
+    from medtrain.data_prep.templates import parse_options
 
     for i in (0, 5, len(rows) - 1):
         r = rows[i]
@@ -287,7 +287,7 @@ def test_another_copy_of_the_same_tokenizer_is_accepted_another_tokenizer_refuse
     import json
     import shutil
 
-    from data_prep.tokenizer import tokenizer_identity
+    from medtrain.data_prep.tokenizer import tokenizer_identity
 
     out = tmp_path / "h"
     _quiet("huatuo", [SAMPLES / "huatuo_sample.jsonl"], bpe_tok, out, seq_len=64)

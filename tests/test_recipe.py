@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from core.recipe import RecipeError, load_recipe
-from core.run_spec import accumulation_steps
+from medtrain.core.recipe import RecipeError, load_recipe
+from medtrain.core.run_spec import accumulation_steps
 
 REPO = Path(__file__).resolve().parent.parent
 

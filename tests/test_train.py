@@ -7,11 +7,11 @@ import pytest
 import torch
 from train_fixtures import CONT_RECIPE, CONTINUAL, SFT_RECIPE, check, cli, launch_args, run_and_kill_after
 
-from core.recipe import load_recipe
-from data_prep.reader import open_samples
-from launch.hostfile import read_hostfile
-from launch.plan import make_plan
 from medtrain.batches import IGNORE, StepPlan, collate
+from medtrain.core.recipe import load_recipe
+from medtrain.data_prep.reader import open_samples
+from medtrain.launch.hostfile import read_hostfile
+from medtrain.launch.plan import make_plan
 from medtrain.metrics import read_metrics
 from medtrain.trainer import LossScaleWatch, TrainingError, token_loss, warmup_decay
 
@@ -177,7 +177,7 @@ def test_incomplete_checkpoint_is_ignored_with_a_warning(continual_run, tmp_path
     import shutil
     import warnings
 
-    from core.checkpoint_files import complete_checkpoints
+    from medtrain.core.checkpoint_files import complete_checkpoints
 
     root = tmp_path / "checkpoints"
     shutil.copytree(continual_run / "checkpoints", root)
@@ -233,7 +233,7 @@ def test_two_node_pdsh_training_over_loopback(tiny, tmp_path, loopback_cluster):
 
 
 def test_trainer_refuses_data_from_another_tokenizer(tiny):
-    from data_prep.format import DatasetError, TokenizerId
+    from medtrain.data_prep.format import DatasetError, TokenizerId
 
     with pytest.raises(DatasetError, match="not the run's"):
         open_samples(tiny["huatuo"], "continual", 64, tokenizer=TokenizerId("f" * 64, "f" * 64))

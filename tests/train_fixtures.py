@@ -29,9 +29,9 @@ def check(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 
 
 def make_tiny_data(root: Path) -> dict[str, Path]:
-    from data_prep.pipeline import prep
-    from data_prep.templates import ALPACA_HEADER
-    from data_prep.tokenizer import train_bpe_tokenizer
+    from medtrain.data_prep.pipeline import prep
+    from medtrain.data_prep.templates import ALPACA_HEADER
+    from medtrain.data_prep.tokenizer import train_bpe_tokenizer
 
     texts = (SAMPLES / "huatuo_sample.jsonl").read_text().splitlines()
     texts += (SAMPLES / "cmexam_train.csv").read_text().splitlines() + [ALPACA_HEADER] * 20

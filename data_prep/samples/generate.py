@@ -1,4 +1,4 @@
-"""Regenerate the shipped samples from knowledge.py: python -m data_prep.samples.generate
+"""Regenerate the shipped samples from knowledge.py: python -m medtrain.data_prep.samples.generate
 
 Deterministic (fixed seed), so the checked-in files are exactly what this script writes.
 """
@@ -11,7 +11,7 @@ import json
 import random
 from pathlib import Path
 
-from data_prep.samples.knowledge import FACTS
+from medtrain.data_prep.samples.knowledge import FACTS
 
 HERE = Path(__file__).resolve().parent
 LETTERS = "ABCDE"
