@@ -10,6 +10,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from medtrain.core import hub
 from medtrain.core.errors import UserError
 
 
@@ -70,14 +71,30 @@ NAMED: dict[str, LlamaShape] = {
 }
 
 
+# Hub ids whose shape is known here, so `plan` sizes them before a byte is downloaded (their config.json wins
+# when it is in the cache).
+HUB_SHAPES = {f"meta-llama/Llama-2-{size}{kind}": f"llama2-{size}" for size in ("7b", "13b", "70b")
+              for kind in ("-hf", "-chat-hf")}
+
+
 def resolve_shape(model: str, vocab_size: int | None = None) -> LlamaShape:
-    """A named config (vocab overridable) or the config.json of a Hugging Face directory."""
+    """A named config (vocab overridable), the config.json of a Hugging Face directory, or of a hub id's cached
+    snapshot (a known id's shape without it)."""
     if model in NAMED:
         shape = NAMED[model]
         if vocab_size is not None:
             shape = LlamaShape(**{**asdict(shape), "vocab_size": vocab_size})
         return shape
     cfg_path = Path(model) / "config.json"
+    if hub.is_hub_id(model):
+        cached = hub.cached_snapshot(model, need=("config.json",))
+        if cached is not None:
+            cfg_path = cached.path / "config.json"
+        elif model in HUB_SHAPES:
+            return NAMED[HUB_SHAPES[model]]
+        else:
+            raise ModelSpecError(f"model '{model}': its config.json is not in the Hugging Face cache, so its shape "
+                                 f"is unknown here; fetch it with `{hub.fetch_command(model)}`")
     if not cfg_path.is_file():
         raise ModelSpecError(
             f"model '{model}' is neither a named config ({', '.join(NAMED)}) nor a directory with config.json"

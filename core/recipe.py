@@ -8,11 +8,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from medtrain.core import hub
 from medtrain.core.ds_config import PRESETS
 from medtrain.core.errors import UserError
 from medtrain.core.model_specs import NAMED
@@ -127,6 +129,12 @@ class Recipe:
     def weights(self) -> str:
         """Which weights a run of this recipe starts from, in words (plan, --dry-run, --check, banner)."""
         if self.model not in NAMED:
+            origin = self.extra.get("hub", {}).get("model")
+            if origin:
+                return f"pretrained weights from {origin['hub_id']}@{origin['revision'][:12]} ({self.model})"
+            if hub.is_hub_id(self.model):
+                return (f"pretrained weights from the Hugging Face id {self.model} (not in the cache yet: the "
+                        f"launch downloads it, or `{hub.fetch_command(self.model)}` first)")
             return f"pretrained weights from {self.model}"
         if self.init == "random":
             return f"random initialisation of the named shape {self.model} (seed {self.seed})"
@@ -151,6 +159,31 @@ class Recipe:
     def tokenizer_dir(self) -> str:
         return self.tokenizer or self.model
 
+    def resolved(self, download: bool = True, missing_ok: bool = False) -> Recipe:
+        """This recipe with hub ids replaced by the local snapshot folders every rank reads (cache first, then a
+        download), and the ids and commits they came from kept in `extra.hub` for lineage. `missing_ok` keeps an
+        id that cannot be resolved as it is (a dry run shows it; the launch resolves it)."""
+        origins = dict(self.extra.get("hub", {}))
+        changes: dict[str, str] = {}
+        for key, ref in (("model", self.model), ("tokenizer", self.tokenizer)):
+            if ref is None or (key == "model" and ref in NAMED):
+                continue
+            what = f"{self.source}: {key}"
+            need = ("config.json", "*.safetensors*") if key == "model" else ("tokenizer*",)
+            patterns = hub.MODEL_FILES if key == "model" else ["tokenizer*", "special_*", "*.txt", "vocab*"]
+            try:
+                r = hub.resolve(ref, what=what, need=need, allow_patterns=patterns, download=download)
+            except hub.HubError:
+                if missing_ok:
+                    continue
+                raise
+            if r.hub_id is not None:
+                origins[key] = r.provenance()
+                changes[key] = str(r.path)
+        if not changes:
+            return self
+        return dataclasses.replace(self, **changes, extra={**self.extra, "hub": origins})
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("source")
@@ -163,9 +196,29 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "<memory>") -> Recipe:
                         extra={"source": source})
 
 
+def builtin_recipes() -> dict[str, Path]:
+    """The recipes shipped in the wheel by name ('paper/continual_llama2_13b' -> its file)."""
+    root = Path(str(resources.files("medtrain.recipes")))
+    return {p.relative_to(root).with_suffix("").as_posix(): p for p in sorted(root.rglob("*.yaml"))}
+
+
+def find_recipe(ref: str | Path) -> Path:
+    """A recipe file by path, or a built-in one by name (with or without .yaml); a path that exists wins."""
+    path = Path(ref)
+    if path.is_file():
+        return path
+    builtin = builtin_recipes()
+    name = str(ref).removesuffix(".yaml").removeprefix("recipes/")
+    if name in builtin:
+        return builtin[name]
+    raise RecipeError(f"{ref}: no such recipe file, nor a built-in recipe ({', '.join(builtin)}; "
+                      "`medtrain recipes` lists them)")
+
+
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read a recipe YAML; `key=value` overrides land on the same fields and are checked the same way."""
-    path = Path(path)
+    """Read a recipe YAML (a path or a built-in name); `key=value` overrides land on the same fields and are
+    checked the same way."""
+    path = find_recipe(path)
     raw = read_yaml(path, RecipeError, "no such recipe file") or {}
     for item in overrides or []:
         key, sep, value = item.partition("=")

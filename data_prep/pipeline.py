@@ -134,11 +134,12 @@ def _chunks(items: Iterator, size: int) -> Iterator[list]:
 def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: str | None = None,
          seq_len: int = 4096, workers: int | None = None, overwrite: bool = False,
          target_tokens: int = PAPER_TARGET_TOKENS, chunk_size: int = 512, chunk_bytes: int = 1 << 20,
-         log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict:
+         log: Callable[[str], None] = lambda s: print(s, file=sys.stderr), hub: dict | None = None) -> dict:
     """Prepare one dataset; returns its manifest. Raises DatasetError (nothing written) on unusable input.
 
     JSON Lines inputs travel to the workers as raw lines (parsing is spread over every core); CSV, JSON arrays
-    and plain text are parsed here and only their texts travel."""
+    and plain text are parsed here and only their texts travel. `hub` (the ids and revisions of hub inputs and
+    tokenizer) is recorded in the manifest."""
     if source not in SOURCES:
         raise DatasetError(f"unknown source '{source}'; one of {', '.join(SOURCES)}")
     src = SOURCES[source]
@@ -237,6 +238,8 @@ def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: s
         for line in stats.first_skips:
             log(f"  {line}")
     manifest = _manifest(kind, source, info, template, seq_len, stats, writer, target_tokens)
+    if hub:
+        manifest["hub"] = hub  # which hub ids and commits the inputs and the tokenizer came from
     writer.finalize(manifest, overwrite=overwrite)
     manifest.update({"num_docs": writer.num_docs, "num_tokens": writer.num_tokens})
     return manifest

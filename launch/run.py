@@ -102,10 +102,13 @@ def prepare_launch(recipe_path: Path, hosts: Path | None, launcher: str, *, over
         if not (Path(recipe.data) / "manifest.json").is_file():
             raise RecipeError(f"{recipe.source}: data '{recipe.data}' is not a prepared dataset; run `medtrain prep` "
                               "first")
+        plan.recipe = recipe = recipe.resolved()  # hub ids -> the snapshot folders every rank reads
         from medtrain.data_prep.format import TokenDataset
         from medtrain.data_prep.tokenizer import tokenizer_identity
 
         TokenDataset(recipe.data, expect_tokenizer=tokenizer_identity(recipe.tokenizer_dir))  # before any rank
+    else:
+        plan.recipe = recipe = recipe.resolved(download=False, missing_ok=True)  # what the cache has; no download
     run_dir = Path(recipe.output_dir).resolve()
     if entry is None:
         entry = ["--module", "--no_local_rank", "medtrain", "train", recipe.stage,

@@ -45,6 +45,8 @@ train_app = typer.Typer(help="Per-rank training entry points (what `medtrain lau
 app.add_typer(train_app, name="train")
 prep_app = typer.Typer(help="Raw data -> offline-tokenized memory-mapped datasets.", no_args_is_help=True)
 app.add_typer(prep_app, name="prep")
+recipes_app = typer.Typer(help="The built-in recipes: list them, copy one out to edit.", invoke_without_command=True)
+app.add_typer(recipes_app, name="recipes")
 
 
 @contextmanager
@@ -68,7 +70,9 @@ def refuse_existing(out: Path, overwrite: bool) -> None:
         raise ExistsError(f"{out} already exists; pass --overwrite to replace it")
 
 
-RecipeOpt = Annotated[Path, typer.Option("--recipe", help="Run recipe YAML (recipes/paper, recipes/tiny).")]
+RecipeOpt = Annotated[str, typer.Option("--recipe", help="Run recipe: a YAML path or a built-in name such as "
+                                        "paper/continual_llama2_13b (`medtrain recipes` lists them).")]
+PAPER_CONTINUAL = "paper/continual_llama2_13b"
 HostsOpt = Annotated[Path, typer.Option("--hosts", help="Hostfile ('host slots=N' lines).")]
 OverrideOpt = Annotated[list[str] | None, typer.Option("--set", help="Recipe override key=value (repeatable).")]
 
@@ -142,7 +146,7 @@ def plan(
 ) -> None:
     """Memory per GPU, steps, tokens and time; exits 2 when it does not fit (a recipe or hostfile to change).
 
-    Example: medtrain plan --recipe recipes/paper/continual_llama2_13b.yaml --hosts hostfiles/v100x20
+    Example: medtrain plan --recipe paper/continual_llama2_13b --hosts hostfiles/v100x20
     """
     from medtrain.launch.plan import Hardware, make_plan
 
@@ -158,7 +162,8 @@ def plan(
 
 @app.command()
 def launch(
-    recipe: RecipeOpt,
+    recipe: Annotated[str | None, typer.Option("--recipe", help="Run recipe: a YAML path or a built-in name "
+                                               f"(default: {PAPER_CONTINUAL}, the paper's continual run).")] = None,
     hosts: Annotated[Path | None, typer.Option("--hosts", help="Hostfile ('host slots=N' lines); under slurm "
                                                "optional (--nodes/--gpus-per-node), its names become --nodelist.")]
     = None,
@@ -188,15 +193,23 @@ def launch(
                                                          "e.g. --sbatch-arg=--exclusive (repeatable).")] = None,
     detach: Annotated[bool, typer.Option("--detach", help="slurm: submit and return the job id; do not wait.")]
     = False,
+    tokenizer: Annotated[str | None, typer.Option(help="Tokenizer directory or Hugging Face id (recipe tokenizer; "
+                                                  "default: the model's own).")] = None,
     set_: OverrideOpt = None,
 ) -> None:
     """Start the recipe's training on every rank through the real deepspeed launcher, watch it, restart it.
 
-    Example: medtrain launch --hosts hostfiles/v100x20 --recipe recipes/paper/continual_llama2_13b.yaml --dry-run
+    Example: medtrain launch --hosts hostfiles/v100x20 --recipe paper/continual_llama2_13b --dry-run
     """
     from medtrain.launch.run import prepare_launch, start
 
+    if recipe is None:
+        recipe = PAPER_CONTINUAL
+        typer.echo(f"recipe: {PAPER_CONTINUAL} (the paper's continual pretraining; --recipe to choose another)",
+                   err=True)
     overrides = list(set_ or [])
+    if tokenizer is not None:
+        overrides.append(f"tokenizer={tokenizer}")
     if hang_timeout is not None:
         overrides.append(f"hang_timeout={hang_timeout}")
     if max_restarts is not None:
@@ -260,21 +273,58 @@ def checkpoints(run_dir: Annotated[Path, typer.Argument(help="A training run dir
         typer.echo("no usable checkpoint: --resume would start from step 0")
 
 
-InputsOpt = Annotated[list[Path], typer.Option("--input", help="Input file (repeatable).")]
-TokOpt = Annotated[Path, typer.Option(help="Tokenizer directory (tokenizer.model and/or tokenizer.json).")]
-OutOpt = Annotated[Path, typer.Option(help="Dataset directory to create.")]
+InputsOpt = Annotated[list[str] | None, typer.Option("--input", help="Input file, data set folder or Hugging Face "
+                                                 "data set id (repeatable).")]
+TokOpt = Annotated[str, typer.Option(help="Tokenizer directory (tokenizer.model and/or tokenizer.json) or Hugging "
+                                     "Face model id.")]
+OutOpt = Annotated[Path | None, typer.Option(help="Dataset directory to create.")]
 SeqOpt = Annotated[int, typer.Option(help="Training sequence length the counts are reported for.")]
 WorkersOpt = Annotated[int, typer.Option(help="Encoding processes (default: all cores).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing dataset.")]
+SplitOpt = Annotated[str, typer.Option(help="Split to read from a data set folder or hub id.")]
+PAPER_TOKENIZER = "meta-llama/Llama-2-13b-hf"
+# where the paper recipes read each source, so `medtrain prep huatuo` with nothing named feeds the paper's run
+PAPER_OUT = {"huatuo": Path("data/huatuo_encyclopedia")}
 
 
-def _prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, mode: str | None, seq_len: int,
-          workers: int, overwrite: bool) -> None:
+def _prep(source: str, inputs: list[str] | None, tokenizer: str, out: Path | None, mode: str | None, seq_len: int,
+          workers: int, overwrite: bool, split: str) -> None:
+    import shutil
+
+    from medtrain.core import hub
+    from medtrain.core.publish import staging_dir
+    from medtrain.data_prep.inputs import DEFAULT_INPUTS, resolve_inputs
     from medtrain.data_prep.pipeline import prep
 
+    chosen = []
+    if not inputs:
+        if source not in DEFAULT_INPUTS:
+            raise typer.BadParameter(f"prep {source} needs --input (a file, folder or Hugging Face data set id)",
+                                     param_hint="--input")
+        inputs = [DEFAULT_INPUTS[source]]
+        chosen.append(f"input {inputs[0]} (split {split})")
+    if out is None:
+        if source not in PAPER_OUT:
+            raise typer.BadParameter(f"prep {source} needs --out DIR", param_hint="--out")
+        out = PAPER_OUT[source]
+        chosen.append(f"out {out} (what recipes/paper reads)")
+    if tokenizer == PAPER_TOKENIZER:
+        chosen.append(f"tokenizer {tokenizer}")
+    if chosen:
+        typer.echo(f"prep {source}: the paper's defaults: {'; '.join(chosen)}", err=True)
     with user_errors():
-        m = prep(source, inputs, tokenizer, out, mode=mode, seq_len=seq_len, workers=workers or None,
-                 overwrite=overwrite)
+        if out.exists() and not overwrite:
+            raise ExistsError(f"{out} already exists; pass --overwrite to replace it")
+        tok = hub.resolve(tokenizer, what="--tokenizer", need=("tokenizer*",),
+                          allow_patterns=["tokenizer*", "special_*", "*.txt", "vocab*", "config.json"])
+        staging = staging_dir(out.parent / f".{out.name}.inputs")
+        try:
+            found = resolve_inputs(inputs, split, staging)
+            origins = {"inputs": found.origins, "tokenizer": tok.provenance()} if found.origins or tok.hub_id else None
+            m = prep(source, found.files, tok.path, out, mode=mode, seq_len=seq_len, workers=workers or None,
+                     overwrite=overwrite, hub=origins)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     skipped, used = sum(m["stats"]["skipped"].values()), m["stats"]["records"]
     typer.echo(f"wrote {out}: {m['num_docs']:,} documents, {m['num_tokens']:,} tokens "
                f"({used + skipped:,} records read: {used:,} used, {skipped:,} skipped)")
@@ -286,13 +336,15 @@ ModeOpt = Annotated[str, typer.Option(help="answer_only | with_reasoning (answer
 def _prep_command(src: Source) -> None:
     """`medtrain prep NAME` for one entry of data_prep.sources.SOURCES (SFT sources take --mode)."""
     if src.kind == "sft":
-        def command(input: InputsOpt, tokenizer: TokOpt, out: OutOpt, mode: ModeOpt = src.default_mode or "",
-                    seq_len: SeqOpt = 4096, workers: WorkersOpt = 0, overwrite: OverwriteOpt = False) -> None:
-            _prep(src.name, input, tokenizer, out, mode, seq_len, workers, overwrite)
+        def command(input: InputsOpt = None, tokenizer: TokOpt = PAPER_TOKENIZER, out: OutOpt = None,
+                    mode: ModeOpt = src.default_mode or "", seq_len: SeqOpt = 4096, workers: WorkersOpt = 0,
+                    overwrite: OverwriteOpt = False, split: SplitOpt = "train") -> None:
+            _prep(src.name, input, tokenizer, out, mode, seq_len, workers, overwrite, split)
     else:
-        def command(input: InputsOpt, tokenizer: TokOpt, out: OutOpt, seq_len: SeqOpt = 4096,
-                    workers: WorkersOpt = 0, overwrite: OverwriteOpt = False) -> None:
-            _prep(src.name, input, tokenizer, out, None, seq_len, workers, overwrite)
+        def command(input: InputsOpt = None, tokenizer: TokOpt = PAPER_TOKENIZER, out: OutOpt = None,
+                    seq_len: SeqOpt = 4096, workers: WorkersOpt = 0, overwrite: OverwriteOpt = False,
+                    split: SplitOpt = "train") -> None:
+            _prep(src.name, input, tokenizer, out, None, seq_len, workers, overwrite, split)
     command.__doc__ = f"{src.about}\n\nExample: {src.example}"
     prep_app.command(src.name)(command)
 
@@ -372,7 +424,17 @@ def export(checkpoint: Annotated[Path, typer.Option(help="A checkpoint dir, or a
     typer.echo(f"wrote {path}")
 
 
-ModelOpt = Annotated[Path | None, typer.Option("--model", help="Hugging Face model directory.")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="Hugging Face model directory or hub id (from the "
+                                              "cache, else downloaded).")]
+
+
+def _model_dir(model: str | None) -> Path | None:
+    """A hub id's snapshot folder (core.hub), or the directory as given."""
+    from medtrain.core import hub
+
+    if model is None:
+        return None
+    return hub.resolve(model, what="--model", need=("config.json",), allow_patterns=hub.MODEL_FILES).path
 DeviceOpt = Annotated[str, typer.Option(help="auto (the GPU when there is one) | cpu | cuda. A model larger than "
                                         "one GPU is spread over the node's GPUs.")]
 DtypeOpt = Annotated[str, typer.Option(help="auto (the stored dtype; fp32 checkpoints run in bf16/fp16 on a GPU) | "
@@ -431,7 +493,8 @@ def eval_cmexam(
     """
     with user_errors():
         refuse_existing(out, overwrite)
-        r = _run_eval("cmexam", {"data": data, "model_dir": model, "predictions": predictions, "template": template,
+        r = _run_eval("cmexam", {"data": data, "model_dir": _model_dir(model), "predictions": predictions,
+                                 "template": template,
                                  "extract_mode": extract, "batch_size": batch_size, "max_new_tokens": max_new_tokens,
                                  "limit": limit, "device": device, "dtype": dtype}, out, hosts, launcher)
     m = r["metrics"]
@@ -439,12 +502,12 @@ def eval_cmexam(
                f"{m['no_answer']} no answer, extract {r['extract']}) -> {out}")
 
 
-def _eval_mc(task: str, model: Path, data: Path, out: Path, shots: int, scoring: str, batch_size: str,
+def _eval_mc(task: str, model: str | None, data: Path, out: Path, shots: int, scoring: str, batch_size: str,
              limit: int | None, subjects: list[str] | None, device: str, dtype: str, hosts: Path | None,
              launcher: str, overwrite: bool) -> None:
     with user_errors():
         refuse_existing(out, overwrite)
-        r = _run_eval(task, {"model_dir": model, "data": data, "shots": shots, "scoring": scoring,
+        r = _run_eval(task, {"model_dir": _model_dir(model), "data": data, "shots": shots, "scoring": scoring,
                              "batch_size": batch_size, "limit": limit, "subjects": subjects or None,
                              "device": device, "dtype": dtype}, out, hosts, launcher)
     m = r["metrics"]
@@ -465,7 +528,7 @@ SubjectOpt = Annotated[list[str] | None, typer.Option("--subject", help="Only th
 
 def _mc_command(task: str, title: str, layout: str) -> None:
     """`medtrain eval mmlu|cmmlu`: the same options for both k-shot benchmarks."""
-    def command(model: Annotated[Path, typer.Option(help="Hugging Face model directory.")],
+    def command(model: Annotated[str, typer.Option(help="Hugging Face model directory or hub id.")],
                 data: Path, out: EvalOutOpt,
                 shots: ShotsOpt = 5, scoring: ScoringOpt = "original", batch_size: McBatchOpt = "auto",
                 limit: LimitOpt = None, subject: SubjectOpt = None, device: DeviceOpt = "auto",
@@ -585,6 +648,42 @@ def sweep(
                             launcher=launcher, overrides=set_ or [])
     typer.echo((out / "table3.md").read_text())
     typer.echo(f"wrote {out / 'table3.md'} ({len(summary['rows'])} rows)")
+
+
+@recipes_app.callback()
+def recipes_list(ctx: typer.Context) -> None:
+    """The recipes shipped with medtrain, by the name --recipe takes, with their first comment line.
+
+    Example: medtrain recipes; medtrain recipes cp paper/continual_llama2_13b my_continual.yaml
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from medtrain.core.recipe import builtin_recipes
+
+    for name, path in builtin_recipes().items():
+        about = next((line.lstrip("# ").strip() for line in path.read_text(encoding="utf-8").splitlines()
+                      if line.startswith("#") and "medtrain " not in line), "")
+        typer.echo(f"{name:<32} {about}")
+
+
+@recipes_app.command("cp")
+def recipes_cp(name: Annotated[str, typer.Argument(help="A built-in recipe's name (`medtrain recipes`).")],
+               dest: Annotated[Path, typer.Argument(help="Where to write the copy (a file or a directory).")],
+               overwrite: ReplaceOpt = False) -> None:
+    """Copy a built-in recipe out to edit, as torchtune's `tune cp`. Example: medtrain recipes cp
+    paper/sft_cmexam_reasoning my_sft.yaml"""
+    from medtrain.core.publish import publish_text
+    from medtrain.core.recipe import builtin_recipes
+
+    with user_errors():
+        builtin = builtin_recipes()
+        key = name.removesuffix(".yaml")
+        if key not in builtin:
+            raise ConfigError(f"no built-in recipe '{name}'; `medtrain recipes` lists: {', '.join(builtin)}")
+        target = dest / f"{Path(key).name}.yaml" if dest.is_dir() else dest
+        refuse_existing(target, overwrite)
+        publish_text(target, builtin[key].read_text(encoding="utf-8"))
+    typer.echo(f"wrote {target} (from {key}); use it with --recipe {target}")
 
 
 @app.command()

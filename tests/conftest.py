@@ -63,3 +63,29 @@ def continual_run(tiny, tmp_path_factory):
     check(cli(*launch_args(CONT_RECIPE, tiny, out, "--set", f"data={tiny['huatuo']}", *CONTINUAL)))
     return out
 
+
+
+@pytest.fixture(scope="session")
+def installed_wheel(tmp_path_factory) -> dict:
+    """medtrain as a user gets it: `pip wheel .`, installed (not editable) into a fresh environment, run from a
+    directory outside the repository. The new environment borrows this one's dependencies through a .pth line
+    (a plain path: the editable install's finder in there is not loaded), so only medtrain itself comes from the
+    wheel."""
+    import site
+    import subprocess
+
+    root = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(root / "dist"), str(REPO)], check=True, capture_output=True, text=True)
+    wheel = next((root / "dist").glob("medtrain-*.whl"))
+    env_dir = root / "env"
+    subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True)
+    py = env_dir / "bin" / "python"
+    purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    Path(purelib, "borrowed_deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True,
+                   capture_output=True, text=True)
+    outside = root / "elsewhere"
+    outside.mkdir()
+    return {"wheel": wheel, "python": py, "bin": env_dir / "bin", "cwd": outside}

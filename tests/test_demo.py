@@ -2,20 +2,19 @@
 models that load with transformers, and a second run that reuses what the first one made."""
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from train_fixtures import run_installed
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo(tmp_path_factory, installed_wheel):
+    """From the installed wheel, outside the repository: the demo needs nothing of the checkout."""
     work = tmp_path_factory.mktemp("demo")
-    proc = subprocess.run([sys.executable, "-m", "medtrain", "demo", "--workdir", str(work), "--quick"],
-                          capture_output=True, text=True, cwd=REPO, timeout=1200)
+    proc = run_installed(installed_wheel, "demo", "--workdir", str(work), "--quick")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return work, proc.stdout
 
@@ -65,10 +64,9 @@ def test_demo_exported_models_load_with_transformers_and_carry_lineage(demo):
 
 
 @pytest.mark.launch
-def test_second_demo_run_reuses_prepared_data_and_finished_cells(demo):
+def test_second_demo_run_reuses_prepared_data_and_finished_cells(demo, installed_wheel):
     work, _ = demo
-    proc = subprocess.run([sys.executable, "-m", "medtrain", "demo", "--workdir", str(work), "--quick"],
-                          capture_output=True, text=True, cwd=REPO, timeout=1200)
+    proc = run_installed(installed_wheel, "demo", "--workdir", str(work), "--quick")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "reusing prepared data" in proc.stdout and "reusing continual run" in proc.stdout
     assert "done with the same settings, reusing" in proc.stdout and "SFT from step" not in proc.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -53,7 +54,12 @@ CONTINUAL = ("--set", "seq_len=64", "--set", "max_steps=12", "--set", "checkpoin
 
 
 def run_and_kill_after(args: list[str], marker: Path, timeout: float = 300, env: dict | None = None) -> int:
-    """Start `medtrain launch` in its own process group and SIGKILL the whole group once `marker` exists."""
+    """Start `medtrain launch` in its own process group and SIGKILL the whole run once `marker`
+    (RUN_DIR/checkpoints/step_N/COMPLETE) exists: the launch's group, then every rank's group from the
+    heartbeats (the DeepSpeed launcher runs in a session of its own, launch/job.py), waiting until each rank is
+    gone, so a resume never races the run it replaces."""
+    from medtrain.core.heartbeat import read_beats
+
     proc = subprocess.Popen([sys.executable, "-m", "medtrain", *args], cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True, env=env)
     deadline = time.time() + timeout
@@ -61,9 +67,26 @@ def run_and_kill_after(args: list[str], marker: Path, timeout: float = 300, env:
         if marker.exists() or proc.poll() is not None:
             break
         time.sleep(0.02)
+    beats = read_beats(marker.parents[2] / "heartbeats")
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
-    return proc.wait()
+    for beat in beats.values():
+        if beat.pgid != os.getpgid(0):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(beat.pgid, signal.SIGKILL)
+    code = proc.wait()
+    for beat in beats.values():
+        while time.time() < deadline + 30 and _alive(beat.pid):
+            time.sleep(0.05)
+    return code
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return not Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except (ProcessLookupError, FileNotFoundError):
+        return False
 
 
 class LaunchedRun:
@@ -158,3 +181,11 @@ def small_disk(path: Path, size: str):
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def run_installed(wheel_env: dict, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess:
+    """`medtrain ARGS` of the wheel installed by the installed_wheel fixture, from outside the repository."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PATH"] = f"{wheel_env['bin']}{os.pathsep}{env['PATH']}"
+    return subprocess.run([str(wheel_env["bin"] / "medtrain"), *args], cwd=wheel_env["cwd"], env=env,
+                          capture_output=True, text=True, timeout=timeout)
