@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup sysdeps test lint demo clean gpu-kit
+.PHONY: setup sysdeps test test-fast lint demo clean gpu-kit
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,12 @@ sysdeps:
 
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -rs
+	$(BIN)/python -m pytest -q -rs --durations=25
+
+# everything that starts no DeepSpeed launch (marker `launch`): the quick answer while iterating
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -rs -m "not launch" --durations=15
 
 lint: setup
 	$(BIN)/ruff check .
