@@ -70,7 +70,7 @@ class Job:
         """core.heartbeat.ask_for_stacks where each rank runs, then SIGCONT so a stopped rank answers too."""
         def ask(beat: Beat) -> None:
             if self.remote:
-                self.on_host(beat.rank, [sys.executable, "-c", f"from core.heartbeat import ask_for_stacks; "
+                self.on_host(beat.rank, [sys.executable, "-c", f"from medtrain.core.heartbeat import ask_for_stacks; "
                                                                f"ask_for_stacks({int(beat.pid)})"])
             else:
                 try:
