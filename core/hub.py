@@ -16,8 +16,9 @@ from pathlib import Path
 from medtrain.core.errors import UserError
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-# What a model snapshot needs for training, export and eval (the weights in either form, the tokenizer in any).
+# What is downloaded for a model (config, safetensors weights, the tokenizer in any form) and for a tokenizer alone.
 MODEL_FILES = ["*.json", "*.safetensors", "tokenizer.model", "*.txt"]
+TOKENIZER_FILES = ["tokenizer*", "special_*", "*.txt", "vocab*", "config.json"]
 
 
 class HubError(UserError):
@@ -84,6 +85,17 @@ def resolve(ref: str | os.PathLike, *, what: str = "model", repo_type: str = "mo
         raise HubError(f"{what} '{text}' could not be downloaded ({type(e).__name__}: {str(e).splitlines()[0]}); "
                        f"fetch it with `{fetch_command(text, repo_type)}` where the network is") from None
     return Resolved(path, text, path.name)
+
+
+def resolve_model(ref: str | os.PathLike, *, what: str = "model", download: bool = True) -> Resolved:
+    """A model directory: a cached snapshot counts only with its config and weights."""
+    return resolve(ref, what=what, need=("config.json", "*.safetensors*"), allow_patterns=MODEL_FILES,
+                   download=download)
+
+
+def resolve_tokenizer(ref: str | os.PathLike, *, what: str = "tokenizer", download: bool = True) -> Resolved:
+    """A tokenizer directory (a model id gives its tokenizer files only, not the weights)."""
+    return resolve(ref, what=what, need=("tokenizer*",), allow_patterns=TOKENIZER_FILES, download=download)
 
 
 def cached_snapshot(hub_id: str, *, repo_type: str = "model", need: tuple[str, ...] = ()) -> Resolved | None:

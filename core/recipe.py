@@ -168,11 +168,9 @@ class Recipe:
         for key, ref in (("model", self.model), ("tokenizer", self.tokenizer)):
             if ref is None or (key == "model" and ref in NAMED):
                 continue
-            what = f"{self.source}: {key}"
-            need = ("config.json", "*.safetensors*") if key == "model" else ("tokenizer*",)
-            patterns = hub.MODEL_FILES if key == "model" else ["tokenizer*", "special_*", "*.txt", "vocab*"]
+            resolve = hub.resolve_model if key == "model" else hub.resolve_tokenizer
             try:
-                r = hub.resolve(ref, what=what, need=need, allow_patterns=patterns, download=download)
+                r = resolve(ref, what=f"{self.source}: {key}", download=download)
             except hub.HubError:
                 if missing_ok:
                     continue
@@ -202,17 +200,21 @@ def builtin_recipes() -> dict[str, Path]:
     return {p.relative_to(root).with_suffix("").as_posix(): p for p in sorted(root.rglob("*.yaml"))}
 
 
+def builtin_recipe(name: str) -> Path | None:
+    """A built-in recipe's file by name, with or without .yaml (and the checkout's recipes/ prefix)."""
+    return builtin_recipes().get(name.removesuffix(".yaml").removeprefix("recipes/"))
+
+
 def find_recipe(ref: str | Path) -> Path:
     """A recipe file by path, or a built-in one by name (with or without .yaml); a path that exists wins."""
     path = Path(ref)
     if path.is_file():
         return path
-    builtin = builtin_recipes()
-    name = str(ref).removesuffix(".yaml").removeprefix("recipes/")
-    if name in builtin:
-        return builtin[name]
-    raise RecipeError(f"{ref}: no such recipe file, nor a built-in recipe ({', '.join(builtin)}; "
-                      "`medtrain recipes` lists them)")
+    found = builtin_recipe(str(ref))
+    if found is None:
+        raise RecipeError(f"{ref}: no such recipe file, nor a built-in recipe ({', '.join(builtin_recipes())}; "
+                          "`medtrain recipes` lists them)")
+    return found
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:

@@ -4,16 +4,21 @@
 A hub id resolves through the hub cache (core.hub: cache first, then a download, offline a line naming the
 fetch command); the split's files are picked by name (`train_datasets.jsonl`, `data/train-00000-of-00001.parquet`,
 ...). Parquet and Arrow, which the readers do not parse, are read by `datasets` and written as JSON Lines into a
-staging folder the caller removes, so every source keeps one reader and the parallel JSON Lines path.
+staging folder beside the output that lives as long as the `with` block, so every source keeps one reader and
+the parallel JSON Lines path.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from medtrain.core import hub
+from medtrain.core.publish import staging_dir
 from medtrain.data_prep.format import DatasetError
 
 READABLE = (".jsonl", ".json", ".csv", ".txt", ".jsonl.gz", ".json.gz")
@@ -27,6 +32,16 @@ class Inputs:
     files: list[Path]
     origins: list[dict] = field(default_factory=list)
     """Provenance of hub inputs: id, revision (commit), and the files used."""
+
+
+@contextmanager
+def staged_inputs(refs: list[str], split: str, out: Path) -> Iterator[Inputs]:
+    """The readable files for `refs`, any conversions staged beside `out` and removed when the block ends."""
+    staging = staging_dir(out.parent / f".{out.name}.inputs")
+    try:
+        yield resolve_inputs(refs, split, staging)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def resolve_inputs(refs: list[str], split: str, staging: Path) -> Inputs:

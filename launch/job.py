@@ -27,6 +27,14 @@ def rank_hosts(pool: OrderedDict[str, int]) -> list[str]:
     return [host for host, slots in pool.items() for _ in range(slots)]
 
 
+def local_process_state(pid: int) -> str:
+    """The state letter of a process on this host (/proc/PID/stat): R, S, T, D, Z, or '-' when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "-"
+
+
 class Job:
     def __init__(self, command: list[str], env: dict[str, str], pool: OrderedDict[str, int], launcher: str,
                  port: int = 0):
@@ -57,10 +65,7 @@ class Job:
     def process_state(self, beat: Beat) -> str:
         """R running, S sleeping (a collective's wait, usually), T stopped, D disk, Z dead, '-' gone."""
         if not self.remote:
-            try:
-                return Path(f"/proc/{beat.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            except (OSError, IndexError):
-                return "-"
+            return local_process_state(beat.pid)
         done = self.on_host(beat.rank, ["cat", f"/proc/{int(beat.pid)}/stat"])
         if done is None or done.returncode != 0 or ")" not in done.stdout:
             return "-"

@@ -289,11 +289,8 @@ PAPER_OUT = {"huatuo": Path("data/huatuo_encyclopedia")}
 
 def _prep(source: str, inputs: list[str] | None, tokenizer: str, out: Path | None, mode: str | None, seq_len: int,
           workers: int, overwrite: bool, split: str) -> None:
-    import shutil
-
     from medtrain.core import hub
-    from medtrain.core.publish import staging_dir
-    from medtrain.data_prep.inputs import DEFAULT_INPUTS, resolve_inputs
+    from medtrain.data_prep.inputs import DEFAULT_INPUTS, staged_inputs
     from medtrain.data_prep.pipeline import prep
 
     chosen = []
@@ -313,18 +310,12 @@ def _prep(source: str, inputs: list[str] | None, tokenizer: str, out: Path | Non
     if chosen:
         typer.echo(f"prep {source}: the paper's defaults: {'; '.join(chosen)}", err=True)
     with user_errors():
-        if out.exists() and not overwrite:
-            raise ExistsError(f"{out} already exists; pass --overwrite to replace it")
-        tok = hub.resolve(tokenizer, what="--tokenizer", need=("tokenizer*",),
-                          allow_patterns=["tokenizer*", "special_*", "*.txt", "vocab*", "config.json"])
-        staging = staging_dir(out.parent / f".{out.name}.inputs")
-        try:
-            found = resolve_inputs(inputs, split, staging)
+        refuse_existing(out, overwrite)  # before anything is resolved or downloaded
+        tok = hub.resolve_tokenizer(tokenizer, what="--tokenizer")
+        with staged_inputs(inputs, split, out) as found:
             origins = {"inputs": found.origins, "tokenizer": tok.provenance()} if found.origins or tok.hub_id else None
             m = prep(source, found.files, tok.path, out, mode=mode, seq_len=seq_len, workers=workers or None,
                      overwrite=overwrite, hub=origins)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
     skipped, used = sum(m["stats"]["skipped"].values()), m["stats"]["records"]
     typer.echo(f"wrote {out}: {m['num_docs']:,} documents, {m['num_tokens']:,} tokens "
                f"({used + skipped:,} records read: {used:,} used, {skipped:,} skipped)")
@@ -434,7 +425,7 @@ def _model_dir(model: str | None) -> Path | None:
 
     if model is None:
         return None
-    return hub.resolve(model, what="--model", need=("config.json",), allow_patterns=hub.MODEL_FILES).path
+    return hub.resolve_model(model, what="--model").path
 DeviceOpt = Annotated[str, typer.Option(help="auto (the GPU when there is one) | cpu | cuda. A model larger than "
                                         "one GPU is spread over the node's GPUs.")]
 DtypeOpt = Annotated[str, typer.Option(help="auto (the stored dtype; fp32 checkpoints run in bf16/fp16 on a GPU) | "
@@ -673,17 +664,16 @@ def recipes_cp(name: Annotated[str, typer.Argument(help="A built-in recipe's nam
     """Copy a built-in recipe out to edit, as torchtune's `tune cp`. Example: medtrain recipes cp
     paper/sft_cmexam_reasoning my_sft.yaml"""
     from medtrain.core.publish import publish_text
-    from medtrain.core.recipe import builtin_recipes
+    from medtrain.core.recipe import builtin_recipe, builtin_recipes
 
     with user_errors():
-        builtin = builtin_recipes()
-        key = name.removesuffix(".yaml")
-        if key not in builtin:
-            raise ConfigError(f"no built-in recipe '{name}'; `medtrain recipes` lists: {', '.join(builtin)}")
-        target = dest / f"{Path(key).name}.yaml" if dest.is_dir() else dest
+        source = builtin_recipe(name)
+        if source is None:
+            raise ConfigError(f"no built-in recipe '{name}'; `medtrain recipes` lists: {', '.join(builtin_recipes())}")
+        target = dest / source.name if dest.is_dir() else dest
         refuse_existing(target, overwrite)
-        publish_text(target, builtin[key].read_text(encoding="utf-8"))
-    typer.echo(f"wrote {target} (from {key}); use it with --recipe {target}")
+        publish_text(target, source.read_text(encoding="utf-8"))
+    typer.echo(f"wrote {target} (from {name}); use it with --recipe {target}")
 
 
 @app.command()

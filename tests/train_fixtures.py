@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,6 +58,7 @@ def run_and_kill_after(args: list[str], marker: Path, timeout: float = 300, env:
     heartbeats (the DeepSpeed launcher runs in a session of its own, launch/job.py), waiting until each rank is
     gone, so a resume never races the run it replaces."""
     from medtrain.core.heartbeat import read_beats
+    from medtrain.launch.job import local_process_state
 
     proc = subprocess.Popen([sys.executable, "-m", "medtrain", *args], cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True, env=env)
@@ -72,21 +72,13 @@ def run_and_kill_after(args: list[str], marker: Path, timeout: float = 300, env:
         os.killpg(proc.pid, signal.SIGKILL)
     for beat in beats.values():
         if beat.pgid != os.getpgid(0):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
+            with suppress(ProcessLookupError, PermissionError):
                 os.killpg(beat.pgid, signal.SIGKILL)
     code = proc.wait()
     for beat in beats.values():
-        while time.time() < deadline + 30 and _alive(beat.pid):
+        while time.time() < deadline + 30 and local_process_state(beat.pid) not in ("-", "Z"):
             time.sleep(0.05)
     return code
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return not Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
-    except (ProcessLookupError, FileNotFoundError):
-        return False
 
 
 class LaunchedRun:
