@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup sysdeps test test-fast lint demo clean gpu-kit
+.PHONY: setup sysdeps test test-fast lint demo clean gpu-kit gpu-rehearsal
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,10 +29,10 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -rs --durations=25
 
-# everything that starts no DeepSpeed launch (marker `launch`): the quick answer while iterating
+# the unit and integration tiers (no DeepSpeed launch, no cluster): the quick answer while iterating
 test-fast: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -rs -m "not launch" --durations=15
+	$(BIN)/python -m pytest -q -rs --durations=15 tests/unit tests/integration
 
 lint: setup
 	$(BIN)/ruff check .
@@ -47,5 +47,10 @@ gpu-kit: $(STAMP)
 	  --python-version 3.12 --implementation cp --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
 	  --target /tmp/medtrain-gpu-kit-check .gpu/wheels/*.whl && echo "gpu-kit: every wheel installs on cp312"
 
+# the kit on an imitation of the device's software (Python 3.12, torch 2.11, transformers 5.17, offline, no
+# ../shared): fails if any step before CUDA fails (bench/gpu/rehearse.sh); .ci/run runs it after make test
+gpu-rehearsal: gpu-kit
+	bash bench/gpu/rehearse.sh
+
 clean:
-	rm -rf $(VENV) demo_work runs
+	rm -rf $(VENV) demo_work runs .gpu .rehearsal

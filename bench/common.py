@@ -8,7 +8,8 @@ import platform
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# BENCH_RESULTS: bench/gpu/check.sh saves straight into the folder the device hands back
+RESULTS = Path(os.environ.get("BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
@@ -25,3 +26,9 @@ def save(name: str, payload: dict) -> Path:
     os.replace(tmp, path)
     print(f"saved {path}")
     return path
+
+
+def stop(signum, frame) -> None:
+    """SIGTERM handler for the benchmarks (`timeout`, the device's command limit): unwind, so that temporary
+    directories holding a 1B model and its export (GBs) are removed on the way out."""
+    raise SystemExit("stopped by SIGTERM")

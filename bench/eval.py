@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import SHARED, save  # noqa: E402
+from bench.common import SHARED, save, stop  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data_prep" / "samples"
 
@@ -128,6 +129,7 @@ def main() -> None:
     ap.add_argument("--mc-limit", type=int, default=25, help="questions per subject of the real MMLU/CMMLU files")
     ap.add_argument("--name", default="eval", help="results file: bench/results/NAME.json")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, stop)
     batch = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
     mc: dict = {}
     with tempfile.TemporaryDirectory() as tmp:

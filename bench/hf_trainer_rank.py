@@ -38,6 +38,12 @@ def main() -> None:
     deepspeed.init_distributed()  # before TrainingArguments, so zero.Init sees the real world size
     args = json.loads(sys.argv[1])
     ds_config = json.loads(Path(args["ds_config"]).read_text())
+    # The Trainer refuses a DeepSpeed JSON that disagrees with its own arguments (transformers >= 4.4x checks
+    # precision and the scheduler's step counts). medtrain runs its own schedule, so the JSON's scheduler block
+    # is not what either side runs: drop it, and let the Trainer's precision follow the JSON's.
+    ds_config.pop("scheduler", None)
+    bf16 = ds_config.get("bf16", {}).get("enabled", False)
+    fp16 = ds_config.get("fp16", {}).get("enabled", False)
     times: list[float] = []
 
     class Clock(TrainerCallback):
@@ -48,7 +54,8 @@ def main() -> None:
         output_dir=args["out"], per_device_train_batch_size=args["micro_batch"],
         gradient_accumulation_steps=args["accumulation"], max_steps=args["steps"], learning_rate=args["lr"],
         optim="adafactor", gradient_checkpointing=True, logging_steps=10 ** 6,
-        save_strategy="no", report_to=[], deepspeed=ds_config, dataloader_num_workers=0, seed=42,
+        save_strategy="no", report_to=[], deepspeed=ds_config, dataloader_num_workers=0, seed=42, bf16=bf16,
+        fp16=fp16, max_grad_norm=ds_config.get("gradient_clipping", 1.0),
         use_cpu=not torch.cuda.is_available(),
     )
     model = AutoModelForCausalLM.from_pretrained(args["model"], dtype=torch.float32)

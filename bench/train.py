@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -22,13 +23,35 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import save  # noqa: E402
+from bench.common import save, stop  # noqa: E402
+
+
+def run(cmd: list[str], what: str) -> None:
+    """Run a child with its output streamed to ours (the kit's log shows every line it printed); a SIGTERM to us
+    (`timeout`, the device's limit) is passed on to it and waited for, so its ranks end and our temporary
+    directories (a 1B model and its export are GBs) are removed on the way out."""
+    proc = subprocess.Popen(cmd, cwd=REPO)
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def forward(signum, frame):
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise SystemExit(f"{what}: stopped by SIGTERM")
+
+    signal.signal(signal.SIGTERM, forward)
+    try:
+        code = proc.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if code != 0:
+        raise RuntimeError(f"{what} failed (exit {code}); its output is above")
 
 
 def cli(*args: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "medtrain", *args], cwd=REPO, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"medtrain {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    run([sys.executable, "-m", "medtrain", *args], f"medtrain {args[0]}")
 
 
 def steady_rate(ends: list[float], start: float, skip: int, tokens_per_step: int) -> float:
@@ -86,6 +109,7 @@ def main() -> None:
     ap.add_argument("--log-every", type=int, default=5, help="medtrain log cadence; the window starts at the "
                     "first log step on both sides")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, stop)
     accumulation = args.global_batch // (args.micro_batch * args.ranks)
     samples = REPO / "data_prep" / "samples"
     with tempfile.TemporaryDirectory() as tmp:
@@ -121,25 +145,28 @@ def main() -> None:
         utilisation = {k: float(np.median([r[k] for r in steady])) for k in ("tflops_per_gpu", "mfu", "hfu")
                        if k in last}
         predicted = plan_gib(tmp / "ours", args.ranks)
+        result = {"model": args.model, "seq_len": args.seq_len, "steps": args.steps, "ranks": args.ranks,
+                  "global_batch": args.global_batch, "micro_batch": args.micro_batch, "preset": args.preset,
+                  "precision": args.precision, "medtrain_tokens_per_s": ours_rate,
+                  "medtrain_data_wait_share": data_wait, **utilisation}
+        if "max_mem_gib" in last:
+            result.update({"peak_mem_gib": last["max_mem_gib"], "plan_mem_gib": predicted,
+                           "peak_vs_plan": last["max_mem_gib"] / predicted if predicted else None})
+        save(args.name, result)  # medtrain's figures are kept even if the HF half fails or runs out of time
         hf_args = {"ds_config": str(tmp / "ours" / "ds_config.json"), "model": str(tmp / "base"),
                    "data": str(tmp / "data"), "seq_len": args.seq_len, "steps": args.steps,
                    "micro_batch": args.micro_batch, "accumulation": accumulation, "lr": 3e-3, "out": str(tmp / "hf")}
         deepspeed = Path(sys.executable).parent / "deepspeed"
         launcher = [str(deepspeed)] if deepspeed.exists() else [sys.executable, "-m", "deepspeed.launcher.runner"]
-        proc = subprocess.run([*launcher, "--num_gpus", str(args.ranks), "--no_local_rank",
-                               str(REPO / "bench" / "hf_trainer_rank.py"), json.dumps(hf_args)],
-                              cwd=REPO, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise SystemExit(f"HF Trainer run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        try:
+            run([*launcher, "--num_gpus", str(args.ranks), "--no_local_rank",
+                 str(REPO / "bench" / "hf_trainer_rank.py"), json.dumps(hf_args)], "HF Trainer run")
+        except RuntimeError as err:
+            save(args.name, {**result, "hf_trainer_error": str(err)})
+            raise SystemExit(str(err)) from None
         hf = json.loads((tmp / "hf" / "hf_times.json").read_text())
         hf_rate = steady_rate(hf["step_ends"], hf["start"], first["step"], tokens_per_step)
-    result = {"model": args.model, "seq_len": args.seq_len, "steps": args.steps, "ranks": args.ranks,
-              "global_batch": args.global_batch, "micro_batch": args.micro_batch, "preset": args.preset,
-              "precision": args.precision, "medtrain_tokens_per_s": ours_rate, "hf_trainer_tokens_per_s": hf_rate,
-              "ratio": ours_rate / hf_rate, "medtrain_data_wait_share": data_wait, **utilisation}
-    if "max_mem_gib" in last:
-        result.update({"peak_mem_gib": last["max_mem_gib"], "plan_mem_gib": predicted,
-                       "peak_vs_plan": last["max_mem_gib"] / predicted if predicted else None})
+    result.update({"hf_trainer_tokens_per_s": hf_rate, "ratio": ours_rate / hf_rate})
     line = (f"medtrain {ours_rate:,.0f} tok/s vs HF Trainer {hf_rate:,.0f} tok/s = {result['ratio']:.2f}x "
             f"(target >= 1.0); data wait {100 * data_wait:.2f}% of step time (target < 1%)")
     if "mfu" in utilisation:
@@ -152,4 +179,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except RuntimeError as err:  # a child failed: one line after its own output, not a traceback of ours
+        raise SystemExit(str(err)) from None

@@ -32,6 +32,43 @@ def package_version(name: str) -> str:
         return "missing"
 
 
+# the libraries whose lower bounds in pyproject.toml are the versions CI and `make gpu-rehearsal` actually test
+TESTED_PACKAGES = ("torch", "transformers", "deepspeed")
+
+
+def below_bounds(requirements: list[str], installed: dict[str, str]) -> list[str]:
+    """`name version (tested: specifier)` for each of TESTED_PACKAGES whose installed version falls outside its
+    requirement; local labels (+cu130, +cpu) do not count."""
+    from packaging.requirements import Requirement
+
+    out = []
+    for req in (Requirement(r) for r in requirements):
+        have = installed.get(req.name.lower())
+        if req.name.lower() in TESTED_PACKAGES and have and not req.marker \
+                and not req.specifier.contains(have.split("+")[0], prereleases=True):
+            out.append(f"{req.name} {have} (tested: {req.specifier})")
+    return out
+
+
+def untested_versions() -> list[str]:
+    """Installed versions below the bounds medtrain's own metadata states (pyproject's dependencies). pip keeps
+    them out, but an install with --no-deps (the GPU machine's image, a cluster's module system) does not: one
+    line then tells the user they are on versions nobody has tested, before a failure somewhere deep."""
+    from importlib.metadata import PackageNotFoundError, requires, version
+
+    try:
+        wanted = requires("medtrain") or []
+    except PackageNotFoundError:  # running from a bare source tree
+        return []
+    installed = {}
+    for name in TESTED_PACKAGES:
+        try:
+            installed[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return below_bounds(wanted, installed)
+
+
 def versions() -> dict[str, str]:
     return {
         "python": platform.python_version(),

@@ -35,6 +35,14 @@ def main(version: Annotated[bool, typer.Option("--version", callback=_version, i
                                                help="Print medtrain's version and its key dependencies'.")] = False
          ) -> None:
     """Continual pretraining, SFT and evaluation of Llama-2 for medical QA on DeepSpeed ZeRO-3."""
+    import os
+
+    from medtrain.core.provenance import untested_versions
+
+    old = untested_versions() if os.environ.get("RANK", "0") == "0" else []  # once per job, not per rank
+    if old:
+        typer.echo(f"warning: untested versions: {'; '.join(old)}; medtrain is tested with the bounds in its "
+                   "pyproject.toml", err=True)
 
 
 config_app = typer.Typer(help="Write configuration files.", no_args_is_help=True)

@@ -12,6 +12,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from train_fixtures import CONT_RECIPE, CONTINUAL, check, cli, launch_args, make_tiny_data  # noqa: E402
 
+TIERS = ("unit", "integration", "system")
+# fixtures that start DeepSpeed ranks, clusters or a fresh environment: only the system tier may ask for them
+SYSTEM_FIXTURES = {"continual_run", "sft_run", "fp16_run", "runs", "loopback_cluster", "slurm_cluster",
+                   "installed_wheel", "demo"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tier is the folder: tests/unit (in-process, tiny objects), tests/integration (real tokenizers, prep,
+    tiny models, lm-eval parity), tests/system (launches, clusters, faults, the wheel, the demo). Each test is
+    marked with its folder's name, system tests with `launch` too; a test outside the three folders, or a
+    faster tier's test that starts ranks, is an error rather than a slow `make test-fast`."""
+    for item in items:
+        tier = Path(str(item.fspath)).parent.name
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in tests/unit, tests/integration or tests/system")
+        item.add_marker(getattr(pytest.mark, tier))
+        if tier == "system":
+            item.add_marker(pytest.mark.launch)
+        elif item.get_closest_marker("launch") or SYSTEM_FIXTURES & set(getattr(item, "fixturenames", ())):
+            raise pytest.UsageError(f"{item.nodeid}: starts DeepSpeed ranks or a cluster, so it belongs in "
+                                    "tests/system (make test-fast must stay fast)")
+
 
 def shared_data(*parts: str) -> Path:
     """A file of ../shared/data; missing is a failure under CI and a skip elsewhere."""
@@ -54,7 +76,15 @@ def hf_model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
+    """The suite's one tiny data set and tokenizer (BPE, vocabulary 800): continual and SFT data prepared once.
+    Tests read it; a test that changes data copies it first."""
     return make_tiny_data(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sets(tiny) -> list[str]:
+    """`--set` arguments that point a tiny recipe at the tiny data and tokenizer (--check verifies both)."""
+    return ["--set", f"data={tiny['huatuo']}", "--set", f"tokenizer={tiny['tok']}"]
 
 
 @pytest.fixture(scope="session")

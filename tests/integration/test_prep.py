@@ -19,14 +19,12 @@ from medtrain.data_prep.sources import SOURCES
 from medtrain.data_prep.templates import get_template, render_huatuo
 from medtrain.data_prep.tokenizer import Encoder, train_bpe_tokenizer
 
-SAMPLES = Path(__file__).resolve().parent.parent / "data_prep" / "samples"
+SAMPLES = Path(__file__).resolve().parents[2] / "data_prep" / "samples"
 
 
 @pytest.fixture(scope="session")
-def bpe_tok(tmp_path_factory) -> Path:
-    texts = (SAMPLES / "huatuo_sample.jsonl").read_text().splitlines()
-    texts += (SAMPLES / "cmexam_train.csv").read_text().splitlines()
-    return train_bpe_tokenizer(texts, tmp_path_factory.mktemp("tok") / "bpe", vocab_size=800)
+def bpe_tok(tiny) -> Path:
+    return tiny["tok"]
 
 
 def _quiet(*args, **kw):

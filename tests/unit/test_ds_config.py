@@ -9,7 +9,7 @@ from medtrain.cli import app
 from medtrain.core.ds_config import PRESETS, ConfigError, build_ds_config
 from medtrain.core.run_spec import warmup_steps
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PAPER = REPO / "recipes/paper/continual_llama2_13b.yaml"
 
 

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from medtrain.cli import app
 from medtrain.eval.harness_tasks import run_lm_eval, write_harness_tasks
 
-SAMPLES = Path(__file__).resolve().parent.parent / "data_prep" / "samples"
+SAMPLES = Path(__file__).resolve().parents[2] / "data_prep" / "samples"
 MEDICAL = ["anatomy", "clinical_knowledge", "college_medicine"]  # subjects both MMLU and CMMLU have
 TOKENIZERS = {"llama2": ("tokenizers", "llama2", "derived_hf_fast"), "chinese-llama2": ("tokenizers", "chinese-llama2")}
 

@@ -2,12 +2,9 @@
 models that load with transformers, and a second run that reuses what the first one made."""
 
 import re
-from pathlib import Path
 
 import pytest
 from train_fixtures import run_installed
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")

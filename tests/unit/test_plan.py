@@ -10,7 +10,7 @@ from medtrain.core.recipe import load_recipe
 from medtrain.launch.hostfile import read_hostfile
 from medtrain.launch.plan import make_plan, model_state_bytes
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PAPER = REPO / "recipes/paper/continual_llama2_13b.yaml"
 
 

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 from medtrain.cli import app
 from medtrain.launch.hostfile import HostfileError, parse_hostfile_text, read_hostfile, render_hostfile
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 VALID = [
     "node01 slots=6\nnode02 slots=6\n",

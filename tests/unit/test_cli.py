@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from medtrain.cli import app
 
-SAMPLES = Path(__file__).resolve().parent.parent / "data_prep" / "samples"
+SAMPLES = Path(__file__).resolve().parents[2] / "data_prep" / "samples"
 
 
 def test_version_names_medtrain_and_its_dependencies():

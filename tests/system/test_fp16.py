@@ -5,7 +5,7 @@ import json
 import os
 
 import pytest
-from train_fixtures import CONTINUAL, REPO, check, cli, launch_args, make_tiny_data, run_and_kill_after
+from train_fixtures import CONTINUAL, REPO, check, cli, launch_args, run_and_kill_after
 
 from medtrain.metrics import read_metrics
 
@@ -21,14 +21,9 @@ def fp16_env():
 
 
 @pytest.fixture(scope="session")
-def tiny16(tmp_path_factory):
-    return make_tiny_data(tmp_path_factory.mktemp("tiny16"))
-
-
-@pytest.fixture(scope="session")
-def fp16_run(tiny16, fp16_env, tmp_path_factory):
+def fp16_run(tiny, fp16_env, tmp_path_factory):
     out = tmp_path_factory.mktemp("fp16") / "continual"
-    check(cli(*launch_args(CONT_RECIPE, tiny16, out, "--set", f"data={tiny16['huatuo']}", *CONTINUAL, *FP16),
+    check(cli(*launch_args(CONT_RECIPE, tiny, out, "--set", f"data={tiny['huatuo']}", *CONTINUAL, *FP16),
               env=fp16_env))
     return out
 
@@ -55,11 +50,11 @@ def test_fp16_export_is_fp16_and_matches_the_engine(fp16_run):
 
 
 @pytest.mark.launch
-def test_fp16_overflow_skips_steps_and_a_collapsed_scale_stops_the_run(tiny16, fp16_env, tmp_path):
+def test_fp16_overflow_skips_steps_and_a_collapsed_scale_stops_the_run(tiny, fp16_env, tmp_path):
     """An absurd lr blows the weights up after one step: every later step overflows, DeepSpeed skips it and
     halves the scale, and LossScaleWatch ends the run (exit 1) once the scale has sat at its floor."""
     out = tmp_path / "overflow"
-    r = cli(*launch_args(CONT_RECIPE, tiny16, out, "--set", f"data={tiny16['huatuo']}", "--set", "seq_len=64",
+    r = cli(*launch_args(CONT_RECIPE, tiny, out, "--set", f"data={tiny['huatuo']}", "--set", "seq_len=64",
                          "--set", "max_steps=60", "--set", "lr=1e4", "--set", "loss_scale_patience=3", *FP16),
             env=fp16_env)
     assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
@@ -71,9 +66,9 @@ def test_fp16_overflow_skips_steps_and_a_collapsed_scale_stops_the_run(tiny16, f
 
 
 @pytest.mark.launch
-def test_fp16_killed_run_resumes_with_identical_losses_and_loss_scale(fp16_run, tiny16, fp16_env, tmp_path):
+def test_fp16_killed_run_resumes_with_identical_losses_and_loss_scale(fp16_run, tiny, fp16_env, tmp_path):
     out = tmp_path / "killed16"
-    args = launch_args(CONT_RECIPE, tiny16, out, "--set", f"data={tiny16['huatuo']}", *CONTINUAL, *FP16)
+    args = launch_args(CONT_RECIPE, tiny, out, "--set", f"data={tiny['huatuo']}", *CONTINUAL, *FP16)
     code = run_and_kill_after(args, out / "checkpoints" / "step_000004" / "COMPLETE", env=fp16_env)
     assert code == -9, "the run finished before it could be killed"
     check(cli(*args, "--resume", env=fp16_env))

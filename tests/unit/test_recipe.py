@@ -5,7 +5,7 @@ import pytest
 from medtrain.core.recipe import RecipeError, load_recipe
 from medtrain.core.run_spec import accumulation_steps
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "recipes").rglob("*.yaml")), ids=lambda p: p.name)

@@ -1,5 +1,5 @@
-"""Eval: extraction rules, CMExam's metrics against scikit-learn and a transcription of CMExam's evaluation,
-the real benchmark files, batched generation and both multiple-choice scoring conventions on a real HF model."""
+"""Eval without a model: the paper's extraction rules, CMExam's metrics against scikit-learn and a transcription
+of CMExam's evaluation, the real benchmark files' parsing, bad inputs, and the sweep's refusals and tables."""
 
 import json
 import random
@@ -17,7 +17,7 @@ from medtrain.eval.metrics import weighted_f1
 from medtrain.eval.run import build_prompt, mc_subjects
 from medtrain.eval.task import load_task
 
-SAMPLES = Path(__file__).resolve().parent.parent / "data_prep" / "samples"
+SAMPLES = Path(__file__).resolve().parents[2] / "data_prep" / "samples"
 OPTS = {"A": "原发病", "B": "出血部位", "C": "出血量", "D": "在胃内停留时间", "E": "以上均非"}
 
 
@@ -186,42 +186,6 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path):
 # ----- a real (tiny, random) Hugging Face model -------------------------------------------------------------
 
 
-def test_batched_left_padded_generation_equals_one_at_a_time(hf_model):
-    from medtrain.eval.generate import generate
-    from medtrain.eval.model import load_model
-
-    model, tok, _ = load_model(hf_model)
-    prompts = ["问题: 高血压的典型表现是", "短", "问题: 确诊肺结核最常用的检查是什么？请回答", "答案:"]
-    batched = generate(model, tok, prompts, batch_size=4, max_new_tokens=12, progress=False)
-    single = [generate(model, tok, [p], batch_size=1, max_new_tokens=12, progress=False)[0] for p in prompts]
-    assert batched == single
-
-
-def test_cmexam_generation_writes_results_predictions_and_table(hf_model, tmp_path):
-    r = _eval("cmexam", "--model", str(hf_model), "--data", str(SAMPLES / "cmexam_test.csv"), "--out",
-              str(tmp_path / "o"), "--limit", "6", "--max-new-tokens", "8")
-    assert r.exit_code == 0, r.output
-    res = json.loads((tmp_path / "o" / "results.json").read_text())
-    assert res["template"]["name"] == "plain_mcq" and res["extract"] == "paper"  # a base model: plain prompt
-    preds = [json.loads(x) for x in (tmp_path / "o" / "predictions.jsonl").read_text().splitlines()]
-    assert len(preds) == 6 and all({"prompt", "output", "extracted", "rule", "gold", "correct"} <= set(p)
-                                   for p in preds)
-    assert "| CMExam Acc (" in (tmp_path / "o" / "table.md").read_text()
-
-
-def test_original_and_harness_scoring_are_both_recorded(hf_model, tmp_path):
-    res = {}
-    for scoring in ("original", "harness"):
-        r = _eval("mmlu", "--model", str(hf_model), "--data", str(SAMPLES / "mmlu"), "--out",
-                  str(tmp_path / scoring), "--scoring", scoring, "--limit", "10")
-        assert r.exit_code == 0, r.output
-        res[scoring] = json.loads((tmp_path / scoring / "results.json").read_text())
-        assert res[scoring]["scoring"] == scoring and res[scoring]["metrics"]["n"] == 20
-    a = [json.loads(x)["extracted"] for x in (tmp_path / "original" / "predictions.jsonl").read_text().splitlines()]
-    b = [json.loads(x)["extracted"] for x in (tmp_path / "harness" / "predictions.jsonl").read_text().splitlines()]
-    assert len(a) == len(b) == 20
-
-
 class _NoLogitsToKeep(torch.nn.Module):
     """A causal LM whose forward has no `logits_to_keep` (remote-code and older models)."""
 
@@ -237,72 +201,7 @@ class _NoLogitsToKeep(torch.nn.Module):
                           use_cache=use_cache)
 
 
-def test_harness_scores_equal_a_direct_loglikelihood(hf_model):
-    """The batched, left-padded scorer that shares rows between choices and keeps only the scored positions'
-    logits gives the log-likelihood a single unpadded forward pass gives: one-token and several-token
-    continuations, contexts of different lengths, with and without `logits_to_keep`."""
-    import torch.nn.functional as F
-
-    from medtrain.eval.choice import harness_pairs, score_harness
-    from medtrain.eval.model import load_model
-
-    model, tok, _ = load_model(hf_model)
-    reqs = harness_pairs(tok, "Question: x\nAnswer:", [f" {x}" for x in "ABCD"])
-    reqs += harness_pairs(tok, "一个更长一些的上下文，用来检查左侧填充。答案：", [" B"])
-    reqs += harness_pairs(tok, "一个更长一些的上下文，", ["用来检查几个词的续写"])
-    assert len(reqs[-1][1]) > 1
-    for scored in (model, _NoLogitsToKeep(model)):
-        batched = score_harness(scored, tok, reqs, batch_size=8, max_len=2048)
-        for (ctx, cont), got in zip(reqs, batched, strict=True):
-            ids = torch.tensor([ctx + cont])
-            with torch.no_grad():
-                logp = F.log_softmax(model(input_ids=ids).logits.float(), -1)[0]
-            want = sum(logp[len(ctx) - 1 + k, t].item() for k, t in enumerate(cont))
-            assert got == pytest.approx(want, abs=1e-4)
-
-
-def test_report_merges_one_models_evals_into_one_row(hf_model, tmp_path):
-    assert _eval("cmexam", "--model", str(hf_model), "--data", str(SAMPLES / "cmexam_test.csv"), "--out",
-                 str(tmp_path / "evals" / "cmexam"), "--limit", "4", "--max-new-tokens", "4").exit_code == 0
-    assert _eval("cmmlu", "--model", str(hf_model), "--data", str(SAMPLES / "cmmlu"), "--out",
-                 str(tmp_path / "evals" / "cmmlu"), "--limit", "4").exit_code == 0
-    r = CliRunner().invoke(app, ["report", str(tmp_path / "evals"), "--out", str(tmp_path / "report")])
-    assert r.exit_code == 0, r.output
-    text = (tmp_path / "report" / "report.md").read_text()
-    rows = [line for line in text.splitlines() if line.startswith(f"| {hf_model} |")]
-    assert len(rows) == 1 and rows[0].count(" - ") == 0 and rows[0].count("|") == 5  # CMExam Acc, F1, CMMLU
-    assert "CMMLU Acc (original scoring, 5-shot, " in text and "MMLU Acc (" not in text.replace("CMMLU", "")
-
-
 # ----- placement: device, dtype, batch size ------------------------------------------------------------------
-
-
-def test_auto_placement_on_the_cpu_keeps_fp32_and_refuses_what_cannot_run(hf_model, tmp_path):
-    import json as _json
-    import shutil
-
-    from medtrain.eval.model import choose_placement, parse_batch_size
-    from medtrain.eval.task import TaskError
-
-    assert choose_placement(hf_model) == choose_placement(hf_model, "cpu", "auto")
-    assert choose_placement(hf_model, "cpu", "bf16").dtype == "bf16"
-    half = tmp_path / "half"
-    shutil.copytree(hf_model, half)
-    cfg = _json.loads((half / "config.json").read_text())
-    cfg["dtype"] = "float16"
-    (half / "config.json").write_text(_json.dumps(cfg))
-    assert choose_placement(half, "cpu").dtype == "fp32"  # no fast half kernels on a CPU
-    for bad in (("tpu", "auto"), ("cpu", "int8")):
-        with pytest.raises(TaskError):
-            choose_placement(hf_model, *bad)
-    import torch
-
-    if not torch.cuda.is_available():
-        with pytest.raises(TaskError, match="no CUDA device"):
-            choose_placement(hf_model, "cuda")
-    assert parse_batch_size("auto") == "auto" and parse_batch_size("12") == 12
-    with pytest.raises(TaskError, match="positive number or 'auto'"):
-        parse_batch_size("0")
 
 
 def test_kv_cache_per_token_is_2_x_layers_x_hidden_x_bytes_for_llama2_13b():
@@ -327,28 +226,7 @@ def test_eval_cli_offers_device_dtype_and_auto_batch():
 
 # ----- one eval over the ranks of a launch ----------------------------------------------------------------------
 
-SAMPLES = Path(__file__).resolve().parent.parent / "data_prep" / "samples"
-
-
-@pytest.mark.launch
-@pytest.mark.parametrize("task, extra", [
-    ("cmexam", ["--data", str(SAMPLES / "cmexam_test.csv"), "--limit", "20", "--max-new-tokens", "12",
-                "--batch-size", "4"]),
-    ("mmlu", ["--data", str(SAMPLES / "mmlu"), "--limit", "5", "--batch-size", "2", "--scoring", "harness"]),
-])
-def test_eval_across_two_ranks_equals_one_process_question_by_question(hf_model, tmp_path, task, extra):
-    from train_fixtures import check, cli
-
-    one, two = tmp_path / "one", tmp_path / "two"
-    check(cli("eval", task, "--model", str(hf_model), "--out", str(one), *extra))
-    r = check(cli("eval", task, "--model", str(hf_model), "--out", str(two), *extra, "--hosts",
-                  "hostfiles/localhost", "--launcher", "local"))
-    a = [json.loads(x) for x in (one / "predictions.jsonl").read_text().splitlines()]
-    b = [json.loads(x) for x in (two / "predictions.jsonl").read_text().splitlines()]
-    assert len(a) == len(b) > 0 and a == b
-    ra, rb = (json.loads((d / "results.json").read_text()) for d in (one, two))
-    assert ra["metrics"] == rb["metrics"] and (ra["config"]["ranks"], rb["config"]["ranks"]) == (1, 2)
-    assert not (tmp_path / ".two.ranks").exists() and "acc" in r.stdout
+SAMPLES = Path(__file__).resolve().parents[2] / "data_prep" / "samples"
 
 
 @pytest.mark.parametrize("style", ["答案是{a}和{b}", "{a}、{b}", "选{a}, {b}", "{a}/{b}", "{a} and {b}", "{a}{b}",
@@ -362,19 +240,6 @@ def test_multi_answer_outputs_give_every_letter_on_cmexams_multi_answer_question
         output = style.format(a="、".join(head) if "、" not in style else "".join(head), b=tail)
         got = extract(output, q.options, "paper")
         assert (got.answer, got.rule) == (q.answer, "paper:letters"), (output, q.answer)
-
-
-def test_more_shots_than_the_dev_split_holds_is_refused(hf_model, tmp_path):
-    r = CliRunner().invoke(app, ["eval", "mmlu", "--model", str(hf_model), "--data", str(SAMPLES / "mmlu"),
-                                 "--out", str(tmp_path / "o"), "--shots", "10", "--limit", "1"])
-    assert r.exit_code == 2 and "--shots 10: the dev split has only" in r.output
-    assert not (tmp_path / "o").exists()
-
-
-def test_cmmlu_pointed_at_the_mmlu_folder_is_one_line(hf_model, tmp_path):
-    r = CliRunner().invoke(app, ["eval", "cmmlu", "--model", str(hf_model), "--data", str(SAMPLES / "mmlu"),
-                                 "--out", str(tmp_path / "o")])
-    assert r.exit_code == 2 and "is this a cmmlu folder?" in r.output and r.exception.__class__ is SystemExit
 
 
 def _sweep_before_any_work(tmp_path, steps: str):
@@ -452,20 +317,3 @@ def test_table3_says_the_extraction_and_convention_behind_each_row():
     text = table3(rows)
     assert "CMExam: paper extraction, 100 q; MMLU: original scoring, 5-shot, 100 q" in text
     assert "CMExam: hard extraction, 100 q" in text
-
-
-def test_a_sweep_eval_cell_reruns_when_its_settings_change_and_says_what_changed(hf_model, tmp_path, capsys):
-    from medtrain import cells
-    from medtrain.sweep import EvalData, evaluate
-
-    data = EvalData(SAMPLES / "cmexam_test.csv", SAMPLES / "mmlu", SAMPLES / "cmmlu", limit=1, max_new_tokens=4)
-    model_id = cells.model_identity(hf_model)
-    first = evaluate(hf_model, model_id, tmp_path / "cell", data)
-    again = evaluate(hf_model, model_id, tmp_path / "cell", data)
-    assert [r["metrics"] for r in first] == [r["metrics"] for r in again]
-    assert capsys.readouterr().out.count("same settings, reusing") == 3
-    data.limit = 2
-    changed = evaluate(hf_model, model_id, tmp_path / "cell", data)
-    out = capsys.readouterr().out
-    assert out.count("made with other settings (eval.limit: 1 -> 2)") == 3
-    assert changed[0]["metrics"]["n"] == 2 and changed[0]["data"]["limit"] == 2

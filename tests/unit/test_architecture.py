@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # each room's folder and the name it imports as (pyproject's package-dir)
 ROOMS = {"core": "medtrain.core", "data_prep": "medtrain.data_prep", "eval": "medtrain.eval",
          "launch": "medtrain.launch", "medtrain": "medtrain", "recipes": "medtrain.recipes"}

@@ -7,13 +7,10 @@ import pytest
 import torch
 from train_fixtures import CONT_RECIPE, CONTINUAL, SFT_RECIPE, check, cli, launch_args, run_and_kill_after
 
-from medtrain.batches import IGNORE, StepPlan, collate
 from medtrain.core.recipe import load_recipe
-from medtrain.data_prep.reader import open_samples
 from medtrain.launch.hostfile import read_hostfile
 from medtrain.launch.plan import make_plan
 from medtrain.metrics import read_metrics
-from medtrain.trainer import LossScaleWatch, TrainingError, token_loss, warmup_decay
 
 
 @pytest.fixture(scope="session")
@@ -26,58 +23,6 @@ def sft_run(tiny, continual_run, tmp_path_factory):
 
 
 # ----- unit-level: order, masking, schedule --------------------------------------------------------------
-
-
-def test_every_sample_is_seen_exactly_once_per_epoch_across_ranks():
-    for world, micro in ((1, 2), (2, 2), (4, 1)):
-        plan = StepPlan(num_samples=37, global_batch=8, micro_batch=micro, world_size=world, seed=3)
-        seen = [i for step in range(plan.steps_per_epoch) for r in range(world) for m in plan.micro_ids(step, r)
-                for i in m if i >= 0]
-        assert sorted(seen) == list(range(37))
-    a = StepPlan(37, 8, 2, 2, seed=3)
-    b = StepPlan(37, 8, 1, 4, seed=3)
-    assert all(np.array_equal(a.step_ids(s), b.step_ids(s)) for s in range(10))  # order ignores world size
-
-
-def test_collate_masks_prompt_padding_and_ghosts(tiny):
-    samples = open_samples(tiny["cmexam"], "sft", 512)
-    batch = collate(samples, np.array([0, 1, -1]), pad_id=3)
-    for k in (0, 1):
-        s = samples[k]
-        n, p = len(s.input_ids), s.prompt_len
-        assert (batch["labels"][k, :p] == IGNORE).all()
-        assert (batch["labels"][k, p:n] == batch["input_ids"][k, p:n]).all()
-        assert (batch["labels"][k, n:] == IGNORE).all() and batch["attention_mask"][k].sum() == n
-    assert (batch["labels"][2] == IGNORE).all() and batch["attention_mask"][2].sum() == 0
-    assert batch["input_ids"].shape[1] == max(len(samples[0].input_ids), len(samples[1].input_ids))
-    logits = torch.randn(1, 5, 10, requires_grad=True)
-    ghost = token_loss(logits, torch.full((1, 5), IGNORE))
-    ghost.backward()
-    assert ghost.item() == 0.0
-
-
-def test_warmup_decay_never_trains_a_step_at_lr_zero():
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = warmup_decay(opt, {"total_num_steps": 10, "warmup_num_steps": 3, "warmup_min_lr": 0.0,
-                               "warmup_max_lr": 2e-5})
-    lrs = []
-    for _ in range(10):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    assert lrs[0] == pytest.approx(2e-5 / 3) and lrs[2] == pytest.approx(2e-5) and min(lrs) > 0
-    assert lrs == sorted(lrs[:3]) + sorted(lrs[3:], reverse=True)
-
-
-def test_collapsed_fp16_loss_scale_stops_the_run_after_patience_steps():
-    watch = LossScaleWatch(min_scale=1, patience=3)
-    watch.update(1024.0, 0)
-    watch.update(1.0, 1)  # at the floor and overflowing: 1
-    watch.update(2.0, 1)  # recovered: streak resets
-    for skipped in (2, 3):
-        watch.update(1.0, skipped)
-    with pytest.raises(TrainingError, match="loss scale has sat at its minimum \\(1\\) for 3 steps"):
-        watch.update(1.0, 4)
 
 
 # ----- continual on 2 ranks -----------------------------------------------------------------------------
@@ -230,18 +175,3 @@ def test_two_node_pdsh_training_over_loopback(tiny, tmp_path, loopback_cluster):
     assert "terminate called without an active exception" not in r.stdout + r.stderr
     assert [x["step"] for x in read_metrics(out / "metrics.jsonl")] == [1, 2, 3]
     assert (out / "export" / "model.safetensors").is_file()
-
-
-def test_trainer_refuses_data_from_another_tokenizer(tiny):
-    from medtrain.data_prep.format import DatasetError, TokenizerId
-
-    with pytest.raises(DatasetError, match="not the run's"):
-        open_samples(tiny["huatuo"], "continual", 64, tokenizer=TokenizerId("f" * 64, "f" * 64))
-
-
-def test_loss_curve_labels_tell_runs_with_the_same_name_apart(tmp_path):
-    from medtrain.reporting import run_labels
-
-    assert run_labels([tmp_path / "a" / "continual", tmp_path / "b" / "continual"]) == ["a/continual",
-                                                                                      "b/continual"]
-    assert run_labels([tmp_path / "x", tmp_path / "y"]) == ["x", "y"]

@@ -1,0 +1,64 @@
+"""The trainer's pieces in-process: every sample once per epoch across ranks, the warmup-decay schedule, the
+fp16 loss-scale watch, the loss curve's labels."""
+
+
+import numpy as np
+import pytest
+import torch
+
+from medtrain.batches import StepPlan
+from medtrain.trainer import LossScaleWatch, TrainingError, warmup_decay
+
+# ----- unit-level: order, masking, schedule --------------------------------------------------------------
+
+
+def test_every_sample_is_seen_exactly_once_per_epoch_across_ranks():
+    for world, micro in ((1, 2), (2, 2), (4, 1)):
+        plan = StepPlan(num_samples=37, global_batch=8, micro_batch=micro, world_size=world, seed=3)
+        seen = [i for step in range(plan.steps_per_epoch) for r in range(world) for m in plan.micro_ids(step, r)
+                for i in m if i >= 0]
+        assert sorted(seen) == list(range(37))
+    a = StepPlan(37, 8, 2, 2, seed=3)
+    b = StepPlan(37, 8, 1, 4, seed=3)
+    assert all(np.array_equal(a.step_ids(s), b.step_ids(s)) for s in range(10))  # order ignores world size
+
+
+def test_warmup_decay_never_trains_a_step_at_lr_zero():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = warmup_decay(opt, {"total_num_steps": 10, "warmup_num_steps": 3, "warmup_min_lr": 0.0,
+                               "warmup_max_lr": 2e-5})
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(2e-5 / 3) and lrs[2] == pytest.approx(2e-5) and min(lrs) > 0
+    assert lrs == sorted(lrs[:3]) + sorted(lrs[3:], reverse=True)
+
+
+def test_collapsed_fp16_loss_scale_stops_the_run_after_patience_steps():
+    watch = LossScaleWatch(min_scale=1, patience=3)
+    watch.update(1024.0, 0)
+    watch.update(1.0, 1)  # at the floor and overflowing: 1
+    watch.update(2.0, 1)  # recovered: streak resets
+    for skipped in (2, 3):
+        watch.update(1.0, skipped)
+    with pytest.raises(TrainingError, match="loss scale has sat at its minimum \\(1\\) for 3 steps"):
+        watch.update(1.0, 4)
+
+
+# ----- continual on 2 ranks -----------------------------------------------------------------------------
+
+
+# ----- SFT from the continual export ----------------------------------------------------------------------
+
+
+# ----- two nodes ------------------------------------------------------------------------------------
+
+
+def test_loss_curve_labels_tell_runs_with_the_same_name_apart(tmp_path):
+    from medtrain.reporting import run_labels
+
+    assert run_labels([tmp_path / "a" / "continual", tmp_path / "b" / "continual"]) == ["a/continual",
+                                                                                      "b/continual"]
+    assert run_labels([tmp_path / "x", tmp_path / "y"]) == ["x", "y"]
