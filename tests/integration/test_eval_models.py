@@ -13,18 +13,6 @@ from medtrain.cli import app
 SAMPLES = Path(__file__).resolve().parents[2] / "data_prep" / "samples"
 
 
-# ----- extraction -----------------------------------------------------------------------------------------
-
-
-# ----- metrics --------------------------------------------------------------------------------------------
-
-
-# ----- real benchmark files --------------------------------------------------------------------------------
-
-
-# ----- bad input ----------------------------------------------------------------------------------------------
-
-
 def _eval(*args):
     return CliRunner().invoke(app, ["eval", *args])
 
@@ -151,7 +139,7 @@ def test_auto_placement_on_the_cpu_keeps_fp32_and_refuses_what_cannot_run(hf_mod
         parse_batch_size("0")
 
 
-# ----- one eval over the ranks of a launch ----------------------------------------------------------------------
+# ----- more eval on the model: shots, tasks, sweep cells ---------------------------------------------------
 
 SAMPLES = Path(__file__).resolve().parents[2] / "data_prep" / "samples"
 

@@ -34,6 +34,3 @@ def test_a_killed_prep_leaves_no_dataset_that_looks_complete(tiny, tmp_path):
     done = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (out / "manifest.json").is_file()
-
-
-# ----- unit-level: the watchdog's arithmetic and the manifest check -----------------------------------------

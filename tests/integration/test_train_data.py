@@ -10,8 +10,6 @@ from medtrain.batches import IGNORE, collate
 from medtrain.data_prep.reader import open_samples
 from medtrain.trainer import token_loss
 
-# ----- unit-level: order, masking, schedule --------------------------------------------------------------
-
 
 def test_collate_masks_prompt_padding_and_ghosts(tiny):
     samples = open_samples(tiny["cmexam"], "sft", 512)
@@ -28,15 +26,6 @@ def test_collate_masks_prompt_padding_and_ghosts(tiny):
     ghost = token_loss(logits, torch.full((1, 5), IGNORE))
     ghost.backward()
     assert ghost.item() == 0.0
-
-
-# ----- continual on 2 ranks -----------------------------------------------------------------------------
-
-
-# ----- SFT from the continual export ----------------------------------------------------------------------
-
-
-# ----- two nodes ------------------------------------------------------------------------------------
 
 
 def test_trainer_refuses_data_from_another_tokenizer(tiny):

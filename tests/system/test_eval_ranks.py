@@ -4,42 +4,8 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 SAMPLES = Path(__file__).resolve().parents[2] / "data_prep" / "samples"
-
-
-# ----- extraction -----------------------------------------------------------------------------------------
-
-
-# ----- metrics --------------------------------------------------------------------------------------------
-
-
-# ----- real benchmark files --------------------------------------------------------------------------------
-
-
-# ----- bad input ----------------------------------------------------------------------------------------------
-
-
-# ----- a real (tiny, random) Hugging Face model -------------------------------------------------------------
-
-
-class _NoLogitsToKeep(torch.nn.Module):
-    """A causal LM whose forward has no `logits_to_keep` (remote-code and older models)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def get_input_embeddings(self):
-        return self.model.get_input_embeddings()
-
-    def forward(self, input_ids, attention_mask, position_ids, use_cache):
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                          use_cache=use_cache)
-
-
-# ----- placement: device, dtype, batch size ------------------------------------------------------------------
 
 
 # ----- one eval over the ranks of a launch ----------------------------------------------------------------------
@@ -66,6 +32,3 @@ def test_eval_across_two_ranks_equals_one_process_question_by_question(hf_model,
     ra, rb = (json.loads((d / "results.json").read_text()) for d in (one, two))
     assert ra["metrics"] == rb["metrics"] and (ra["config"]["ranks"], rb["config"]["ranks"]) == (1, 2)
     assert not (tmp_path / ".two.ranks").exists() and "acc" in r.stdout
-
-
-# ----- tables that never mix conventions; sweep cells that never go stale ----------------------------------------

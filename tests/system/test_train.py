@@ -22,9 +22,6 @@ def sft_run(tiny, continual_run, tmp_path_factory):
     return out
 
 
-# ----- unit-level: order, masking, schedule --------------------------------------------------------------
-
-
 # ----- continual on 2 ranks -----------------------------------------------------------------------------
 
 

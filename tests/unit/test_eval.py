@@ -183,29 +183,10 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path):
     assert not out.exists()
 
 
-# ----- a real (tiny, random) Hugging Face model -------------------------------------------------------------
-
-
-class _NoLogitsToKeep(torch.nn.Module):
-    """A causal LM whose forward has no `logits_to_keep` (remote-code and older models)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def get_input_embeddings(self):
-        return self.model.get_input_embeddings()
-
-    def forward(self, input_ids, attention_mask, position_ids, use_cache):
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                          use_cache=use_cache)
-
-
 # ----- placement: device, dtype, batch size ------------------------------------------------------------------
 
 
 def test_kv_cache_per_token_is_2_x_layers_x_hidden_x_bytes_for_llama2_13b():
-    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from medtrain.core.model_specs import NAMED
@@ -223,8 +204,6 @@ def test_eval_cli_offers_device_dtype_and_auto_batch():
         text = CliRunner().invoke(app, ["eval", task, "--help"], env={"COLUMNS": "200"}).output
         assert "--device" in text and "--dtype" in text and "--batch-size" in text and "auto" in text
 
-
-# ----- one eval over the ranks of a launch ----------------------------------------------------------------------
 
 SAMPLES = Path(__file__).resolve().parents[2] / "data_prep" / "samples"
 

@@ -9,8 +9,6 @@ import torch
 from medtrain.batches import StepPlan
 from medtrain.trainer import LossScaleWatch, TrainingError, warmup_decay
 
-# ----- unit-level: order, masking, schedule --------------------------------------------------------------
-
 
 def test_every_sample_is_seen_exactly_once_per_epoch_across_ranks():
     for world, micro in ((1, 2), (2, 2), (4, 1)):
@@ -45,15 +43,6 @@ def test_collapsed_fp16_loss_scale_stops_the_run_after_patience_steps():
         watch.update(1.0, skipped)
     with pytest.raises(TrainingError, match="loss scale has sat at its minimum \\(1\\) for 3 steps"):
         watch.update(1.0, 4)
-
-
-# ----- continual on 2 ranks -----------------------------------------------------------------------------
-
-
-# ----- SFT from the continual export ----------------------------------------------------------------------
-
-
-# ----- two nodes ------------------------------------------------------------------------------------
 
 
 def test_loss_curve_labels_tell_runs_with_the_same_name_apart(tmp_path):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-# ----- unit-level: the watchdog's arithmetic and the manifest check -----------------------------------------
-
 
 def test_the_watchdog_gives_each_phase_its_own_allowance(tmp_path):
     import json
