@@ -154,13 +154,19 @@ def recorded_ids(tokenizer: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class TokenizerId:
-    """A tokenizer as a dataset's manifest records it: its files' hash, and the hash of what decides its ids."""
+    """A tokenizer as a dataset's manifest records it: its files' hash, what it does (tokenizer_fingerprint,
+    "fp2:..."), and the older hash of its id-deciding files that manifests written before the fingerprint hold."""
     sha256: str
     ids_sha256: str
+    files_ids_sha256: str = ""
 
     def matches(self, recorded: dict[str, Any]) -> bool:
-        """The same ids, even from another copy of the tokenizer (other config files, other path)."""
-        return recorded_ids(recorded) == (self.ids_sha256 if recorded.get("ids_sha256") else self.sha256)
+        """The same ids, even from another copy or form of the tokenizer (tokenizer.model or tokenizer.json,
+        other config files, other path)."""
+        ids = recorded.get("ids_sha256")
+        if not ids:
+            return recorded["sha256"] == self.sha256
+        return ids == (self.ids_sha256 if ids.startswith("fp2:") else self.files_ids_sha256)
 
 
 class TokenDataset:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -53,11 +55,51 @@ def tokenizer_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def tokenizer_ids_sha256(path: str | Path) -> str:
-    """A hash of what decides the ids, and nothing else: the SentencePiece model (when there is one; the Hugging
-    Face tokenizer is kept only if it agrees with it), else tokenizer.json's model, normaliser, pre-tokeniser
-    and added tokens, else the vocabulary and merges; plus the special tokens. Two copies of one tokenizer with
-    other config files or paths hash alike."""
+# What a tokenizer is judged by: text that exercises what differs between tokenizers of one family (Chinese, the
+# paper's data; English; digits; runs of spaces, tabs and newlines inside a line; punctuation of both scripts;
+# characters outside the vocabulary, which byte fallback spells as bytes). A leading space and a literal "<s>"
+# are left out on purpose: SentencePiece and its own tokenizer.json treat them differently, and prep never
+# relies on either (BOS and EOS are placed by id, and prep checks agreement on its own records).
+PROBE = [
+    "患者，男，45岁。主诉：反复咳嗽、咳痰3年，加重1周。",
+    "What is the first-line treatment for type 2 diabetes mellitus? Metformin 500 mg twice daily.",
+    "剂量：0.25 g, 1234567890, 3.14159; pH 7.35–7.45.",
+    "two  spaces, three   spaces,\ttab\tand\nnew\n\nlines",
+    "Ünïcödé àccents ß ﬁ 𝔘 😀 ℃ ±",
+    "答案: C\n解析: 慢性阻塞性肺疾病（COPD）的诊断需要肺功能检查。",
+]
+FINGERPRINT = "fp2:"  # marks an ids hash taken by behaviour; manifests before it hold a hash of files
+
+
+def tokenizer_fingerprint(path: str | Path) -> str:
+    """Two tokenizers are the same when they do the same: the same piece for every id, the same ids for PROBE
+    and the same BOS/EOS/UNK ids. So Llama-2's `tokenizer.model` and its `tokenizer.json` are one tokenizer,
+    whatever the config files or paths, and another vocabulary is not."""
+    root = Path(path)
+    if (root / "tokenizer.model").is_file():
+        import sentencepiece as spm
+
+        sp = spm.SentencePieceProcessor(model_file=str(root / "tokenizer.model"))
+        vocab = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
+        probe = sp.encode(PROBE)
+        special = [sp.bos_id(), sp.eos_id(), sp.unk_id()]
+    elif any((root / n).is_file() for n in ("tokenizer.json", "vocab.json")):
+        tok = _load_hf(root)
+        vocab = tok.convert_ids_to_tokens(list(range(len(tok))))
+        probe = tok(PROBE, add_special_tokens=False)["input_ids"]
+        special = [tok.bos_token_id, tok.eos_token_id, tok.unk_token_id]
+    else:
+        raise DatasetError(f"{root}: no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}); pass a tokenizer "
+                           "directory with --tokenizer")
+    special = [i if i is not None and i >= 0 else None for i in special]
+    blob = json.dumps({"vocab": vocab, "probe": probe, "special": special}, ensure_ascii=False)
+    return FINGERPRINT + hashlib.sha256(blob.encode()).hexdigest()
+
+
+def files_ids_sha256(path: str | Path) -> str:
+    """The ids hash of manifests written before tokenizer_fingerprint: the files that decide the ids (the
+    SentencePiece model, else tokenizer.json's model, normaliser, pre-tokeniser and added tokens, else vocabulary
+    and merges) plus the special tokens. Kept so that data prepared then is still accepted."""
     root = Path(path)
     h = hashlib.sha256()
     if (root / "tokenizer.model").is_file():
@@ -79,7 +121,7 @@ def tokenizer_ids_sha256(path: str | Path) -> str:
 
 
 def tokenizer_identity(path: str | Path) -> TokenizerId:
-    return TokenizerId(tokenizer_sha256(path), tokenizer_ids_sha256(path))
+    return TokenizerId(tokenizer_sha256(path), tokenizer_fingerprint(path), files_ids_sha256(path))
 
 
 class Encoder:
@@ -88,7 +130,7 @@ class Encoder:
     def __init__(self, path: str | Path, backend: str = "auto"):
         self.path = Path(path)
         self.sha256 = tokenizer_sha256(self.path)
-        self.ids_sha256 = tokenizer_ids_sha256(self.path)
+        self.ids_sha256 = tokenizer_fingerprint(self.path)
         self.sp = self.hf = None
         has_sp = (self.path / "tokenizer.model").is_file()
         has_hf = any((self.path / n).is_file() for n in ("tokenizer.json", "vocab.json"))
@@ -164,6 +206,106 @@ def _load_hf(path: Path):
         return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except Exception as e:  # transformers raises many types for a bad directory
         raise DatasetError(f"{path}: not a loadable tokenizer directory ({type(e).__name__}: {e})") from None
+
+
+def write_hf_tokenizer(src: Path, dst: Path, lines: list[str] = ()) -> dict:
+    """Put into `dst` (a model directory being staged) a tokenizer that AutoTokenizer loads to encode as training
+    did, BOS first: the files of `src`, plus, when `src` holds only a SentencePiece `tokenizer.model` (as a Llama-2
+    checkpoint may), a `tokenizer.json` made from it, and `tokenizer_config.json` and `special_tokens_map.json`
+    that name the special tokens and `add_bos_token`. Without them transformers 5 builds a tokenizer that adds no
+    BOS and merges runs of spaces differently.
+
+    Checked on PROBE and `lines` against the training tokenizer: a tokenizer that adds no BOS where training had
+    one is a DatasetError; other differences (Chinese-LLaMA-2's vocabulary has no faithful Hugging Face form: runs
+    of spaces split otherwise) are a warning. Returns the check, for the model's lineage."""
+    src, dst = Path(src), Path(dst)
+    for name in TOKENIZER_FILES:
+        if (src / name).is_file():
+            shutil.copy2(src / name, dst / name)
+    encoder = Encoder(src)
+    lines = [*PROBE, *lines]
+    check: dict = {}
+    if not (dst / "tokenizer.json").is_file() and (dst / "tokenizer.model").is_file():
+        converted = _llama_tokenizer_from_sentencepiece(dst / "tokenizer.model", bos=encoder.info.bos_id is not None)
+        if converted is not None:
+            converted.save_pretrained(str(dst))
+            _write_special_configs(dst, encoder)
+            check = _compare_with_training(dst, encoder, lines)
+            if check["equal"] == check["lines"]:
+                return check
+            (dst / "tokenizer.json").unlink()  # keep SentencePiece's own form; the loader converts it
+    _write_special_configs(dst, encoder)
+    check = _compare_with_training(dst, encoder, lines)
+    if check["equal"] < check["lines"]:
+        logging.getLogger(__name__).warning(
+            "%s: the Hugging Face form of this tokenizer encodes %d of %d check lines differently from training "
+            "(first: %s); eval through transformers sees slightly different ids there", src,
+            check["lines"] - check["equal"], check["lines"], check["first_difference"])
+    return check
+
+
+def _compare_with_training(model_dir: Path, encoder: Encoder, lines: list[str]) -> dict:
+    got = _load_hf(model_dir)
+    bos = encoder.info.bos_id
+    have = got(lines)["input_ids"]
+    want = [([bos] if bos is not None else []) + ids for ids in encoder.encode_batch(lines)]
+    if bos is not None and any(ids[:1] != [bos] for ids in have):
+        raise DatasetError(f"{encoder.path}: the exported tokenizer does not put BOS ({bos}) first, as training "
+                           "did; export with the tokenizer directory the model was trained with")
+    same = [a == b for a, b in zip(have, want, strict=True)]
+    first = next((i for i, ok in enumerate(same) if not ok), None)
+    return {"lines": len(lines), "equal": sum(same), "bos_first": bos is not None,
+            "first_difference": None if first is None else f"{lines[first][:40]!r}: {have[first][:10]} vs "
+                                                              f"training {want[first][:10]}"}
+
+
+def _write_special_configs(dst: Path, encoder: Encoder) -> None:
+    """tokenizer_config.json with the special tokens and add_bos_token as training used them, and
+    special_tokens_map.json, which transformers 4.4x reads and 5.x no longer writes."""
+    info = encoder.info
+    cfg_path = dst / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+    pieces = _pieces(encoder)
+    special = {k: pieces[i] for k, i in (("bos_token", info.bos_id), ("eos_token", info.eos_id),
+                                         ("pad_token", info.pad_id)) if i is not None}
+    unk = cfg.get("unk_token") or (pieces[encoder.sp.unk_id()] if encoder.sp is not None else None)
+    if unk:
+        special["unk_token"] = unk
+    cfg.update({**special, "add_bos_token": info.bos_id is not None, "add_eos_token": False})
+    cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
+    (dst / "special_tokens_map.json").write_text(json.dumps(special, indent=2, ensure_ascii=False) + "\n")
+
+
+def _pieces(encoder: Encoder) -> dict[int, str]:
+    ids = [i for i in (encoder.info.bos_id, encoder.info.eos_id, encoder.info.pad_id) if i is not None]
+    if encoder.sp is not None:
+        ids.append(encoder.sp.unk_id())
+        return {i: encoder.sp.id_to_piece(i) for i in ids}
+    return {i: encoder.hf.convert_ids_to_tokens(i) for i in ids}
+
+
+def _llama_tokenizer_from_sentencepiece(model_file: Path, bos: bool):  # -> LlamaTokenizer | None
+    """A Llama tokenizer (the tokenizers backend) with SentencePiece's own ids. Its merges are ordered by piece
+    score, as SentencePiece applies them; transformers 5's own conversion orders them by id, which splits runs of
+    spaces differently ("▁▁" where SentencePiece gives "▁" "▁spaces")."""
+    import sentencepiece as spm
+    from sentencepiece import sentencepiece_model_pb2 as model_pb2
+    from transformers import LlamaTokenizer
+
+    proto = model_pb2.ModelProto()
+    proto.ParseFromString(model_file.read_bytes())
+    if proto.trainer_spec.model_type != model_pb2.TrainerSpec.BPE:
+        return None  # a unigram model has no merges to order; the loader's own conversion is checked instead
+    sp = spm.SentencePieceProcessor(model_file=str(model_file))
+    vocab = {sp.id_to_piece(i): i for i in range(sp.get_piece_size())}
+    ranked = []
+    for piece, i in vocab.items():
+        splits = [(piece[:k], piece[k:]) for k in range(1, len(piece)) if piece[:k] in vocab and piece[k:] in vocab]
+        ranked += [(-sp.get_score(i), vocab[a], vocab[b], (a, b)) for a, b in splits]
+    merges = [m for *_, m in sorted(ranked)]
+    return LlamaTokenizer(vocab=vocab, merges=merges, add_bos_token=bos, add_eos_token=False,
+                          bos_token=sp.id_to_piece(sp.bos_id()), eos_token=sp.id_to_piece(sp.eos_id()),
+                          unk_token=sp.id_to_piece(sp.unk_id()))
 
 
 def train_bpe_tokenizer(texts: list[str], out: Path, vocab_size: int = 2000) -> Path:

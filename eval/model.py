@@ -89,12 +89,44 @@ def load_model(model_dir: Path, trust_remote_code: bool = False, device: str = "
                                                      trust_remote_code=trust_remote_code, **kwargs)
     except (OSError, ValueError) as e:
         raise TaskError(f"{model_dir}: cannot load model or tokenizer ({e})") from None
+    refuse_missing_bos(model_dir, tok)
     if not placement.spread:
         model.to(placement.device)
     model.eval()
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return model, tok, placement
+
+
+def trained_with_bos(model_dir: Path) -> tuple[bool | None, str]:
+    """Whether the model saw BOS first in training, and where that is recorded: its lineage.json (medtrain's
+    exports), else the manifest of the data it was trained on; (None, "") when nothing says."""
+    try:
+        lineage = json.loads((Path(model_dir) / "lineage.json").read_text())
+    except (OSError, ValueError):
+        return None, ""
+    if "bos_first" in (lineage.get("tokenizer") or {}):
+        return bool(lineage["tokenizer"]["bos_first"]), f"{model_dir}/lineage.json"
+    for data in lineage.get("datasets") or []:
+        manifest = Path(data.get("path", "")) / "manifest.json"
+        try:
+            return json.loads(manifest.read_text())["tokenizer"].get("bos_id") is not None, str(manifest)
+        except (OSError, ValueError, KeyError):
+            continue
+    return None, ""
+
+
+def refuse_missing_bos(model_dir: Path, tok) -> None:
+    """A model trained with BOS first and scored without it answers inputs it never saw (on the real MMLU files
+    that moved a third of the choices): refuse, and say how to give the tokenizer its BOS back."""
+    trained, where = trained_with_bos(model_dir)
+    if not trained:
+        return
+    ids = tok("医学", add_special_tokens=True)["input_ids"]
+    if tok.bos_token_id is None or not ids or ids[0] != tok.bos_token_id:
+        raise TaskError(f"{model_dir}: its tokenizer adds no BOS, but the model was trained with BOS first ({where}); "
+                        "re-export it with `medtrain export` (which writes a complete tokenizer), or set "
+                        f'"add_bos_token": true in {Path(model_dir) / "tokenizer_config.json"}')
 
 
 def context_length(model) -> int:

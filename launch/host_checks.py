@@ -29,9 +29,9 @@ def _data_digest(path: Path) -> str:
 
 
 def _tokenizer_digest(path: Path) -> str:
-    from medtrain.data_prep.tokenizer import tokenizer_ids_sha256
+    from medtrain.data_prep.tokenizer import tokenizer_fingerprint
 
-    return tokenizer_ids_sha256(path)
+    return tokenizer_fingerprint(path)
 
 
 def _model_digest(path: Path) -> str:

@@ -12,7 +12,8 @@ import torch
 from medtrain.core.model_specs import resolve_shape
 from medtrain.core.provenance import versions
 from medtrain.core.publish import publish_dir, staging_dir
-from medtrain.data_prep.tokenizer import TOKENIZER_FILES
+from medtrain.data_prep.samples import sample_lines
+from medtrain.data_prep.tokenizer import write_hf_tokenizer
 from medtrain.modeling import DTYPES
 from medtrain.state import TrainerState
 
@@ -33,6 +34,7 @@ def lineage_for(state: TrainerState) -> dict:
         "recipe": recipe,
         "step": state.step,
         "continual_checkpoint_step": recipe.get("continual_step"),
+        "tokenizer": {"path": state.tokenizer_dir, "bos_id": state.bos_id, "bos_first": state.bos_id is not None},
         "versions": versions(),
     }
 
@@ -58,9 +60,12 @@ def write_hf_dir(state_dict: dict[str, torch.Tensor], config_dir: Path, state: T
 def publish_model_dir(tmp: Path, out: Path, tokenizer_dir: Path, lineage: dict) -> Path:
     """Add the tokenizer and lineage.json to a staged model directory and rename it into place (replacing an
     older one), so a model directory that exists is always complete."""
-    for name in TOKENIZER_FILES:
-        if (tokenizer_dir / name).is_file():
-            shutil.copy2(tokenizer_dir / name, tmp / name)
+    try:
+        check = write_hf_tokenizer(tokenizer_dir, tmp, lines=sample_lines())
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written left beside the target
+        raise
+    lineage = {**lineage, "tokenizer": {**lineage.get("tokenizer", {}), "export_check": check}}
     (tmp / "lineage.json").write_text(json.dumps(lineage, indent=2, ensure_ascii=False) + "\n")
     return publish_dir(tmp, Path(out), overwrite=True)
 
@@ -80,5 +85,6 @@ def init_model_dir(name: str, tokenizer_dir: Path, out: Path, seed: int = 0) -> 
     model = LlamaForCausalLM(cfg)
     tmp = staging_dir(out)
     model.save_pretrained(str(tmp))
-    lineage = {"base_model": f"{name} (random init, seed {seed})", "stage": "init", "step": 0, "base_lineage": None}
+    lineage = {"base_model": f"{name} (random init, seed {seed})", "stage": "init", "step": 0, "base_lineage": None,
+               "tokenizer": {"path": str(tokenizer_dir), "bos_id": info.bos_id, "bos_first": info.bos_id is not None}}
     return publish_model_dir(tmp, out, Path(tokenizer_dir), lineage)
