@@ -71,9 +71,9 @@ def iter_lines(path: Path, counter: ByteCounter | None = None) -> Iterator[tuple
 
 
 def iter_json_records(path: Path, counter: ByteCounter | None = None) -> Iterator[tuple[str, object]]:
-    """(file:line, record | Skip) from JSON Lines, or from a JSON array parsed incrementally."""
-    name = path.name.removesuffix(".gz")
-    if name.endswith(".json"):
+    """(file:line, record | Skip) from JSON Lines, or from a JSON array parsed incrementally; which one is read
+    from the content (MedMCQA's official train.json is JSON Lines)."""
+    if not is_json_lines(path):
         yield from _iter_json_array(path, counter)
         return
     with _open_binary(path) as f:
@@ -111,7 +111,7 @@ def _iter_json_array(path: Path, counter: ByteCounter | None) -> Iterator[tuple[
             raise DatasetError(f"{path}: not UTF-8; convert it (iconv -f GBK -t UTF-8) and retry") from None
         line, pos, started = 1, 0, False
         while True:
-            while pos < len(buf) and buf[pos] in " \t\r\n,[":
+            while pos < len(buf) and buf[pos] in "\ufeff \t\r\n,[":  # a BOM too (files saved on Windows)
                 if buf[pos] == "\n":
                     line += 1
                 if buf[pos] == "[":
@@ -123,7 +123,8 @@ def _iter_json_array(path: Path, counter: ByteCounter | None) -> Iterator[tuple[
                 more = f.read(1 << 20)
                 if not more:
                     if not started:
-                        raise DatasetError(f"{path}: expected a JSON array ('[' ...) or use .jsonl")
+                        raise DatasetError(f"{path}: neither a JSON array ('[' ...) nor JSON Lines (one "
+                                           "'{...}' per line); check the file")
                     return
                 if counter:
                     counter.bytes += len(more)
@@ -203,7 +204,17 @@ def is_json(path: Path) -> bool:
 
 
 def is_json_lines(path: Path) -> bool:
-    return path.name.removesuffix(".gz").endswith(".jsonl")
+    """JSON Lines or a JSON array, by content, not extension: a `.json` file is JSON Lines when its first
+    non-blank character opens an object rather than an array (MedMCQA's official train/dev/test.json, which its
+    loader and HELM read line by line)."""
+    name = path.name.removesuffix(".gz")
+    if name.endswith(".jsonl"):
+        return True
+    if not name.endswith(".json"):
+        return False
+    with _open_binary(path) as f:
+        head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    return head[:1] == b"{"
 
 
 def _options_or_none(cell: str) -> dict[str, str] | None:
