@@ -28,7 +28,9 @@ from medtrain.data_prep.sources import (
     ByteRange,
     RawLines,
     Skip,
+    Source,
     byte_ranges,
+    detect_answer_base,
     iter_raw_chunks,
     to_record,
 )
@@ -72,20 +74,20 @@ class ChunkResult:
     """Where the worker wrote `flat` instead of returning it (the writer appends it with copy_file_range)."""
 
 
-def parse_chunk(source: str, template, chunk, mode: str) -> tuple[list, int]:
+def parse_chunk(source: Source, template, chunk, mode: str) -> tuple[list, int]:
     """Records of one chunk (documents, examples, skips) and the number of lines read from a ByteRange.
 
     mode "range": a ByteRange the worker reads itself; "lines": raw JSON lines (compressed files); "parsed": items
     the main process already read (CSV, JSON arrays, plain text)."""
     if mode == "range":
         raw = chunk.read_lines()
-        items = [to_record(SOURCES[source], template, "", b) for b in raw]
+        items = [to_record(source, template, "", b) for b in raw]
         for k, item in enumerate(items):
             if isinstance(item, Skip):
                 item.line = k + 1
         return [i for i in items if i is not None], len(raw)
     if mode == "lines":
-        items = [to_record(SOURCES[source], template, chunk.where(i), b) for i, b in enumerate(chunk.lines)]
+        items = [to_record(source, template, chunk.where(i), b) for i, b in enumerate(chunk.lines)]
         return [i for i in items if i is not None], 0
     return chunk, 0
 
@@ -95,12 +97,13 @@ def texts_of(records: list, sft: bool) -> list[str]:
     return [t for e in records for t in (e.prompt, e.response)] if sft else [d.text for d in records]
 
 
-def process_chunk(encoder: Encoder, source: str, template, chunk, mode: str, shard: str | None = None) -> ChunkResult:
+def process_chunk(encoder: Encoder, source: Source, template, chunk, mode: str,
+                  shard: str | None = None) -> ChunkResult:
     """Parse and encode one chunk of one file; runs in a worker process."""
     items, lines = parse_chunk(source, template, chunk, mode)
     skips = [i for i in items if isinstance(i, Skip)]
     good = [i for i in items if not isinstance(i, Skip)]
-    sft = SOURCES[source].kind == "sft"
+    sft = source.kind == "sft"
     if not good:
         empty = np.empty(0, dtype=np.int64)
         return ChunkResult(empty, empty, empty if sft else None, skips, 0, 0, lines)
@@ -122,7 +125,7 @@ def _init_worker(path: str, backend: str) -> None:
     _WORKER_ENCODER = Encoder(path, backend=backend)
 
 
-def _work(source: str, template, chunk, mode: str, shard: str | None) -> ChunkResult:
+def _work(source: Source, template, chunk, mode: str, shard: str | None) -> ChunkResult:
     return process_chunk(_WORKER_ENCODER, source, template, chunk, mode, shard)
 
 
@@ -134,7 +137,8 @@ def _chunks(items: Iterator, size: int) -> Iterator[list]:
 def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: str | None = None,
          seq_len: int = 4096, workers: int | None = None, overwrite: bool = False,
          target_tokens: int = PAPER_TARGET_TOKENS, chunk_size: int = 512, chunk_bytes: int = 1 << 20,
-         log: Callable[[str], None] = lambda s: print(s, file=sys.stderr), hub: dict | None = None) -> dict:
+         log: Callable[[str], None] = lambda s: print(s, file=sys.stderr), hub: dict | None = None,
+         answer_index: int | None = None) -> dict:
     """Prepare one dataset; returns its manifest. Raises DatasetError (nothing written) on unusable input.
 
     JSON Lines inputs travel to the workers as raw lines (parsing is spread over every core); CSV, JSON arrays
@@ -144,6 +148,14 @@ def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: s
         raise DatasetError(f"unknown source '{source}'; one of {', '.join(SOURCES)}")
     src = SOURCES[source]
     kind = src.kind
+    answers = None
+    if src.numbered_answers:
+        if answer_index not in (None, 0, 1):
+            raise DatasetError(f"--answer-index {answer_index} must be 0 or 1")
+        base, why = (answer_index, "given by --answer-index") if answer_index is not None else \
+            detect_answer_base(inputs)
+        src, answers = src.with_answer_base(base), {"base": base, "how": why}
+        log(f"prep {source}: answer index counted from {base} ({why})")
     template = None
     if kind == "sft":
         if mode not in MODE_TEMPLATES:
@@ -183,7 +195,7 @@ def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: s
     stream = chunks()
     first = next(stream, None)
     if first is not None:  # SentencePiece is kept only if it agrees with the HF tokenizer on real texts
-        records, _ = parse_chunk(source, template, first[1], first[2])
+        records, _ = parse_chunk(src, template, first[1], first[2])
         texts = texts_of([i for i in records if not isinstance(i, Skip)][:64], kind == "sft")
         if texts:
             encoder.agree_or_fall_back(texts)
@@ -216,8 +228,8 @@ def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: s
 
         for seq, (path, chunk, mode) in enumerate(itertools.chain([first] if first else [], stream)):
             shard = str(writer.tmp / f"shard-{seq:09d}.bin")
-            pending = pool.apply_async(_work, (source, template, chunk, mode, shard)) if pool else \
-                process_chunk(encoder, source, template, chunk, mode)
+            pending = pool.apply_async(_work, (src, template, chunk, mode, shard)) if pool else \
+                process_chunk(encoder, src, template, chunk, mode)
             window.append((path, pending, chunk.end - chunk.start if mode == "range" else 0))
             drain(keep=2 * workers)
         drain(keep=0)
@@ -240,6 +252,8 @@ def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: s
     manifest = _manifest(kind, source, info, template, seq_len, stats, writer, target_tokens)
     if hub:
         manifest["hub"] = hub  # which hub ids and commits the inputs and the tokenizer came from
+    if answers:
+        manifest["answer_index"] = answers  # MedMCQA's cop: counted from 0 or 1, and how that was decided
     writer.finalize(manifest, overwrite=overwrite)
     manifest.update({"num_docs": writer.num_docs, "num_tokens": writer.num_tokens})
     return manifest

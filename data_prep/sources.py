@@ -12,7 +12,8 @@ import itertools
 import json
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -302,16 +303,57 @@ def medqa_record(rec: dict, where: str, template: Template) -> Example | Skip:
 _MEDMCQA_KEYS = ("opa", "opb", "opc", "opd", "ope")
 
 
-def medmcqa_record(rec: dict, where: str, template: Template) -> Example | Skip:
-    """MedMCQA: question, opa..opd, cop (1-based) and exp; also CNMLEQA's opa..ope with answer "opX"."""
+def medmcqa_record(rec: dict, where: str, template: Template, answer_base: int = 1) -> Example | Skip:
+    """MedMCQA: question, opa..opd, cop and exp; also CNMLEQA's opa..ope with answer "opX". `cop` counts from 1
+    in the official release (its loader does cop - 1) and from 0 in the Hugging Face copy (a ClassLabel a-d; -1 on
+    the unlabelled test split): `answer_base` says which (detect_answer_base reads it from the files)."""
     keys = _MEDMCQA_KEYS
     options = {"ABCDE"[i]: str(rec[k]) for i, k in enumerate(keys) if rec.get(k) not in (None, "")}
     answer = ""
-    if isinstance(rec.get("cop"), int) and 1 <= rec["cop"] <= len(keys):
-        answer = "ABCDE"[rec["cop"] - 1]
+    cop = _cop(rec)
+    if cop == -1:
+        return Skip("unlabelled_test_record", where)
+    if cop is not None and 0 <= cop - answer_base < len(keys):
+        answer = "ABCDE"[cop - answer_base]
     elif isinstance(rec.get("answer"), str) and rec["answer"] in keys:
         answer = "ABCDE"[keys.index(rec["answer"])]
     return mcq_example(str(rec.get("question", "")), options, answer, str(rec.get("exp") or ""), template, where)
+
+
+def _cop(rec: dict) -> int | None:
+    """MedMCQA's answer index, whether stored as a number or as its digits ("3")."""
+    cop = rec.get("cop")
+    if isinstance(cop, bool):
+        return None
+    if isinstance(cop, int):
+        return cop
+    if isinstance(cop, str) and cop.strip().lstrip("-").isdigit():
+        return int(cop.strip())
+    return None
+
+
+def detect_answer_base(paths: list[Path]) -> tuple[int, str]:
+    """(0 or 1, why) for MedMCQA's `cop`, from the values the files hold: a 0 or a -1 (the unlabelled test split)
+    is the Hugging Face copy's 0-based ClassLabel; a 4 with four options is the official release's 1-based index.
+    Files whose values are all 1-3 could be either, and are refused rather than guessed."""
+    seen: set[int] = set()
+    for path in paths:
+        for _, rec in iter_json_records(path):
+            if isinstance(rec, dict) and (cop := _cop(rec)) is not None:
+                seen.add(cop)
+    zero, one = seen & {0, -1}, seen & {4}
+    if zero and one:
+        raise DatasetError(f"{', '.join(map(str, paths))}: cop holds both {sorted(zero)} (0-based) and 4 (1-based "
+                           "with four options); prepare each copy on its own, with --answer-index 0 or 1")
+    if zero:
+        return 0, f"detected: cop {min(zero)} appears, so it counts from 0 (the Hugging Face copy)"
+    if one:
+        return 1, "detected: cop 4 appears, so it counts from 1 (the official release)"
+    if not seen:
+        return 1, "no cop values (answers from 'answer': 'opX', CNMLEQA's layout)"
+    raise DatasetError(f"{', '.join(map(str, paths))}: cop holds only {sorted(seen)}, which fits both the official "
+                       "release (counted from 1) and the Hugging Face copy (from 0); pass --answer-index 1 "
+                       "(official train/dev.json) or --answer-index 0 (Hugging Face parquet/Arrow)")
 
 
 def to_record(source: Source, template: Template | None, where: str, raw: bytes) -> Doc | Example | Skip | None:
@@ -357,6 +399,13 @@ class Source:
     """Whole-file reader for other layouts (CSV, plain text); defaults to JSON through `record`."""
     default_mode: str | None = None
     """sft: answer_only | with_reasoning."""
+    numbered_answers: bool = False
+    """Answers stored as an option index whose base differs between copies (MedMCQA's cop): prep takes
+    --answer-index 0|1 or detects it from the files."""
+
+    def with_answer_base(self, base: int) -> Source:
+        """This source with its answer index read from `base` (a picklable partial: the workers get it too)."""
+        return replace(self, record=partial(self.record, answer_base=base))
 
     def read(self, path: Path, template: Template | None, counter: ByteCounter | None) -> Iterator:
         if self.reader is not None:
@@ -382,9 +431,10 @@ SOURCES: dict[str, Source] = {s.name: s for s in (
     Source("medqa", "sft", "MedQA jsonl (question, options, answer_idx).",
            "medtrain prep medqa --input train.jsonl --tokenizer TOK --out data/medqa", record=medqa_record,
            default_mode="answer_only"),
-    Source("medmcqa", "sft", "MedMCQA jsonl (question, opa..opd, cop, exp).",
+    Source("medmcqa", "sft", "MedMCQA (question, opa..opd, cop, exp): the official release's JSON Lines train/dev.json "
+           "(cop from 1) or the Hugging Face copy (cop from 0, -1 unlabelled); --answer-index 0|1, else detected.",
            "medtrain prep medmcqa --input train.json --tokenizer TOK --out data/medmcqa", record=medmcqa_record,
-           default_mode="with_reasoning"),
+           default_mode="with_reasoning", numbered_answers=True),
 )}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -296,7 +297,7 @@ PAPER_OUT = {"huatuo": Path("data/huatuo_encyclopedia")}
 
 
 def _prep(source: str, inputs: list[str] | None, tokenizer: str, out: Path | None, mode: str | None, seq_len: int,
-          workers: int, overwrite: bool, split: str) -> None:
+          workers: int, overwrite: bool, split: str, answer_index: str = "auto") -> None:
     from medtrain.core import hub
     from medtrain.data_prep.inputs import DEFAULT_INPUTS, staged_inputs
     from medtrain.data_prep.pipeline import prep
@@ -323,7 +324,8 @@ def _prep(source: str, inputs: list[str] | None, tokenizer: str, out: Path | Non
         with staged_inputs(inputs, split, out) as found:
             origins = {"inputs": found.origins, "tokenizer": tok.provenance()} if found.origins or tok.hub_id else None
             m = prep(source, found.files, tok.path, out, mode=mode, seq_len=seq_len, workers=workers or None,
-                     overwrite=overwrite, hub=origins)
+                     overwrite=overwrite, hub=origins,
+                     answer_index=None if answer_index == "auto" else int(answer_index))
     skipped, used = sum(m["stats"]["skipped"].values()), m["stats"]["records"]
     typer.echo(f"wrote {out}: {m['num_docs']:,} documents, {m['num_tokens']:,} tokens "
                f"({used + skipped:,} records read: {used:,} used, {skipped:,} skipped)")
@@ -332,9 +334,26 @@ def _prep(source: str, inputs: list[str] | None, tokenizer: str, out: Path | Non
 ModeOpt = Annotated[str, typer.Option(help="answer_only | with_reasoning (answer then explanation).")]
 
 
+class AnswerIndex(StrEnum):
+    auto = "auto"
+    zero = "0"
+    one = "1"
+
+
+AnswerIndexOpt = Annotated[AnswerIndex, typer.Option(
+    help="What the answer index counts from: 1 (MedMCQA's official release), 0 (its Hugging Face copy), or auto "
+         "(read from the values in the files; all 1-3 is ambiguous and refused).")]
+
+
 def _prep_command(src: Source) -> None:
     """`medtrain prep NAME` for one entry of data_prep.sources.SOURCES (SFT sources take --mode)."""
-    if src.kind == "sft":
+    if src.numbered_answers:
+        def command(input: InputsOpt = None, tokenizer: TokOpt = PAPER_TOKENIZER, out: OutOpt = None,
+                    mode: ModeOpt = src.default_mode or "", answer_index: AnswerIndexOpt = AnswerIndex.auto,
+                    seq_len: SeqOpt = 4096, workers: WorkersOpt = 0, overwrite: OverwriteOpt = False,
+                    split: SplitOpt = "train") -> None:
+            _prep(src.name, input, tokenizer, out, mode, seq_len, workers, overwrite, split, answer_index.value)
+    elif src.kind == "sft":
         def command(input: InputsOpt = None, tokenizer: TokOpt = PAPER_TOKENIZER, out: OutOpt = None,
                     mode: ModeOpt = src.default_mode or "", seq_len: SeqOpt = 4096, workers: WorkersOpt = 0,
                     overwrite: OverwriteOpt = False, split: SplitOpt = "train") -> None:

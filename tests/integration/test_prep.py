@@ -304,3 +304,25 @@ def test_another_copy_of_the_same_tokenizer_is_accepted_another_tokenizer_refuse
                                  "--set", f"output_dir={tmp_path / 'run'}"])
     assert r.exit_code == 2 and "split text into different ids" in r.output  # before any rank starts
     assert not (tmp_path / "run").exists()
+
+
+def test_prep_medmcqa_records_the_answer_index_it_used_and_refuses_an_ambiguous_file(tmp_path, bpe_tok):
+    rec = {"question": "Which vitamin prevents scurvy?", "opa": "A vit", "opb": "D vit", "opc": "C vit",
+           "opd": "K vit", "exp": "Collagen needs it.", "choice_type": "single", "id": "x", "subject_name": "Bio"}
+    hf = tmp_path / "hf.jsonl"
+    hf.write_text("".join(json.dumps({**rec, "cop": c}) + "\n" for c in (0, 2, 3)))
+    r = CliRunner().invoke(app, ["prep", "medmcqa", "--input", str(hf), "--tokenizer", str(bpe_tok), "--out",
+                                 str(tmp_path / "hf_out"), "--mode", "answer_only", "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((tmp_path / "hf_out" / "manifest.json").read_text())
+    assert manifest["answer_index"]["base"] == 0 and "Hugging Face" in manifest["answer_index"]["how"]
+    ambiguous = tmp_path / "dev.json"
+    ambiguous.write_text("".join(json.dumps({**rec, "cop": c}) + "\n" for c in (1, 2, 3)))
+    r = CliRunner().invoke(app, ["prep", "medmcqa", "--input", str(ambiguous), "--tokenizer", str(bpe_tok),
+                                 "--out", str(tmp_path / "amb"), "--workers", "1"])
+    assert r.exit_code == 2 and "--answer-index 1" in r.output and not (tmp_path / "amb").exists()
+    r = CliRunner().invoke(app, ["prep", "medmcqa", "--input", str(ambiguous), "--tokenizer", str(bpe_tok),
+                                 "--out", str(tmp_path / "amb"), "--workers", "1", "--answer-index", "1"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "amb" / "manifest.json").read_text())["answer_index"]["how"] == \
+        "given by --answer-index"
