@@ -47,8 +47,10 @@ def mix(inputs: list[tuple[Path, float]], out: Path, seed: int = 0, overwrite: b
         if recorded_ids(m["tokenizer"]) != recorded_ids(first["tokenizer"]):
             raise DatasetError(f"{data.root}: prepared with another tokenizer than {parts[0][0].root}; re-run prep")
         if m.get("template") != first.get("template"):
-            raise DatasetError(f"{data.root}: template {m.get('template')} differs from {first.get('template')}; "
-                               "eval could not parse what training taught")
+            raise DatasetError(f"{data.root}: template {_template_name(m)} differs from {parts[0][0].root}'s "
+                               f"{_template_name(first)}, and eval could not parse what training taught; re-run "
+                               f"`medtrain prep {m.get('source_type', 'SOURCE')} --mode {_mode(first)} --out "
+                               f"{data.root} --overwrite` (with its --input and --tokenizer)")
     sft = first["kind"] == "sft"
     writer = DatasetWriter(out, first["tokenizer"]["vocab_size"], sft=sft)
     sources = []
@@ -69,3 +71,16 @@ def mix(inputs: list[tuple[Path, float]], out: Path, seed: int = 0, overwrite: b
                 "medtrain_version": first.get("medtrain_version")}
     writer.finalize(manifest, overwrite=overwrite)
     return manifest
+
+
+def _template_name(manifest: dict) -> str:
+    template = manifest.get("template")
+    return template.get("name", str(template)) if isinstance(template, dict) else str(template)
+
+
+def _mode(manifest: dict) -> str:
+    """The `--mode` that gives a manifest's template (MODE_TEMPLATES read backwards)."""
+    from medtrain.data_prep.templates import MODE_TEMPLATES
+
+    name = _template_name(manifest)
+    return next((mode for mode, t in MODE_TEMPLATES.items() if t == name), name)

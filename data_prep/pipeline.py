@@ -52,6 +52,7 @@ class PrepStats:
     response_truncated: int = 0
     prompt_too_long: int = 0
     without_explanation: int = 0
+    placeholder_explanations: int = 0
 
     def skip(self, s: Skip, source: str) -> None:
         self.skipped[s.reason] += 1
@@ -69,6 +70,7 @@ class ChunkResult:
     records: int
     without_explanation: int
     lines: int = 0
+    placeholder_explanations: int = 0
     """Lines read from a ByteRange (the writer keeps the running line number)."""
     shard: str | None = None
     """Where the worker wrote `flat` instead of returning it (the writer appends it with copy_file_range)."""
@@ -109,12 +111,13 @@ def process_chunk(encoder: Encoder, source: Source, template, chunk, mode: str,
         return ChunkResult(empty, empty, empty if sft else None, skips, 0, 0, lines)
     flat, lengths, prompt_lens = encode_chunk(encoder, texts_of(good, sft), sft)
     without = sum(1 for e in good if not e.meta.get("has_explanation", True)) if sft else 0
+    placeholders = sum(1 for e in good if e.meta.get("placeholder_explanation")) if sft else 0
     if shard is not None and flat.dtype == np.uint16:  # the on-disk dtype: skip the pipe, write it here
         check_token_range(flat, encoder.info.vocab_size, str(chunk))
         flat.tofile(shard)
         return ChunkResult(np.empty(0, dtype=flat.dtype), lengths, prompt_lens, skips, len(good), without, lines,
-                           shard)
-    return ChunkResult(flat, lengths, prompt_lens, skips, len(good), without, lines)
+                           placeholders, shard)
+    return ChunkResult(flat, lengths, prompt_lens, skips, len(good), without, lines, placeholders)
 
 
 _WORKER_ENCODER: Encoder | None = None
@@ -138,7 +141,7 @@ def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: s
          seq_len: int = 4096, workers: int | None = None, overwrite: bool = False,
          target_tokens: int = PAPER_TARGET_TOKENS, chunk_size: int = 512, chunk_bytes: int = 1 << 20,
          log: Callable[[str], None] = lambda s: print(s, file=sys.stderr), hub: dict | None = None,
-         answer_index: int | None = None) -> dict:
+         answer_index: int | None = None, allow_missing_explanations: bool = False) -> dict:
     """Prepare one dataset; returns its manifest. Raises DatasetError (nothing written) on unusable input.
 
     JSON Lines inputs travel to the workers as raw lines (parsing is spread over every core); CSV, JSON arrays
@@ -249,6 +252,18 @@ def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: s
                                                                          sorted(stats.skipped.items())))
         for line in stats.first_skips:
             log(f"  {line}")
+        hint = skip_hint(stats)
+        if hint:
+            log(hint)
+    if template is not None and "reasoning" in template.name and src.explanations and stats.records \
+            and stats.without_explanation == stats.records and not allow_missing_explanations:
+        writer.abort()
+        raise DatasetError(f"{', '.join(map(str, inputs))}: no record has an explanation (an Explanation column or "
+                           "'exp' field), so --mode with_reasoning would train answer-only data under the reasoning "
+                           "template; pass --mode answer_only, or --allow-missing-explanations to keep it")
+    if stats.placeholder_explanations:
+        log(f"dropped {stats.placeholder_explanations} placeholder explanations (such as 请等待更新, 'awaiting "
+            "update'); those examples keep their answer")
     manifest = _manifest(kind, source, info, template, seq_len, stats, writer, target_tokens)
     if hub:
         manifest["hub"] = hub  # which hub ids and commits the inputs and the tokenizer came from
@@ -272,6 +287,7 @@ def _write_chunk(writer: DatasetWriter, r: ChunkResult, path: str, seq_len: int,
     else:
         writer.add_many(r.flat, r.lengths, r.prompt_lens)
     stats.without_explanation += r.without_explanation
+    stats.placeholder_explanations += r.placeholder_explanations
     if r.prompt_lens is None:
         over = r.lengths > seq_len
         stats.truncated_docs += int(over.sum())
@@ -295,7 +311,8 @@ def _manifest(kind, source, info, template, seq_len, stats: PrepStats, writer: D
         })
     else:
         report.update({"response_truncated": stats.response_truncated, "prompt_too_long": stats.prompt_too_long,
-                       "without_explanation": stats.without_explanation})
+                       "without_explanation": stats.without_explanation,
+                       "placeholder_explanations_dropped": stats.placeholder_explanations})
     return {
         "kind": kind,
         "source_type": source,
@@ -307,7 +324,32 @@ def _manifest(kind, source, info, template, seq_len, stats: PrepStats, writer: D
     }
 
 
+# what a reason that skips most of a file usually means, said once under the skip counts
+SKIP_HINTS = {
+    "answer_not_in_options": "the options were not read as lettered lines ('A 内容' one per line); check the "
+                             "Options column's separator and one row with `medtrain prep inspect`",
+    "option_without_letter": "the options cell has lines without a leading letter; check the separator",
+    "no_answer": "the answer field is empty or named otherwise: is this an unlabelled test split?",
+    "unlabelled_test_record": "this is an unlabelled test split (cop -1); prepare the train or dev split",
+    "malformed_json": "the file may not be JSON Lines or a JSON array; check its first lines",
+    "not_an_object": "records are not JSON objects; check the file's layout",
+    "non_utf8": "the file is not UTF-8; convert it (iconv -f GBK -t UTF-8)",
+    "no_options": "records have no 'options' object; is this the right `prep` source for the file?",
+}
+
+
+def skip_hint(stats: PrepStats) -> str | None:
+    """One line when a single reason skips most records read: the likely cause, not just the count."""
+    read = stats.records + sum(stats.skipped.values())
+    reason, count = max(stats.skipped.items(), key=lambda kv: kv[1], default=(None, 0))
+    if reason in SKIP_HINTS and read and count / read > 0.5:
+        return f"{count} of {read} records skipped as {reason}: {SKIP_HINTS[reason]}"
+    return None
+
+
 def _raise_empty(stats: PrepStats, inputs: list[Path]) -> None:
     reasons = ", ".join(f"{k}={v}" for k, v in sorted(stats.skipped.items())) or "no records"
     first = f"; first: {stats.first_skips[0]}" if stats.first_skips else ""
-    raise DatasetError(f"{', '.join(map(str, inputs))}: nothing usable ({reasons}){first}; nothing written")
+    hint = skip_hint(stats)
+    raise DatasetError(f"{', '.join(map(str, inputs))}: nothing usable ({reasons}){first}; "
+                       f"{hint.split(': ', 1)[1] + '; ' if hint else ''}nothing written")

@@ -274,6 +274,18 @@ def read_mcq_csv(path: Path, template: Template, counter: ByteCounter | None = N
                           {k: cell[k] for k in CMEXAM_META if k in cell})
 
 
+# Explanations that say there is none yet (CMExam's spreadsheet has them): trained as reasoning they would teach
+# the model to answer "awaiting update"; they are dropped (the answer is kept) and counted.
+PLACEHOLDER_EXPLANATIONS = frozenset({
+    "请等待更新", "等待更新", "待更新", "暂无解析", "暂无", "无", "略", "无解析", "解析略", "见教材", "同上",
+    "n/a", "na", "none", "null", "nan", "-", "--", "...", "tbd", "to be updated",
+})
+
+
+def is_placeholder_explanation(text: str) -> bool:
+    return text.strip().strip("。.!！").lower() in PLACEHOLDER_EXPLANATIONS
+
+
 def mcq_example(question: str, options: dict[str, str] | None, answer: str, explanation: str, template: Template,
                 where: str, meta: dict | None = None) -> Example | Skip:
     answer = re.sub(r"[\s,，、]", "", answer or "").upper()
@@ -287,6 +299,8 @@ def mcq_example(question: str, options: dict[str, str] | None, answer: str, expl
         return Skip("answer_not_in_options", where, f"answer {answer!r}, options {''.join(options)}")
     letters = canonical_answer(answer, options)
     meta = dict(meta or {})
+    if explanation and is_placeholder_explanation(explanation):
+        explanation, meta["placeholder_explanation"] = "", True
     meta["has_explanation"] = bool(explanation and explanation.strip())
     return Example(template.prompt(question.strip(), options), template.response(letters, explanation or ""),
                    where, meta)
@@ -399,6 +413,10 @@ class Source:
     """Whole-file reader for other layouts (CSV, plain text); defaults to JSON through `record`."""
     default_mode: str | None = None
     """sft: answer_only | with_reasoning."""
+    explanations: bool = False
+    """Whether the data set carries explanations (CMExam, MedMCQA): with_reasoning on a copy without any is refused
+    unless allowed. MedQA has none: with_reasoning gives its examples the answer line alone, so they mix with the
+    others (Table 4's CMExam+MedQA+MedMCQA)."""
     numbered_answers: bool = False
     """Answers stored as an option index whose base differs between copies (MedMCQA's cop): prep takes
     --answer-index 0|1 or detects it from the files."""
@@ -426,15 +444,15 @@ SOURCES: dict[str, Source] = {s.name: s for s in (
            record=text_record, reader=read_text),
     Source("cmexam", "sft", "CMExam CSV (Question, Options, Answer, Explanation) as Alpaca SFT examples.",
            "medtrain prep cmexam --input train.csv --tokenizer TOK --out data/cmexam --mode with_reasoning",
-           reader=read_mcq_csv,
-           default_mode="with_reasoning"),
-    Source("medqa", "sft", "MedQA jsonl (question, options, answer_idx).",
+           reader=read_mcq_csv, default_mode="with_reasoning", explanations=True),
+    Source("medqa", "sft", "MedQA jsonl (question, options, answer_idx); no explanations: with_reasoning (the "
+           "default, as for CMExam and MedMCQA, so they mix) gives the answer line alone.",
            "medtrain prep medqa --input train.jsonl --tokenizer TOK --out data/medqa", record=medqa_record,
-           default_mode="answer_only"),
+           default_mode="with_reasoning"),
     Source("medmcqa", "sft", "MedMCQA (question, opa..opd, cop, exp): the official release's JSON Lines train/dev.json "
            "(cop from 1) or the Hugging Face copy (cop from 0, -1 unlabelled); --answer-index 0|1, else detected.",
            "medtrain prep medmcqa --input train.json --tokenizer TOK --out data/medmcqa", record=medmcqa_record,
-           default_mode="with_reasoning", numbered_answers=True),
+           default_mode="with_reasoning", explanations=True, numbered_answers=True),
 )}
 
 

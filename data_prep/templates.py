@@ -33,6 +33,8 @@ class OptionError(UserError):
 def parse_options(cell: str) -> dict[str, str]:
     """CMExam's Options cell, one "A 内容" line per option. Prep and eval read options with this one parser."""
     options: dict[str, str] = {}
+    # the upstream CMExam spreadsheet joins options with a literal backslash-n; read it as the line break it means
+    cell = cell.replace("\\r\\n", "\n").replace("\\n", "\n")
     for line in cell.splitlines():
         if not line.strip():
             continue

@@ -297,7 +297,8 @@ PAPER_OUT = {"huatuo": Path("data/huatuo_encyclopedia")}
 
 
 def _prep(source: str, inputs: list[str] | None, tokenizer: str, out: Path | None, mode: str | None, seq_len: int,
-          workers: int, overwrite: bool, split: str, answer_index: str = "auto") -> None:
+          workers: int, overwrite: bool, split: str, answer_index: str = "auto",
+          allow_missing_explanations: bool = False) -> None:
     from medtrain.core import hub
     from medtrain.data_prep.inputs import DEFAULT_INPUTS, staged_inputs
     from medtrain.data_prep.pipeline import prep
@@ -325,7 +326,8 @@ def _prep(source: str, inputs: list[str] | None, tokenizer: str, out: Path | Non
             origins = {"inputs": found.origins, "tokenizer": tok.provenance()} if found.origins or tok.hub_id else None
             m = prep(source, found.files, tok.path, out, mode=mode, seq_len=seq_len, workers=workers or None,
                      overwrite=overwrite, hub=origins,
-                     answer_index=None if answer_index == "auto" else int(answer_index))
+                     answer_index=None if answer_index == "auto" else int(answer_index),
+                     allow_missing_explanations=allow_missing_explanations)
     skipped, used = sum(m["stats"]["skipped"].values()), m["stats"]["records"]
     typer.echo(f"wrote {out}: {m['num_docs']:,} documents, {m['num_tokens']:,} tokens "
                f"({used + skipped:,} records read: {used:,} used, {skipped:,} skipped)")
@@ -340,6 +342,8 @@ class AnswerIndex(StrEnum):
     one = "1"
 
 
+AllowMissingOpt = Annotated[bool, typer.Option(
+    "--allow-missing-explanations", help="Prepare with_reasoning data even when no record has an explanation.")]
 AnswerIndexOpt = Annotated[AnswerIndex, typer.Option(
     help="What the answer index counts from: 1 (MedMCQA's official release), 0 (its Hugging Face copy), or auto "
          "(read from the values in the files; all 1-3 is ambiguous and refused).")]
@@ -350,14 +354,17 @@ def _prep_command(src: Source) -> None:
     if src.numbered_answers:
         def command(input: InputsOpt = None, tokenizer: TokOpt = PAPER_TOKENIZER, out: OutOpt = None,
                     mode: ModeOpt = src.default_mode or "", answer_index: AnswerIndexOpt = AnswerIndex.auto,
-                    seq_len: SeqOpt = 4096, workers: WorkersOpt = 0, overwrite: OverwriteOpt = False,
-                    split: SplitOpt = "train") -> None:
-            _prep(src.name, input, tokenizer, out, mode, seq_len, workers, overwrite, split, answer_index.value)
+                    allow_missing_explanations: AllowMissingOpt = False, seq_len: SeqOpt = 4096,
+                    workers: WorkersOpt = 0, overwrite: OverwriteOpt = False, split: SplitOpt = "train") -> None:
+            _prep(src.name, input, tokenizer, out, mode, seq_len, workers, overwrite, split, answer_index.value,
+                  allow_missing_explanations)
     elif src.kind == "sft":
         def command(input: InputsOpt = None, tokenizer: TokOpt = PAPER_TOKENIZER, out: OutOpt = None,
-                    mode: ModeOpt = src.default_mode or "", seq_len: SeqOpt = 4096, workers: WorkersOpt = 0,
-                    overwrite: OverwriteOpt = False, split: SplitOpt = "train") -> None:
-            _prep(src.name, input, tokenizer, out, mode, seq_len, workers, overwrite, split)
+                    mode: ModeOpt = src.default_mode or "", allow_missing_explanations: AllowMissingOpt = False,
+                    seq_len: SeqOpt = 4096, workers: WorkersOpt = 0, overwrite: OverwriteOpt = False,
+                    split: SplitOpt = "train") -> None:
+            _prep(src.name, input, tokenizer, out, mode, seq_len, workers, overwrite, split,
+                  allow_missing_explanations=allow_missing_explanations)
     else:
         def command(input: InputsOpt = None, tokenizer: TokOpt = PAPER_TOKENIZER, out: OutOpt = None,
                     seq_len: SeqOpt = 4096, workers: WorkersOpt = 0, overwrite: OverwriteOpt = False,
