@@ -307,11 +307,30 @@ def mcq_example(question: str, options: dict[str, str] | None, answer: str, expl
 
 
 def medqa_record(rec: dict, where: str, template: Template) -> Example | Skip:
-    """MedQA JSON Lines: question, options {A: ...}, answer_idx."""
-    if not isinstance(rec.get("options"), dict):
+    """MedQA, every public copy: the official US (4- and 5-option), Mainland and Taiwan JSON Lines and the
+    GBaker/... Hugging Face copies ({"question", "options": {"A": ...}, "answer", "answer_idx"}), bigbio/med_qa's
+    source schema (options as [{"key": "A", "value": ...}]) and copies with options as a plain list. The letter
+    comes from answer_idx, else from the answer text matched against the options."""
+    options = _medqa_options(rec.get("options"))
+    if options is None:
         return Skip("no_options", where)
-    options = {str(k).strip().upper(): str(v) for k, v in rec["options"].items()}
-    return mcq_example(str(rec.get("question", "")), options, str(rec.get("answer_idx", "")), "", template, where)
+    answer = str(rec.get("answer_idx") or "").strip().upper()
+    if not answer and isinstance(rec.get("answer"), str):
+        text = rec["answer"].strip()
+        answer = next((k for k, v in options.items() if v.strip() == text), "")
+        if not answer and re.fullmatch(r"[A-Ea-e]", text):  # an answer given as its letter
+            answer = text.upper()
+    return mcq_example(str(rec.get("question", "")), options, answer, "", template, where)
+
+
+def _medqa_options(raw) -> dict[str, str] | None:
+    if isinstance(raw, dict) and raw:
+        return {str(k).strip().upper(): str(v) for k, v in raw.items()}
+    if isinstance(raw, list) and raw and all(isinstance(o, dict) and "key" in o and "value" in o for o in raw):
+        return {str(o["key"]).strip().upper(): str(o["value"]) for o in raw}
+    if isinstance(raw, list) and raw and all(isinstance(o, str) for o in raw) and len(raw) <= 26:
+        return {chr(ord("A") + i): o for i, o in enumerate(raw)}
+    return None
 
 
 _MEDMCQA_KEYS = ("opa", "opb", "opc", "opd", "ope")
@@ -445,8 +464,9 @@ SOURCES: dict[str, Source] = {s.name: s for s in (
     Source("cmexam", "sft", "CMExam CSV (Question, Options, Answer, Explanation) as Alpaca SFT examples.",
            "medtrain prep cmexam --input train.csv --tokenizer TOK --out data/cmexam --mode with_reasoning",
            reader=read_mcq_csv, default_mode="with_reasoning", explanations=True),
-    Source("medqa", "sft", "MedQA jsonl (question, options, answer_idx); no explanations: with_reasoning (the "
-           "default, as for CMExam and MedMCQA, so they mix) gives the answer line alone.",
+    Source("medqa", "sft", "MedQA (question, options, answer_idx or answer): US 4/5-option, Mainland, Taiwan, and "
+           "the Hugging Face copies; no explanations: with_reasoning (the default, as for CMExam and MedMCQA, so "
+           "they mix) gives the answer line alone.",
            "medtrain prep medqa --input train.jsonl --tokenizer TOK --out data/medqa", record=medqa_record,
            default_mode="with_reasoning"),
     Source("medmcqa", "sft", "MedMCQA (question, opa..opd, cop, exp): the official release's JSON Lines train/dev.json "
