@@ -60,7 +60,8 @@ def mix(inputs: list[tuple[Path, float]], out: Path, seed: int = 0, overwrite: b
             for i in docs:
                 writer.add(data[int(i)], prompt_len=int(data.prompt_lens[i]) if sft else 0)
             digest = hashlib.sha256((data.root / "manifest.json").read_bytes()).hexdigest()
-            sources.append({"path": str(data.root), "manifest_sha256": digest, "weight": weight,
+            sources.append({"path": str(data.root), "source_type": data.manifest.get("source_type"),
+                            "manifest_sha256": digest, "weight": weight,
                             "docs_taken": int(len(docs)), "docs_available": len(data)})
     except BaseException:
         writer.abort()

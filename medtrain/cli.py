@@ -574,16 +574,19 @@ _mc_command("cmmlu", "CMMLU", "dev/ and test/ (CSVs with a header)")
 @app.command()
 def report(paths: Annotated[list[Path], typer.Argument(help="Training runs, sweep dirs and/or eval outputs.")],
            out: Annotated[Path, typer.Option(help="Directory for report.md and loss_curve.png.")] = Path("report"),
-           overwrite: ReplaceOpt = False) -> None:
+           overwrite: ReplaceOpt = False,
+           paper: Annotated[bool, typer.Option("--paper", help="Print the paper's Tables 2-4 beside the cells that "
+                                               "match them, with the difference and both sides' conventions.")]
+           = False) -> None:
     """report.md with paper-style tables and the loss curve (Figure 1).
 
-    Example: medtrain report runs/continual runs/sweep --out report
+    Example: medtrain report runs/continual runs/sweep --out report --paper
     """
     from medtrain.reporting import build_report
 
     with user_errors():
         refuse_existing(out, overwrite)
-        path = build_report(paths, out)
+        path = build_report(paths, out, paper=paper)
     typer.echo(f"wrote {path}")
 
 

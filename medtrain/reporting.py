@@ -59,7 +59,7 @@ def find_results(path: Path) -> list[dict]:
     return out
 
 
-def build_report(paths: list[Path], out: Path) -> Path:
+def build_report(paths: list[Path], out: Path, paper: bool = False) -> Path:
     from medtrain.eval.tables import results_table
     from medtrain.sweep import table3
 
@@ -79,6 +79,11 @@ def build_report(paths: list[Path], out: Path) -> Path:
         lines += [table3(summary["rows"]), ""]
     if results:
         lines += ["## Evaluations", "", results_table(results), ""]
+    if paper:
+        from medtrain.paper import cells_from_results, cells_from_sweep, paper_section
+
+        cells = [c for s in sweeps for c in cells_from_sweep(json.loads((s / "sweep.json").read_text())["rows"])]
+        lines += paper_section(cells + cells_from_results(results))
     if runs:
         png = plot_loss(runs, out / "loss_curve.png", title="Training loss (Figure 1)")
         lines += ["## Loss curve (Figure 1)", "", f"![loss curve]({png.name})", ""]

@@ -67,3 +67,15 @@ def test_second_demo_run_reuses_prepared_data_and_finished_cells(demo, installed
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "reusing prepared data" in proc.stdout and "reusing continual run" in proc.stdout
     assert "done with the same settings, reusing" in proc.stdout and "SFT from step" not in proc.stdout
+
+
+@pytest.mark.launch
+def test_report_paper_on_the_demo_sweep_lists_its_cells_without_pairing_them(demo, installed_wheel):
+    """The installed wheel carries the paper's tables; the demo's random tiny Llama at steps 0/3/6 matches none
+    of the paper's rows, and the report says so instead of pairing them."""
+    work, _ = demo
+    proc = run_installed(installed_wheel, "report", str(work / "sweep"), "--paper", "--out", str(work / "paper"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = (work / "paper" / "report.md").read_text()
+    assert "## Beside the paper (Guo & Hua (2023)" in text and "No cell of this report has a counterpart" in text
+    assert text.count("model family not one of the paper’s") == 6  # steps 0, 3, 6, each without and with SFT

@@ -16,8 +16,9 @@ RECORDS = [
       "options": {"A": "Glucocerebrosidase", "B": "Hexosaminidase A", "C": "Sphingomyelinase",
                   "D": "Galactocerebrosidase", "E": "Arylsulfatase A"}, "meta_info": "step1", "answer_idx": "B"}, "B"),
     # Mainland (Mainland/train.jsonl): Chinese, five options
-    ({"question": "男，45岁。反复上腹痛3年，最可能的诊断是", "options": {"A": "胃溃疡", "B": "十二指肠溃疡", "C": "胃癌",
-      "D": "慢性胃炎", "E": "胆囊炎"}, "answer": "十二指肠溃疡", "meta_info": "卫生法规", "answer_idx": "B"}, "B"),
+    ({"question": "男，45岁。反复上腹痛3年，最可能的诊断是",
+      "options": {"A": "胃溃疡", "B": "十二指肠溃疡", "C": "胃癌", "D": "慢性胃炎", "E": "胆囊炎"},
+      "answer": "十二指肠溃疡", "meta_info": "卫生法规", "answer_idx": "B"}, "B"),
     # Taiwan (Taiwan/train.jsonl): traditional Chinese, four options, answer given as text only
     ({"question": "下列何者為第一型糖尿病之主要病理機轉？", "options": {"A": "胰島素阻抗", "B": "β細胞自體免疫破壞",
       "C": "升糖素過多", "D": "肝醣分解增加"}, "answer": "β細胞自體免疫破壞", "meta_info": "taiwan"}, "B"),
