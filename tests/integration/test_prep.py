@@ -326,3 +326,26 @@ def test_prep_medmcqa_records_the_answer_index_it_used_and_refuses_an_ambiguous_
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "amb" / "manifest.json").read_text())["answer_index"]["how"] == \
         "given by --answer-index"
+
+
+def test_the_hugging_face_medmcqa_parquet_gives_every_record_its_letter(tmp_path, bpe_tok):
+    """openlifescienceai/medmcqa as the hub stores it: parquet, cop a ClassLabel 0-3 (an int), id/subject/topic
+    columns beside; read through `datasets`, the index detected as 0-based."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cops = [2, 0, 3, 1]
+    rows = {"id": [f"r{i}" for i in range(4)], "question": [f"Question {i} about vitamins?" for i in range(4)],
+            "opa": ["A vit"] * 4, "opb": ["B vit"] * 4, "opc": ["C vit"] * 4, "opd": ["D vit"] * 4, "cop": cops,
+            "choice_type": ["single"] * 4, "exp": ["Because."] * 4, "subject_name": ["Biochemistry"] * 4,
+            "topic_name": [None] * 4}
+    folder = tmp_path / "medmcqa" / "data"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table(rows), folder / "train-00000-of-00001.parquet")
+    r = CliRunner().invoke(app, ["prep", "medmcqa", "--input", str(tmp_path / "medmcqa"), "--tokenizer",
+                                 str(bpe_tok), "--out", str(tmp_path / "o"), "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    data, enc = TokenDataset(tmp_path / "o"), Encoder(bpe_tok)
+    answers = [enc.decode(data[i][data.prompt_lens[i]:]).split("\n")[0] for i in range(len(data))]
+    assert answers == [f"答案: {'ABCD'[c]}" for c in cops]
+    assert json.loads((tmp_path / "o" / "manifest.json").read_text())["answer_index"]["base"] == 0
