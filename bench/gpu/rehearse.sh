@@ -18,11 +18,16 @@ WORK=${REHEARSAL_DIR:-$ROOT/.rehearsal}
 IMAGE=$WORK/image
 t0=$(date +%s)
 
-py312=$(command -v python3.12 || true)
-if [ -z "$py312" ]; then
-  py312=$(ls -d "$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"/versions/3.12*/bin/python3.12 2>/dev/null | tail -1)
-fi
-[ -x "$py312" ] || { echo "gpu-rehearsal: no Python 3.12 here (the device's); install it (pyenv install 3.12)" >&2; exit 2; }
+# a Python 3.12 that runs: pyenv's shim for python3.12 exists on PATH even where 3.12 is not its global version
+py312=""
+for candidate in "$(command -v python3.12 || true)" \
+    $(ls -d "$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"/versions/3.12*/bin/python3.12 2>/dev/null) \
+    /usr/bin/python3.12 /usr/local/bin/python3.12; do
+  if [ -n "$candidate" ] && "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null; then
+    py312=$candidate; break
+  fi
+done
+[ -n "$py312" ] || { echo "gpu-rehearsal: no Python 3.12 here (the device's); install it (pyenv install 3.12)" >&2; exit 2; }
 [ -d .gpu/wheels ] || { echo "gpu-rehearsal: no kit in .gpu/; run make gpu-kit first" >&2; exit 2; }
 
 # 1. the image, rebuilt only when image.txt changes

@@ -197,39 +197,26 @@ def test_a_one_rank_checkpoint_grows_to_two_ranks(continual_run, tiny, tmp_path)
 
 
 @pytest.mark.launch
-def test_a_host_that_keeps_failing_is_dropped_and_the_run_finishes_on_the_rest(tiny, continual_run, tmp_path,
-                                                                                loopback_cluster):
-    out = tmp_path / "shrink"
-    args = continual(tiny, out, "--max-restarts", "2", "--allow-shrink", hosts=str(loopback_cluster.hostfile),
-                     launcher="pdsh")
-    run = LaunchedRun(args, out, env=loopback_cluster.env())
-    run.signal_at(1, signal.SIGKILL, at_step(5, attempt=0))
-    run.signal_at(1, signal.SIGKILL, at_step(5, attempt=1))
-    assert run.wait() == 0, run.log[-4000:]
-    records = run.restarts()
-    assert [r["culprit_host"] for r in records] == ["127.0.0.3", "127.0.0.3"], records
-    assert "127.0.0.3 failed 2 times; dropped: 1 ranks go on" in run.log
-    assert (out / "hostfile").read_text() == "127.0.0.2 slots=1\n"
-    assert "re-split from 2 to 1 ranks" in run.log
-    assert_close_losses(out, continual_run, since=4)
-
-
-@pytest.mark.launch
-def test_a_host_that_keeps_failing_is_replaced_by_a_spare_host(tiny, continual_run, tmp_path, loopback_cluster):
-    """--spare-hosts: the same world size on another host, so the run goes on from its checkpoint unchanged."""
+def test_a_host_that_keeps_failing_is_replaced_by_a_spare_then_dropped_and_the_run_finishes(
+        tiny, continual_run, tmp_path, loopback_cluster):
+    """--spare-hosts and --allow-shrink in one run over pdsh (they shared nothing but the cost of a launch):
+    127.0.0.3 fails twice and the spare takes its place at the same world size; the spare fails twice, no spare
+    is left, and it is dropped: the last ranks go on re-split from 2 to 1, with the uninterrupted run's losses."""
     from cluster import SPARE
 
     out = tmp_path / "spare"
     spares = tmp_path / "spares"
     spares.write_text(f"{SPARE} slots=1\n")
-    args = continual(tiny, out, "--max-restarts", "2", "--spare-hosts", str(spares),
+    args = continual(tiny, out, "--max-restarts", "4", "--spare-hosts", str(spares), "--allow-shrink",
                      hosts=str(loopback_cluster.hostfile), launcher="pdsh")
     run = LaunchedRun(args, out, env=loopback_cluster.env())
-    run.signal_at(1, signal.SIGKILL, at_step(5, attempt=0))
-    run.signal_at(1, signal.SIGKILL, at_step(5, attempt=1))
+    for attempt in range(4):
+        run.signal_at(1, signal.SIGKILL, at_step(5, attempt=attempt))
     assert run.wait() == 0, run.log[-4000:]
-    assert [r["culprit_host"] for r in run.restarts()] == ["127.0.0.3", "127.0.0.3"]
+    records = run.restarts()
+    assert [r["culprit_host"] for r in records] == ["127.0.0.3", "127.0.0.3", SPARE, SPARE], records
     assert f"127.0.0.3 failed 2 times; replaced by spare {SPARE}" in run.log
-    assert (out / "hostfile").read_text() == f"127.0.0.2 slots=1\n{SPARE} slots=1\n"
-    assert "re-split" not in run.log, "same world size: the checkpoint is loaded as written"
+    assert f"{SPARE} failed 2 times; dropped: 1 ranks go on" in run.log
+    assert (out / "hostfile").read_text() == "127.0.0.2 slots=1\n"
+    assert "re-split from 2 to 1 ranks" in run.log
     assert_close_losses(out, continual_run, since=4)
