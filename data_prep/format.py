@@ -152,6 +152,9 @@ def recorded_ids(tokenizer: dict[str, Any]) -> str:
     return tokenizer.get("ids_sha256") or tokenizer["sha256"]
 
 
+FINGERPRINT = "fp2:"  # marks an ids hash taken by behaviour (tokenizer_fingerprint); older ones hash files
+
+
 @dataclass(frozen=True)
 class TokenizerId:
     """A tokenizer as a dataset's manifest records it: its files' hash, what it does (tokenizer_fingerprint,
@@ -166,7 +169,7 @@ class TokenizerId:
         ids = recorded.get("ids_sha256")
         if not ids:
             return recorded["sha256"] == self.sha256
-        return ids == (self.ids_sha256 if ids.startswith("fp2:") else self.files_ids_sha256)
+        return ids == (self.ids_sha256 if ids.startswith(FINGERPRINT) else self.files_ids_sha256)
 
 
 class TokenDataset:

@@ -80,8 +80,6 @@ def _template_name(manifest: dict) -> str:
 
 
 def _mode(manifest: dict) -> str:
-    """The `--mode` that gives a manifest's template (MODE_TEMPLATES read backwards)."""
-    from medtrain.data_prep.templates import MODE_TEMPLATES
+    from medtrain.data_prep.templates import mode_of
 
-    name = _template_name(manifest)
-    return next((mode for mode, t in MODE_TEMPLATES.items() if t == name), name)
+    return mode_of(_template_name(manifest)) or _template_name(manifest)

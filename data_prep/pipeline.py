@@ -70,8 +70,8 @@ class ChunkResult:
     records: int
     without_explanation: int
     lines: int = 0
-    placeholder_explanations: int = 0
     """Lines read from a ByteRange (the writer keeps the running line number)."""
+    placeholder_explanations: int = 0
     shard: str | None = None
     """Where the worker wrote `flat` instead of returning it (the writer appends it with copy_file_range)."""
 
@@ -252,11 +252,13 @@ def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: s
                                                                          sorted(stats.skipped.items())))
         for line in stats.first_skips:
             log(f"  {line}")
-        hint = skip_hint(stats)
-        if hint:
-            log(hint)
-    if template is not None and "reasoning" in template.name and src.explanations and stats.records \
-            and stats.without_explanation == stats.records and not allow_missing_explanations:
+        dominant = dominant_skip(stats)
+        if dominant:
+            reason, count, read = dominant
+            log(f"{count} of {read} records skipped as {reason}: {SKIP_HINTS[reason]}")
+    reasoning = template is not None and template.name == MODE_TEMPLATES["with_reasoning"]
+    if reasoning and src.explanations and 0 < stats.records == stats.without_explanation \
+            and not allow_missing_explanations:
         writer.abort()
         raise DatasetError(f"{', '.join(map(str, inputs))}: no record has an explanation (an Explanation column or "
                            "'exp' field), so --mode with_reasoning would train answer-only data under the reasoning "
@@ -338,18 +340,18 @@ SKIP_HINTS = {
 }
 
 
-def skip_hint(stats: PrepStats) -> str | None:
-    """One line when a single reason skips most records read: the likely cause, not just the count."""
+def dominant_skip(stats: PrepStats) -> tuple[str, int, int] | None:
+    """(reason, count, records read) when one reason with a known cause (SKIP_HINTS) skips most records read."""
     read = stats.records + sum(stats.skipped.values())
     reason, count = max(stats.skipped.items(), key=lambda kv: kv[1], default=(None, 0))
     if reason in SKIP_HINTS and read and count / read > 0.5:
-        return f"{count} of {read} records skipped as {reason}: {SKIP_HINTS[reason]}"
+        return reason, count, read
     return None
 
 
 def _raise_empty(stats: PrepStats, inputs: list[Path]) -> None:
     reasons = ", ".join(f"{k}={v}" for k, v in sorted(stats.skipped.items())) or "no records"
     first = f"; first: {stats.first_skips[0]}" if stats.first_skips else ""
-    hint = skip_hint(stats)
-    raise DatasetError(f"{', '.join(map(str, inputs))}: nothing usable ({reasons}){first}; "
-                       f"{hint.split(': ', 1)[1] + '; ' if hint else ''}nothing written")
+    dominant = dominant_skip(stats)
+    cause = f"{SKIP_HINTS[dominant[0]]}; " if dominant else ""
+    raise DatasetError(f"{', '.join(map(str, inputs))}: nothing usable ({reasons}){first}; {cause}nothing written")

@@ -87,6 +87,11 @@ TEMPLATES: dict[str, Template] = {
 MODE_TEMPLATES = {"answer_only": "cmexam_answer_only", "with_reasoning": "cmexam_with_reasoning"}
 
 
+def mode_of(template_name: str) -> str | None:
+    """The prep `--mode` that gives a template (MODE_TEMPLATES read backwards); None for another template."""
+    return next((mode for mode, name in MODE_TEMPLATES.items() if name == template_name), None)
+
+
 def get_template(name: str) -> Template:
     if name not in TEMPLATES:
         raise KeyError(f"unknown template '{name}'; known: {', '.join(TEMPLATES)}")

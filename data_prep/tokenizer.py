@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from medtrain.core.publish import publish_dir, staging_dir
-from medtrain.data_prep.format import DatasetError, TokenizerId
+from medtrain.data_prep.format import FINGERPRINT, DatasetError, TokenizerId
 
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json", "vocab.json", "merges.txt")
@@ -68,23 +68,24 @@ PROBE = [
     "Ünïcödé àccents ß ﬁ 𝔘 😀 ℃ ±",
     "答案: C\n解析: 慢性阻塞性肺疾病（COPD）的诊断需要肺功能检查。",
 ]
-FINGERPRINT = "fp2:"  # marks an ids hash taken by behaviour; manifests before it hold a hash of files
 
 
-def tokenizer_fingerprint(path: str | Path) -> str:
+def tokenizer_fingerprint(path: str | Path, sp=None, hf=None) -> str:
     """Two tokenizers are the same when they do the same: the same piece for every id, the same ids for PROBE
     and the same BOS/EOS/UNK ids. So Llama-2's `tokenizer.model` and its `tokenizer.json` are one tokenizer,
-    whatever the config files or paths, and another vocabulary is not."""
+    whatever the config files or paths, and another vocabulary is not. `sp`/`hf`: this directory's tokenizer
+    already loaded (an Encoder passes its own), so nothing is loaded twice."""
     root = Path(path)
     if (root / "tokenizer.model").is_file():
-        import sentencepiece as spm
+        if sp is None:
+            import sentencepiece as spm
 
-        sp = spm.SentencePieceProcessor(model_file=str(root / "tokenizer.model"))
+            sp = spm.SentencePieceProcessor(model_file=str(root / "tokenizer.model"))
         vocab = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
         probe = sp.encode(PROBE)
         special = [sp.bos_id(), sp.eos_id(), sp.unk_id()]
     elif any((root / n).is_file() for n in ("tokenizer.json", "vocab.json")):
-        tok = _load_hf(root)
+        tok = hf if hf is not None else _load_hf(root)
         vocab = tok.convert_ids_to_tokens(list(range(len(tok))))
         probe = tok(PROBE, add_special_tokens=False)["input_ids"]
         special = [tok.bos_token_id, tok.eos_token_id, tok.unk_token_id]
@@ -130,7 +131,6 @@ class Encoder:
     def __init__(self, path: str | Path, backend: str = "auto"):
         self.path = Path(path)
         self.sha256 = tokenizer_sha256(self.path)
-        self.ids_sha256 = tokenizer_fingerprint(self.path)
         self.sp = self.hf = None
         has_sp = (self.path / "tokenizer.model").is_file()
         has_hf = any((self.path / n).is_file() for n in ("tokenizer.json", "vocab.json"))
@@ -142,6 +142,7 @@ class Encoder:
             self.hf = _load_hf(self.path)
         if self.sp is None and self.hf is None:
             raise DatasetError(f"{self.path}: cannot load a tokenizer with backend {backend}")
+        self.ids_sha256 = tokenizer_fingerprint(self.path, sp=self.sp, hf=self.hf)
         self.backend = "sentencepiece" if self.sp is not None else "hf"
         self.info = self._info()
 
@@ -254,7 +255,7 @@ def _compare_with_training(model_dir: Path, encoder: Encoder, lines: list[str]) 
                            "did; export with the tokenizer directory the model was trained with")
     same = [a == b for a, b in zip(have, want, strict=True)]
     first = next((i for i, ok in enumerate(same) if not ok), None)
-    return {"lines": len(lines), "equal": sum(same), "bos_first": bos is not None,
+    return {"lines": len(lines), "equal": sum(same), "bos_id": bos, "bos_first": bos is not None,
             "first_difference": None if first is None else f"{lines[first][:40]!r}: {have[first][:10]} vs "
                                                               f"training {want[first][:10]}"}
 

@@ -34,7 +34,6 @@ def lineage_for(state: TrainerState) -> dict:
         "recipe": recipe,
         "step": state.step,
         "continual_checkpoint_step": recipe.get("continual_step"),
-        "tokenizer": {"path": state.tokenizer_dir, "bos_id": state.bos_id, "bos_first": state.bos_id is not None},
         "versions": versions(),
     }
 
@@ -65,7 +64,9 @@ def publish_model_dir(tmp: Path, out: Path, tokenizer_dir: Path, lineage: dict) 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written left beside the target
         raise
-    lineage = {**lineage, "tokenizer": {**lineage.get("tokenizer", {}), "export_check": check}}
+    # what the model was trained with, from the tokenizer itself (eval refuses a copy that lost its BOS)
+    lineage = {**lineage, "tokenizer": {"path": str(tokenizer_dir), "bos_id": check["bos_id"],
+                                        "bos_first": check["bos_first"], "export_check": check}}
     (tmp / "lineage.json").write_text(json.dumps(lineage, indent=2, ensure_ascii=False) + "\n")
     return publish_dir(tmp, Path(out), overwrite=True)
 
@@ -85,6 +86,5 @@ def init_model_dir(name: str, tokenizer_dir: Path, out: Path, seed: int = 0) -> 
     model = LlamaForCausalLM(cfg)
     tmp = staging_dir(out)
     model.save_pretrained(str(tmp))
-    lineage = {"base_model": f"{name} (random init, seed {seed})", "stage": "init", "step": 0, "base_lineage": None,
-               "tokenizer": {"path": str(tokenizer_dir), "bos_id": info.bos_id, "bos_first": info.bos_id is not None}}
+    lineage = {"base_model": f"{name} (random init, seed {seed})", "stage": "init", "step": 0, "base_lineage": None}
     return publish_model_dir(tmp, out, Path(tokenizer_dir), lineage)

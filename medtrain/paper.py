@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from medtrain.data_prep.templates import mode_of
+
 PAPER = Path(__file__).resolve().parent / "guo_hua_2023.yaml"
 METRICS = (("cmexam_acc", "CMExam Acc"), ("cmexam_f1", "CMExam F1"), ("mmlu_acc", "MMLU Acc"),
            ("cmmlu_acc", "CMMLU Acc"))
@@ -76,7 +78,7 @@ def cell_of(model: str, numbers: dict[str, float], conventions: str, step: int |
     mode = None
     if sft:
         name = (lineage.get("template") or {}).get("name", "")
-        mode = "with_reasoning" if "reasoning" in name else "answer_only" if "answer_only" in name else name or None
+        mode = mode_of(name) or name or None
     return Cell(model, numbers, conventions, fam, step, mode, _sft_data(lineage) if sft else None, base)
 
 
