@@ -283,7 +283,9 @@ PLACEHOLDER_EXPLANATIONS = frozenset({
 
 
 def is_placeholder_explanation(text: str) -> bool:
-    return text.strip().strip("。.!！").lower() in PLACEHOLDER_EXPLANATIONS
+    """As written ("...") or without its closing punctuation ("请等待更新。")."""
+    text = text.strip().lower()
+    return text in PLACEHOLDER_EXPLANATIONS or text.strip("。.!！") in PLACEHOLDER_EXPLANATIONS
 
 
 def mcq_example(question: str, options: dict[str, str] | None, answer: str, explanation: str, template: Template,

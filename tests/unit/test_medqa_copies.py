@@ -39,3 +39,4 @@ def test_every_layout_gives_the_right_letter(tmp_path):
     assert all(isinstance(e, Example) for e in got), got
     assert [e.response.strip()[-1] for e in got] == [letter for _, letter in RECORDS]
     assert "E 胆囊炎" in got[2].prompt  # five options kept
+
