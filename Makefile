@@ -13,7 +13,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
-setup: $(STAMP) sysdeps
+# transformers 4.46 beside the project's 5.x, tokenizers only (no torch): exports must load under both
+TF4 := .tf4/.installed
+$(TF4):
+	test -x .tf4/bin/python || $(PYTHON) -m venv .tf4
+	.tf4/bin/pip install -q transformers==4.46.3 sentencepiece protobuf
+	touch $(TF4)
+
+setup: $(STAMP) $(TF4) sysdeps
 
 # pdsh and sshd drive the two-"node" loopback tests, mpirun the Open MPI launch, slurm-wlm + munge the
 # throwaway Slurm cluster; installed only when we are root.
@@ -30,7 +37,7 @@ test: setup
 	$(BIN)/python -m pytest -q -rs --durations=25
 
 # the unit and integration tiers (no DeepSpeed launch, no cluster): the quick answer while iterating
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(TF4)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -rs --durations=15 tests/unit tests/integration
 
@@ -53,4 +60,4 @@ gpu-rehearsal: gpu-kit
 	bash bench/gpu/rehearse.sh
 
 clean:
-	rm -rf $(VENV) demo_work runs .gpu .rehearsal
+	rm -rf $(VENV) .tf4 demo_work runs .gpu .rehearsal

@@ -274,6 +274,35 @@ def read_mcq_csv(path: Path, template: Template, counter: ByteCounter | None = N
                           {k: cell[k] for k in CMEXAM_META if k in cell})
 
 
+def read_cmexam(path: Path, template: Template, counter: ByteCounter | None = None) -> Iterator[Example | Skip]:
+    """CMExam in each form it is shared: the release's CSV, and copies as JSON Lines, a JSON array, parquet or a
+    `datasets` Arrow folder (staged as JSON Lines by data_prep.inputs) with the same columns."""
+    name = path.name.lower()
+    if name.endswith((".xlsx", ".xls")):
+        raise DatasetError(f"{path}: a spreadsheet; save it as CSV first (pandas: pd.read_excel('{path.name}')"
+                           f".to_csv('{path.stem}.csv', index=False)) and pass the CSV")
+    if is_json(path):
+        yield from read_json_source(cmexam_record, path, template, counter)
+    else:
+        yield from read_mcq_csv(path, template, counter)
+
+
+def cmexam_record(rec: dict, where: str, template: Template) -> Example | Skip:
+    """One CMExam record from a JSON copy: the CSV's columns as keys (any case), Options as the CSV's cell of
+    lines, a {"A": text} mapping or a list of "A 内容" lines."""
+    cell = {str(k).strip().lower(): v for k, v in rec.items()}
+    if "question" not in cell or "answer" not in cell:
+        return Skip("missing_fields", where, "CMExam records have Question, Options, Answer, Explanation")
+    raw = cell.get("options")
+    if isinstance(raw, dict):
+        options = {str(k).strip().upper(): str(v).strip() for k, v in raw.items()} or None
+    else:
+        options = _options_or_none("\n".join(map(str, raw)) if isinstance(raw, list) else str(raw or ""))
+    meta = {k: rec[k] for k in CMEXAM_META if k in rec}
+    return mcq_example(str(cell["question"] or ""), options, str(cell["answer"] or ""),
+                       str(cell.get("explanation") or ""), template, where, meta)
+
+
 # Explanations that say there is none yet (CMExam's spreadsheet has them): trained as reasoning they would teach
 # the model to answer "awaiting update"; they are dropped (the answer is kept) and counted.
 PLACEHOLDER_EXPLANATIONS = frozenset({
@@ -463,9 +492,10 @@ SOURCES: dict[str, Source] = {s.name: s for s in (
     Source("text", "continual", "Any corpus: plain text (blank lines separate documents) or jsonl {\"text\": ...}.",
            "medtrain prep text --input general.jsonl --tokenizer TOK --out data/general",
            record=text_record, reader=read_text),
-    Source("cmexam", "sft", "CMExam CSV (Question, Options, Answer, Explanation) as Alpaca SFT examples.",
+    Source("cmexam", "sft", "CMExam (Question, Options, Answer, Explanation) as Alpaca SFT examples: the release's "
+           "CSV, or a copy as JSON Lines, JSON, parquet or a datasets folder with the same columns.",
            "medtrain prep cmexam --input train.csv --tokenizer TOK --out data/cmexam --mode with_reasoning",
-           reader=read_mcq_csv, default_mode="with_reasoning", explanations=True),
+           reader=read_cmexam, default_mode="with_reasoning", explanations=True),
     Source("medqa", "sft", "MedQA (question, options, answer_idx or answer): US 4/5-option, Mainland, Taiwan, and "
            "the Hugging Face copies; no explanations: with_reasoning (the default, as for CMExam and MedMCQA, so "
            "they mix) gives the answer line alone.",
@@ -475,6 +505,10 @@ SOURCES: dict[str, Source] = {s.name: s for s in (
            "(cop from 1) or the Hugging Face copy (cop from 0, -1 unlabelled); --answer-index 0|1, else detected.",
            "medtrain prep medmcqa --input train.json --tokenizer TOK --out data/medmcqa", record=medmcqa_record,
            default_mode="with_reasoning", explanations=True, numbered_answers=True),
+    Source("cnmleqa", "sft", "CNMLEQA (question, opa..ope, answer \"opa\"..\"ope\"): China's licensing exam, "
+           "the release's JSON array; no explanations, so with_reasoning gives the answer line alone.",
+           "medtrain prep cnmleqa --input CNMLEQA-3k.json --tokenizer TOK --out data/cnmleqa",
+           record=medmcqa_record, default_mode="with_reasoning"),
 )}
 
 

@@ -262,7 +262,8 @@ def _compare_with_training(model_dir: Path, encoder: Encoder, lines: list[str]) 
 
 def _write_special_configs(dst: Path, encoder: Encoder) -> None:
     """tokenizer_config.json with the special tokens and add_bos_token as training used them, and
-    special_tokens_map.json, which transformers 4.4x reads and 5.x no longer writes."""
+    special_tokens_map.json, which transformers 4.4x reads and 5.x no longer writes: the export loads under
+    both."""
     info = encoder.info
     cfg_path = dst / "tokenizer_config.json"
     cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
@@ -273,6 +274,12 @@ def _write_special_configs(dst: Path, encoder: Encoder) -> None:
     if unk:
         special["unk_token"] = unk
     cfg.update({**special, "add_bos_token": info.bos_id is not None, "add_eos_token": False})
+    if not (dst / "tokenizer.model").is_file():
+        # transformers 4.4x's LlamaTokenizerFast rebuilds itself from tokenizer.model whenever add_prefix_space is
+        # set, and fails without one; tokenizer.json's normalizer already carries the prefix space
+        cfg.pop("add_prefix_space", None)
+    if cfg.get("tokenizer_class") == "TokenizersBackend":  # transformers 5's name; 4.4x knows the same class as
+        cfg["tokenizer_class"] = "PreTrainedTokenizerFast"  # PreTrainedTokenizerFast, an alias of it in 5.x
     cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
     (dst / "special_tokens_map.json").write_text(json.dumps(special, indent=2, ensure_ascii=False) + "\n")
 

@@ -349,3 +349,68 @@ def test_the_hugging_face_medmcqa_parquet_gives_every_record_its_letter(tmp_path
     answers = [enc.decode(data[i][data.prompt_lens[i]:]).split("\n")[0] for i in range(len(data))]
     assert answers == [f"答案: {'ABCD'[c]}" for c in cops]
     assert json.loads((tmp_path / "o" / "manifest.json").read_text())["answer_index"]["base"] == 0
+
+
+def test_real_cnmleqa_gives_every_record_its_letter(tmp_path, bpe_tok):
+    """CNMLEQA's release as it is: a JSON array, opa..ope, answer "opX"; each example answers with its letter."""
+    f = shared_data("corpora", "cnmleqa", "CNMLEQA-3k.json")
+    m = _quiet("cnmleqa", [f], bpe_tok, tmp_path / "c", seq_len=4096, mode=SOURCES["cnmleqa"].default_mode)
+    records = json.loads(f.read_text())
+    data, enc = TokenDataset(tmp_path / "c"), Encoder(bpe_tok)
+    answers = [enc.decode(data[i][data.prompt_lens[i]:-1]) for i in range(len(data))]  # without EOS
+    assert m["stats"]["records"] == len(data) == len(records) - sum(m["stats"]["skipped"].values()) > 2900
+    assert m["template"]["name"] == "cmexam_with_reasoning"  # the default mode, as for CMExam: they mix
+    kept = [r for r in records if all(str(r[k]).strip() for k in ("question", "opa", "opb", "opc", "opd", "ope"))]
+    assert answers == [f"答案: {'ABCDE'['abcde'.index(r['answer'][-1])]}" for r in kept]
+
+
+@pytest.mark.parametrize("form", ["jsonl", "json array, options as a mapping", "parquet", "save_to_disk"])
+def test_cmexam_copies_outside_csv_prepare_to_the_same_tokens(form, tmp_path, bpe_tok):
+    """CMExam's hub copies keep the CSV's columns in JSON, parquet or Arrow; each must train exactly what the
+    release's CSV trains (the first 300 real validation rows, every letter and explanation)."""
+    import csv
+
+    val = shared_data("cmexam", "val.csv")
+    with open(val, encoding="utf-8") as f:
+        rows = [r for _, r in zip(range(300), csv.DictReader(f), strict=False)]
+    csv_copy = tmp_path / "val.csv"
+    with open(csv_copy, "w", encoding="utf-8", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    want = _quiet("cmexam", [csv_copy], bpe_tok, tmp_path / "from_csv", seq_len=4096, mode="with_reasoning")
+    if form == "jsonl":
+        copy = tmp_path / "valid.jsonl"
+        copy.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    elif form.startswith("json array"):
+        copy = tmp_path / "valid.json"
+        mapped = [{**r, "Options": {ln.strip()[0]: ln.strip()[1:].strip() for ln in r["Options"].splitlines()
+                                    if ln.strip()}} for r in rows]
+        copy.write_text(json.dumps(mapped, ensure_ascii=False, indent=1), encoding="utf-8")
+    else:
+        import datasets
+
+        ds = datasets.Dataset.from_list(rows)
+        if form == "parquet":
+            (tmp_path / "hub" / "data").mkdir(parents=True)
+            ds.to_parquet(str(tmp_path / "hub" / "data" / "validation-00000-of-00001.parquet"))
+        else:
+            datasets.DatasetDict({"validation": ds}).save_to_disk(str(tmp_path / "hub"))
+        copy = tmp_path / "hub"
+    r = CliRunner().invoke(app, ["prep", "cmexam", "--input", str(copy), "--split", "validation", "--tokenizer",
+                                 str(bpe_tok), "--out", str(tmp_path / "o"), "--seq-len", "4096", "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    got = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert got["stats"]["records"] == want["stats"]["records"] > 250
+    assert got["stats"]["skipped"] == want["stats"]["skipped"]
+    for name in ("tokens.npy", "offsets.npy", "prompt_lens.npy"):
+        assert np.array_equal(np.load(tmp_path / "o" / name), np.load(tmp_path / "from_csv" / name)), name
+
+
+def test_a_cmexam_spreadsheet_is_refused_with_the_conversion(tmp_path, bpe_tok):
+    xlsx = tmp_path / "val.xlsx"
+    xlsx.write_bytes(b"PK\x03\x04 not really a workbook")
+    r = CliRunner().invoke(app, ["prep", "cmexam", "--input", str(xlsx), "--tokenizer", str(bpe_tok),
+                                 "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "save it as CSV first" in r.output and "read_excel" in r.output
+    assert not (tmp_path / "o").exists()

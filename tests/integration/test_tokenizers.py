@@ -3,7 +3,10 @@ as `tokenizer.json` is one tokenizer (judged by what it does), and every model d
 a complete tokenizer that AutoTokenizer loads to encode exactly as training did, BOS first."""
 
 import json
+import os
 import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 from conftest import shared_data
@@ -76,6 +79,19 @@ def test_an_export_carries_a_tokenizer_that_encodes_as_training_did_bos_first(fo
     got = loaded(lines)["input_ids"]
     want = [[training.info.bos_id, *ids] for ids in training.encode_batch(lines)]
     assert len(lines) == 300 and got == want
+    old = ids_under_transformers_4(out, lines)  # the lab that still runs 4.4x loads the same export
+    assert old["transformers"].startswith("4.4") and old["ids"] == want, old["class"]
+
+
+def ids_under_transformers_4(model_dir: Path, lines: list[str]) -> dict:
+    python = Path(os.environ.get("MEDTRAIN_TF4_PYTHON", Path(__file__).parents[2] / ".tf4" / "bin" / "python"))
+    if not python.is_file():
+        pytest.skip(f"no transformers 4.4x interpreter at {python}; `make setup` builds .tf4")
+    r = subprocess.run([str(python), str(Path(__file__).parents[1] / "tf4_tokenize.py"), str(model_dir)],
+                       input=json.dumps(lines), capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def test_chinese_llama2_keeps_its_sentencepiece_form_with_bos_and_says_where_it_differs(tmp_path, caplog):
@@ -88,6 +104,8 @@ def test_chinese_llama2_keeps_its_sentencepiece_form_with_bos_and_says_where_it_
     assert not (out / "tokenizer.json").exists() and (out / "tokenizer.model").exists()
     assert check["bos_first"] and 0 < check["equal"] < check["lines"] and "spaces" in check["first_difference"]
     assert "encodes" in caplog.text and "differently from training" in caplog.text
+    old = ids_under_transformers_4(out, sample_lines(300))  # 4.4x converts it too: BOS first, spaces differ
+    assert all(ids[0] == check["bos_id"] for ids in old["ids"])
 
 
 def test_eval_refuses_a_model_trained_with_bos_whose_tokenizer_adds_none(hf_model, tmp_path):
