@@ -129,7 +129,7 @@ class DatasetWriter:
                     "num_tokens": self.num_tokens}
         (self.tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
                                                 encoding="utf-8")
-        return publish_dir(self.tmp, self.out, overwrite=overwrite)
+        return publish_dir(self.tmp, self.out, overwrite=overwrite, kind="dataset")
 
 
 def read_manifest(root: Path) -> dict[str, Any]:

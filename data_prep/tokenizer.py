@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medtrain.core.publish import publish_dir, staging_dir
+from medtrain.core.publish import staged_dir
 from medtrain.data_prep.format import FINGERPRINT, DatasetError, TokenizerId
 
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -335,9 +335,9 @@ def train_bpe_tokenizer(texts: list[str], out: Path, vocab_size: int = 2000) -> 
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
                                    pad_token="<pad>")
     out = Path(out)
-    tmp = staging_dir(out)
-    fast.save_pretrained(str(tmp))
-    return publish_dir(tmp, out, overwrite=True)
+    with staged_dir(out, kind="tokenizer") as tmp:
+        fast.save_pretrained(str(tmp))
+    return out
 
 
 def encode_chunk(encoder: Encoder, texts: list[str], sft: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from medtrain.core import __version__ as MEDTRAIN_VERSION
-from medtrain.core.publish import publish_dir, staging_dir
+from medtrain.core.publish import staged_dir
 from medtrain.data_prep.format import sha256_file
 from medtrain.data_prep.templates import TEMPLATES, get_template
 from medtrain.eval.choice import LETTERS, adds_bos, encode, harness_pairs, score_harness, score_original
@@ -42,13 +42,14 @@ def default_template(model_dir: Path | None) -> str:
 
 
 def write_outputs(out: Path, results: dict, predictions: list[dict]) -> Path:
-    tmp = staging_dir(out)
-    (tmp / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    with open(tmp / "predictions.jsonl", "w", encoding="utf-8") as f:
-        for p in predictions:
-            f.write(json.dumps(p, ensure_ascii=False) + "\n")
-    (tmp / "table.md").write_text(results_table([results]), encoding="utf-8")
-    return publish_dir(tmp, out, overwrite=True)
+    with staged_dir(out, kind="eval") as tmp:
+        (tmp / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n",
+                                          encoding="utf-8")
+        with open(tmp / "predictions.jsonl", "w", encoding="utf-8") as f:
+            for p in predictions:
+                f.write(json.dumps(p, ensure_ascii=False) + "\n")
+        (tmp / "table.md").write_text(results_table([results]), encoding="utf-8")
+    return out
 
 
 # ----- CMExam ----------------------------------------------------------------------------------------------

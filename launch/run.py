@@ -7,6 +7,7 @@ before any process starts on any node.
 from __future__ import annotations
 
 import sys
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from medtrain.launch.launcher import (
     write_env_file,
 )
 from medtrain.launch.plan import Plan, make_plan
+from medtrain.launch.run_lock import RunLock, refuse_if_held
 from medtrain.launch.slurm import SlurmOptions
 
 
@@ -35,6 +37,8 @@ class PreparedLaunch:
     command: list[str]
     dry_run: bool
     slurm: SlurmOptions | None = None
+    lock: RunLock | None = None
+    """Held from before the run's files are written until start() has seen the job end."""
 
     def describe(self) -> str:
         p = self.plan
@@ -80,7 +84,7 @@ def parse_env(items: list[str]) -> dict[str, str]:
 def prepare_launch(recipe_path: Path, hosts: Path | None, launcher: str, *, overrides: list[str], env: list[str],
                    resume: bool, dry_run: bool, entry: list[str] | None = None,
                    check: bool = False, slurm: SlurmOptions | None = None, nodes: int = 0,
-                   gpus_per_node: int = 0) -> PreparedLaunch:
+                   gpus_per_node: int = 0, overwrite: bool = False) -> PreparedLaunch:
     recipe = load_recipe(recipe_path, overrides)
     if launcher == "slurm":
         pool, named = slurm_pool(hosts, nodes, gpus_per_node)
@@ -120,9 +124,44 @@ def prepare_launch(recipe_path: Path, hosts: Path | None, launcher: str, *, over
     validate(spec, dry_run=dry_run)
     command = build_command(spec)
     prepared = PreparedLaunch(spec, plan, command, dry_run, slurm)
-    if not dry_run:
+    refuse_if_held(run_dir)
+    earlier = earlier_run(run_dir)
+    if earlier and not resume:
+        if not overwrite:
+            raise LaunchError(f"{run_dir} already holds a run ({earlier}); pass --resume to continue it, --overwrite "
+                              f"to move it aside to {aside_name(run_dir)} (nothing is deleted), or set output_dir to "
+                              "a new directory")
+        if dry_run:
+            print(f"dry run: --overwrite would move the earlier run ({earlier}) aside to {aside_name(run_dir)}")
+    if dry_run:
+        return prepared
+    if earlier and not resume:
+        aside = aside_name(run_dir)
+        run_dir.rename(aside)
+        print(f"medtrain: moved the earlier run in {run_dir} ({earlier}) aside to {aside}", flush=True)
+    prepared.lock = RunLock(run_dir).acquire()
+    try:
         write_run_files(prepared)
+    except BaseException:
+        prepared.lock.release()
+        raise
     return prepared
+
+
+def earlier_run(run_dir: Path) -> str:
+    """What a launch into `run_dir` would write over: its checkpoints and logged steps ('' when none)."""
+    found = []
+    ckpts = sorted((run_dir / "checkpoints").glob("step_*")) if (run_dir / "checkpoints").is_dir() else []
+    if ckpts:
+        found.append(f"{len(ckpts)} checkpoint(s), newest {ckpts[-1].name}")
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.is_file() and metrics.stat().st_size:
+        found.append("metrics.jsonl")
+    return ", ".join(found)
+
+
+def aside_name(run_dir: Path) -> Path:
+    return run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
 def write_run_files(prepared: PreparedLaunch) -> None:
@@ -157,18 +196,23 @@ def start(prepared: PreparedLaunch, resume: bool = False, spare_hosts: Path | No
 
     spares = read_hostfile(spare_hosts) if spare_hosts else None
     starter = None
-    if prepared.spec.launcher == "slurm":
-        from medtrain.launch.launcher import launch_environment
-        from medtrain.launch.slurm import SlurmJob
+    lock = prepared.lock or RunLock(prepared.spec.run_dir).acquire()
+    try:
+        if prepared.spec.launcher == "slurm":
+            from medtrain.launch.launcher import launch_environment
+            from medtrain.launch.slurm import SlurmJob
 
-        def starter(spec):
-            return SlurmJob(spec, prepared.slurm or SlurmOptions(), job_name(recipe), launch_environment(spec))
+            def starter(spec):
+                return SlurmJob(spec, prepared.slurm or SlurmOptions(), job_name(recipe), launch_environment(spec))
 
-        if detach:
-            starter(prepared.spec)
-            return 0
-    return supervise(prepared.spec, allow=Allowances.of(recipe), max_restarts=recipe.max_restarts, resume=resume,
-                     replan=replan, spare_hosts=spares, allow_shrink=allow_shrink, start_job=starter)
+            if detach:
+                lock.hand_to_slurm(starter(prepared.spec).job_id)  # the job holds the directory now
+                return 0
+        return supervise(prepared.spec, allow=Allowances.of(recipe), max_restarts=recipe.max_restarts,
+                         resume=resume, replan=replan, spare_hosts=spares, allow_shrink=allow_shrink,
+                         start_job=starter)
+    finally:
+        lock.release()
 
 
 def launch_module(hosts: Path, launcher: str, module: list[str], run_dir: Path, env: list[str] | None = None,

@@ -11,7 +11,7 @@ import typer
 
 from medtrain.core.ds_config import PRESETS, ConfigError, build_ds_config, write_ds_config
 from medtrain.core.errors import RunFailed, UserError
-from medtrain.core.publish import ExistsError
+from medtrain.core.publish import ExistsError, check_replaceable
 from medtrain.core.recipe import load_recipe
 from medtrain.core.run_spec import warmup_steps
 from medtrain.data_prep.sources import SOURCES, Source
@@ -72,11 +72,14 @@ def user_errors():
 ReplaceOpt = Annotated[bool, typer.Option("--overwrite", help="Replace the output if it exists.")]
 
 
-def refuse_existing(out: Path, overwrite: bool) -> None:
-    """One rule for every command that writes an output: an existing one is replaced only when asked
-    (`medtrain sweep` is the exception: it continues the sweep directory it is given)."""
+def refuse_existing(out: Path, overwrite: bool, what: str = "directory") -> None:
+    """One rule for every command that writes an output: an existing one is replaced only when asked, and only
+    when it is medtrain's own (core.publish.check_replaceable), checked before any work starts (`medtrain sweep`
+    is the exception: it continues the sweep directory it is given)."""
     if Path(out).exists() and not overwrite:
         raise ExistsError(f"{out} already exists; pass --overwrite to replace it")
+    if overwrite:
+        check_replaceable(out, what=what)
 
 
 RecipeOpt = Annotated[str, typer.Option("--recipe", help="Run recipe: a YAML path or a built-in name such as "
@@ -100,7 +103,7 @@ def config_deepspeed(
     --hosts hostfiles/v100x20 --out ds_configs/zero3_v100_fp16.json
     """
     with user_errors():
-        refuse_existing(out, overwrite)
+        refuse_existing(out, overwrite, what="file")
         config = deepspeed_config_for(preset, recipe, hosts)
         write_ds_config(config, out)
     zero = config["zero_optimization"]
@@ -137,7 +140,7 @@ def hostfile(
     Example: medtrain hostfile --nodes 20 --slots 6 --prefix node --out hostfiles/v100x20
     """
     with user_errors():
-        refuse_existing(out, overwrite)
+        refuse_existing(out, overwrite, what="file")
         write_hostfile(render_hostfile(nodes, slots, prefix), out)
     typer.echo(f"wrote {out}: {nodes} nodes x {slots} slots = {nodes * slots} ranks")
 
@@ -205,6 +208,9 @@ def launch(
     tokenizer: Annotated[str | None, typer.Option(help="Tokenizer directory or Hugging Face id (recipe tokenizer; "
                                                   "default: the model's own).")] = None,
     set_: OverrideOpt = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start afresh in an output_dir that holds a run: "
+                                            "the old run is moved aside to OUTPUT_DIR.old-TIME, not deleted.")]
+    = False,
 ) -> None:
     """Start the recipe's training on every rank through the real deepspeed launcher, watch it, restart it.
 
@@ -230,7 +236,7 @@ def launch(
     with user_errors():
         prepared = prepare_launch(recipe, hosts, launcher, overrides=overrides, env=env or [], resume=resume,
                                   dry_run=dry_run or check, check=check, slurm=slurm, nodes=nodes,
-                                  gpus_per_node=gpus_per_node)
+                                  gpus_per_node=gpus_per_node, overwrite=overwrite)
     if dry_run:
         typer.echo(prepared.describe())
         if not prepared.plan.fits:  # the same verdict as `medtrain plan`: a problem the user fixes
@@ -389,6 +395,7 @@ def prep_mix(input: Annotated[list[str], typer.Option("--input", help="DIR:WEIGH
     from medtrain.data_prep.mix import mix, parse_weighted
 
     with user_errors():
+        refuse_existing(out, overwrite)
         m = mix([parse_weighted(i) for i in input], out, seed=seed, overwrite=overwrite)
     taken = ", ".join(f"{s['path']} x{s['weight']:g} = {s['docs_taken']:,}" for s in m["sources"])
     typer.echo(f"wrote {out}: {taken}")
@@ -708,7 +715,7 @@ def recipes_cp(name: Annotated[str, typer.Argument(help="A built-in recipe's nam
         if source is None:
             raise ConfigError(f"no built-in recipe '{name}'; `medtrain recipes` lists: {', '.join(builtin_recipes())}")
         target = dest / source.name if dest.is_dir() else dest
-        refuse_existing(target, overwrite)
+        refuse_existing(target, overwrite, what="file")
         publish_text(target, source.read_text(encoding="utf-8"))
     typer.echo(f"wrote {target} (from {name}); use it with --recipe {target}")
 

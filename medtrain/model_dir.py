@@ -4,14 +4,13 @@ tokenizer and lineage (where the model came from), staged beside the target and 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
 
 from medtrain.core.model_specs import resolve_shape
 from medtrain.core.provenance import versions
-from medtrain.core.publish import publish_dir, staging_dir
+from medtrain.core.publish import staged_dir
 from medtrain.data_prep.samples import sample_lines
 from medtrain.data_prep.tokenizer import write_hf_tokenizer
 from medtrain.modeling import DTYPES
@@ -43,32 +42,28 @@ def write_hf_dir(state_dict: dict[str, torch.Tensor], config_dir: Path, state: T
     from safetensors.torch import save_file
     from transformers import AutoConfig, GenerationConfig
 
-    tmp = staging_dir(out)
     dtype = DTYPES[state.precision]
-    tensors = {k: v.detach().to(dtype).contiguous().clone() for k, v in state_dict.items()}
-    save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    cfg = AutoConfig.from_pretrained(str(config_dir), local_files_only=True)
-    cfg.use_cache = True
-    cfg.dtype = dtype
-    cfg.save_pretrained(str(tmp))
-    GenerationConfig(bos_token_id=state.bos_id, eos_token_id=state.eos_id, pad_token_id=state.pad_or_eos,
-                     do_sample=False).save_pretrained(str(tmp))
-    return publish_model_dir(tmp, out, Path(state.tokenizer_dir), lineage_for(state))
+    with staged_dir(Path(out), kind="model") as tmp:
+        tensors = {k: v.detach().to(dtype).contiguous().clone() for k, v in state_dict.items()}
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        cfg = AutoConfig.from_pretrained(str(config_dir), local_files_only=True)
+        cfg.use_cache = True
+        cfg.dtype = dtype
+        cfg.save_pretrained(str(tmp))
+        GenerationConfig(bos_token_id=state.bos_id, eos_token_id=state.eos_id, pad_token_id=state.pad_or_eos,
+                         do_sample=False).save_pretrained(str(tmp))
+        complete_model_dir(tmp, Path(state.tokenizer_dir), lineage_for(state))
+    return Path(out)
 
 
-def publish_model_dir(tmp: Path, out: Path, tokenizer_dir: Path, lineage: dict) -> Path:
-    """Add the tokenizer and lineage.json to a staged model directory and rename it into place (replacing an
-    older one), so a model directory that exists is always complete."""
-    try:
-        check = write_hf_tokenizer(tokenizer_dir, tmp, lines=sample_lines())
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written left beside the target
-        raise
+def complete_model_dir(tmp: Path, tokenizer_dir: Path, lineage: dict) -> None:
+    """Add the tokenizer and lineage.json to a staged model directory (published by the caller's staged_dir,
+    replacing an older one), so a model directory that exists is always complete."""
+    check = write_hf_tokenizer(tokenizer_dir, tmp, lines=sample_lines())
     # what the model was trained with, from the tokenizer itself (eval refuses a copy that lost its BOS)
     lineage = {**lineage, "tokenizer": {"path": str(tokenizer_dir), "bos_id": check["bos_id"],
                                         "bos_first": check["bos_first"], "export_check": check}}
     (tmp / "lineage.json").write_text(json.dumps(lineage, indent=2, ensure_ascii=False) + "\n")
-    return publish_dir(tmp, Path(out), overwrite=True)
 
 
 def init_model_dir(name: str, tokenizer_dir: Path, out: Path, seed: int = 0) -> Path:
@@ -84,7 +79,8 @@ def init_model_dir(name: str, tokenizer_dir: Path, out: Path, seed: int = 0) -> 
                       pad_token_id=info.pad_id)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(cfg)
-    tmp = staging_dir(out)
-    model.save_pretrained(str(tmp))
     lineage = {"base_model": f"{name} (random init, seed {seed})", "stage": "init", "step": 0, "base_lineage": None}
-    return publish_model_dir(tmp, out, Path(tokenizer_dir), lineage)
+    with staged_dir(Path(out), kind="model") as tmp:
+        model.save_pretrained(str(tmp))
+        complete_model_dir(tmp, Path(tokenizer_dir), lineage)
+    return Path(out)

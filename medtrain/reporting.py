@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from medtrain.core.errors import UserError
-from medtrain.core.publish import publish_text
+from medtrain.core.publish import publish_text, staged_dir
 from medtrain.metrics import read_metrics
 
 
@@ -64,7 +64,6 @@ def build_report(paths: list[Path], out: Path, paper: bool = False) -> Path:
     from medtrain.sweep import table3
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     runs = [p for p in paths if (p / "metrics.jsonl").is_file()]
     sweeps = [p for p in paths if (p / "sweep.json").is_file()]
     results = [r for p in paths if p not in runs and p not in sweeps for r in find_results(p)]
@@ -84,13 +83,15 @@ def build_report(paths: list[Path], out: Path, paper: bool = False) -> Path:
 
         cells = [c for s in sweeps for c in cells_from_sweep(json.loads((s / "sweep.json").read_text())["rows"])]
         lines += paper_section(cells + cells_from_results(results))
-    if runs:
-        png = plot_loss(runs, out / "loss_curve.png", title="Training loss (Figure 1)")
-        lines += ["## Loss curve (Figure 1)", "", f"![loss curve]({png.name})", ""]
-        for run in runs:
-            last = (run / "metrics.jsonl").read_text().strip().splitlines()[-1]
-            rec = json.loads(last)
-            lines.append(f"- `{run}`: {rec['step']} steps, final loss {rec['loss']:.4f}, "
-                         f"{rec['tokens_per_s']:,.0f} tokens/s")
-        lines.append("")
-    return publish_text(out / "report.md", "\n".join(lines))
+    with staged_dir(out, kind="report") as tmp:  # a report dir is replaced whole, never half-written
+        if runs:
+            png = plot_loss(runs, tmp / "loss_curve.png", title="Training loss (Figure 1)")
+            lines += ["## Loss curve (Figure 1)", "", f"![loss curve]({png.name})", ""]
+            for run in runs:
+                last = (run / "metrics.jsonl").read_text().strip().splitlines()[-1]
+                rec = json.loads(last)
+                lines.append(f"- `{run}`: {rec['step']} steps, final loss {rec['loss']:.4f}, "
+                             f"{rec['tokens_per_s']:,.0f} tokens/s")
+            lines.append("")
+        publish_text(tmp / "report.md", "\n".join(lines))
+    return out / "report.md"
