@@ -10,6 +10,7 @@ every path out goes through `destroy_process_group` and `os._exit`.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -24,6 +25,27 @@ _SCHEDULERS = (
     ("PMI_RANK", "MPI_LOCALRANKID", "PMI_SIZE"),
 )
 TIMEOUT_ENV = "MEDTRAIN_DIST_TIMEOUT_MIN"
+
+STOP_SIGNAL = signal.SIGUSR2
+"""Asks a rank to save at the end of its step and stop (SIGUSR1 is faulthandler's, for the watchdog's stacks).
+The launcher sends it on its own SIGUSR1, and a Slurm batch script when the job is warned of its time limit."""
+STOPPED_CODE = 3
+"""A rank's exit code after it saved and stopped on request: the launcher resumes (time limit) or says so."""
+_stop = {"requested": False}
+
+
+class Stopped(Exception):
+    """Every rank saved and stops, as asked: not a failure."""
+
+    exit_code = STOPPED_CODE
+
+
+def stop_requested() -> bool:
+    return _stop["requested"]
+
+
+def _on_stop_signal(signum, frame) -> None:
+    _stop["requested"] = True
 
 
 def export_rank_env() -> None:
@@ -81,6 +103,7 @@ def run_rank(body: Callable[[], object], timeout: timedelta | None = None) -> No
     from medtrain.core.heartbeat import heartbeat
 
     beat = heartbeat()  # first sign of life, before torch loads: the watchdog can find and end us from here on
+    signal.signal(STOP_SIGNAL, _on_stop_signal)  # from here on a stop request is remembered, never fatal
     import torch.distributed as dist
 
     code = 0
@@ -92,6 +115,10 @@ def run_rank(body: Callable[[], object], timeout: timedelta | None = None) -> No
             print(f"error: {e}", file=sys.stderr, flush=True)
         elif getattr(e, "local", False):
             print(f"error: [rank {os.environ.get('RANK', '?')}] {e}", file=sys.stderr, flush=True)
+        code = e.exit_code
+    except Stopped as e:
+        if is_main():
+            print(f"medtrain: {e}", file=sys.stderr, flush=True)
         code = e.exit_code
     except Exception:
         traceback.print_exc()

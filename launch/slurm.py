@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medtrain.core.heartbeat import Beat
+from medtrain.core.rank import STOP_SIGNAL
 from medtrain.launch.launcher import LaunchError, LaunchSpec, ranks_env
 
 _SAFE = re.compile(r"^[\w.:,+=/@%-]+$")
@@ -43,6 +44,10 @@ class SlurmOptions:
     """Ask for GPUs (--gres=gpu:N): GPU presets only; a CPU cluster refuses the request."""
     nodelist: bool = True
     """The hostfile's names become --nodelist (False when the pool came from --nodes)."""
+    warn_seconds: int = 300
+    """With --time: Slurm signals the batch script this long before the limit (--signal=B:USR1@N) and every rank
+    saves and stops, so the next job resumes from that step instead of the last periodic checkpoint. Slurm may
+    send it up to a minute early. 0: no warning."""
 
     def validate(self) -> None:
         for name in ("partition", "account", "time", "qos"):
@@ -78,6 +83,9 @@ def render_sbatch(spec: LaunchSpec, job_name: str, opts: SlurmOptions | None = N
     if opts.nodelist:
         head.append(f"#SBATCH --nodelist={','.join(spec.pool)}")
     head += [f"#SBATCH --{k}={getattr(opts, k)}" for k in ("partition", "account", "time", "qos") if getattr(opts, k)]
+    warn = opts.time and opts.warn_seconds > 0
+    if warn:
+        head.append(f"#SBATCH --signal=B:USR1@{int(opts.warn_seconds)}")
     head += [f"#SBATCH {arg}" for arg in opts.sbatch_args]
     env = {k: v for k, v in ranks_env(spec).items() if k not in ("MASTER_ADDR", "MASTER_PORT")}
     body = [
@@ -91,9 +99,21 @@ def render_sbatch(spec: LaunchSpec, job_name: str, opts: SlurmOptions | None = N
         "# one thread per rank unless the job asked for more cores per task (unset, ranks ran ~8x slower)",
         'export OMP_NUM_THREADS="${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}"',
         f"cd {shlex.quote(str(Path.cwd()))}",
-        "srun --kill-on-bad-exit=1 --export=ALL " + shlex.join(rank_argv(spec.entry)),
-        "",
     ]
+    srun = "srun --kill-on-bad-exit=1 --export=ALL " + shlex.join(rank_argv(spec.entry))
+    if not warn:
+        body += [srun, ""]
+    else:  # srun in the background so the trap runs at once; srun passes SIGUSR2 on to every task
+        body += [
+            f"{srun} &",
+            "ranks=$!",
+            "trap 'echo \"medtrain: Slurm warned job $SLURM_JOB_ID of its time limit; every rank saves and stops\"; "
+            f"kill -{STOP_SIGNAL.name.removeprefix('SIG')} $ranks' USR1",
+            "set +e",
+            'while true; do wait "$ranks"; code=$?; kill -0 "$ranks" 2>/dev/null || break; done',
+            'exit "$code"',
+            "",
+        ]
     return "\n".join(head + body)
 
 
@@ -133,6 +153,8 @@ class SlurmJob:
         self.job_id = submit(script, env)
         self.log = spec.run_dir / f"slurm-{self.job_id}.out"
         self._offset, self._code = 0, None
+        self.state = ""
+        """Slurm's last word on the job (TIMEOUT, PREEMPTED, ...), for the supervisor's record."""
         if echo:
             say(f"medtrain: submitted batch job {self.job_id}; its log: {self.log}")
 
@@ -158,6 +180,7 @@ class SlurmJob:
             return self._code
         self.stream()
         state, reason, code = job_state(self.job_id, self.env)
+        self.state = state
         if state == "PENDING" and reason.startswith(NEVER):
             _run(["scancel", self.job_id], self.env)
             raise LaunchError(f"job {self.job_id} can never start ({reason}): the allocation asked for "
@@ -177,6 +200,10 @@ class SlurmJob:
         """scancel signals every task of the job's steps (not the batch shell)."""
         _run(["scancel", "--signal=USR1", self.job_id], self.env)
         _run(["scancel", "--signal=CONT", self.job_id], self.env)
+
+    def signal_ranks(self, beats: list[Beat], sig) -> None:
+        """Every task of the job's steps, wherever Slurm placed it."""
+        _run(["scancel", f"--signal={sig.name.removeprefix('SIG')}", self.job_id], self.env)
 
     def end(self, beats: list[Beat]) -> None:
         _run(["scancel", self.job_id], self.env)

@@ -2,7 +2,10 @@
 verified checkpoint while the budget lasts, and write down every attempt in RUN_DIR/restarts.jsonl.
 
 A rank that exits with 2 reported a problem the user must fix (a bad recipe, a full disk): no restart repeats it.
-Ctrl-C or SIGTERM on `medtrain launch` ends the job on every node and does not restart.
+Ctrl-C or SIGTERM on `medtrain launch` ends the job on every node and does not restart. SIGUSR1 asks every rank
+to save at the end of its step and stop: "stopped at step S, resume with --resume". A Slurm job warned of its
+time limit (the batch script's `--signal=B:USR1@N`) saves the same way, and one ended by its limit or by
+preemption is reported as such; both are resumed from the checkpoint while the restart budget lasts.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 
 from medtrain.core.checkpoint_files import MARKER, newest_good, step_of
 from medtrain.core.heartbeat import ATTEMPT_ENV, DIR_ENV
-from medtrain.core.rank import TIMEOUT_ENV
+from medtrain.core.rank import STOP_SIGNAL, STOPPED_CODE, TIMEOUT_ENV
 from medtrain.launch.job import Job
 from medtrain.launch.launcher import LaunchSpec, build_command, free_port, launch_environment, write_env_file
 from medtrain.launch.watchdog import Allowances, Hang, Watchdog, clear, collect_stacks
@@ -29,14 +32,20 @@ BACKOFF_SECONDS = 1.0
 
 
 class _Stop:
-    """SIGINT/SIGTERM on the supervisor: remember it, end the job at the next poll."""
+    """SIGINT/SIGTERM on the supervisor: remember it, end the job at the next poll. SIGUSR1: remember it, ask the
+    ranks to save and stop at the next poll."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
-        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        self.save_and_stop = False
+        self.forwarded = False
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
 
     def _handle(self, signum, frame) -> None:
-        self.signum = signum
+        if signum == signal.SIGUSR1:
+            self.save_and_stop = True
+        else:
+            self.signum = signum
 
     def restore(self) -> None:
         for s, handler in self._old.items():
@@ -85,6 +94,10 @@ def supervise(spec: LaunchSpec, *, allow: Allowances, max_restarts: int, resume:
             if any(b.phase == "exited" and b.code == 2 for b in dog.beats().values()):
                 code = 2  # a rank reported a problem the user fixes; whatever code the launcher passed on
             record = _record(run_dir, attempt, started, code, hang, first_dead, dog, job)
+            if stop.save_and_stop and record["cause"]["kind"] == "stopped":
+                say(f"medtrain: stopped at step {record['resume_step']} as asked (SIGUSR1); checkpoint in "
+                    f"{run_dir / 'checkpoints'}; resume with --resume")
+                return 128 + signal.SIGUSR1
             failures.append(record)
             give_up = attempt >= max_restarts or code == 2
             record["action"] = "gave_up" if give_up else "restarted"
@@ -95,6 +108,11 @@ def supervise(spec: LaunchSpec, *, allow: Allowances, max_restarts: int, resume:
                 say(f"error: run failed {len(failures)} time(s), restart budget {max_restarts} spent; last: "
                     f"{record['cause']['text']} (see {run_dir / 'restarts.jsonl'})")
                 return 1
+            if record["cause"]["kind"] in ("time_limit", "preempted"):  # not a crash: go on at once
+                attempt += 1
+                say(f"medtrain: {record['cause']['text']}; resuming from step {record['resume_step']} "
+                    f"(attempt {attempt + 1}, restart budget {max_restarts})")
+                continue
             host = record.get("culprit_host")
             if host and (spares or allow_shrink) and len(spec.pool) > 1:
                 blamed[host] += 1
@@ -160,6 +178,10 @@ def _watch(job: Job, dog: Watchdog, stop: _Stop, run_dir: Path, beats_dir: Path,
         if stop.signum is not None:
             job.end(list(beats.values()))
             return 128 + stop.signum, None, first_dead
+        if stop.save_and_stop and not stop.forwarded:
+            say("medtrain: SIGUSR1: every rank saves at the end of its step and stops")
+            job.signal_ranks(list(beats.values()), STOP_SIGNAL)
+            stop.forwarded = True
         if not first_dead and not job.remote:
             first_dead = [b.rank for b in beats.values() if b.phase != "exited" and job.process_state(b) in ("Z", "-")]
         hang = dog.check(beats=beats)
@@ -201,6 +223,8 @@ def _record(run_dir: Path, attempt: int, started: float, code: int, hang: Hang |
     resume_step = step_of(ckpt) if ckpt else 0
     saved_at = (ckpt / MARKER).stat().st_mtime if ckpt else started
     reached = max((b.step for b in beats.values()), default=resume_step)
+    if hang is None:
+        cause = _scheduler_cause(cause, beats, job, reached) or cause
     return {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now)), "attempt": attempt, "cause": cause,
         "ranks": ranks, "hosts": sorted({job.host_of(r) for r in ranks}),
@@ -209,6 +233,22 @@ def _record(run_dir: Path, attempt: int, started: float, code: int, hang: Hang |
         "seconds_lost": round(now - max(saved_at, started), 1), "attempt_seconds": round(now - started, 1),
         "pid": os.getpid(),
     }
+
+
+def _scheduler_cause(cause: dict, beats: dict, job: Job, reached: int) -> dict | None:
+    """A job that every rank left after saving on request (STOPPED_CODE), or that Slurm ended at its time limit
+    or by preemption: not a crash, and said as what it was."""
+    stopped = bool(beats) and all(b.phase == "exited" and b.code == STOPPED_CODE for b in beats.values())
+    state, job_id = getattr(job, "state", ""), getattr(job, "job_id", None)
+    if job_id is not None and (stopped or state in ("TIMEOUT", "DEADLINE", "PREEMPTED")):
+        kind = "preempted" if state == "PREEMPTED" else "time_limit"
+        how = ("warned of its time limit; every rank saved and stopped" if stopped else
+               "by preemption" if kind == "preempted" else "at its time limit")
+        return {"kind": kind, "job": job_id, "state": state,
+                "text": f"Slurm ended job {job_id} {how} after step {reached}"}
+    if stopped:
+        return {"kind": "stopped", "text": f"every rank saved and stopped at step {reached} as asked"}
+    return None
 
 
 def _signal_of(code: int) -> int:

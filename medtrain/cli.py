@@ -200,6 +200,9 @@ def launch(
     partition: Annotated[str | None, typer.Option(help="slurm: --partition.")] = None,
     account: Annotated[str | None, typer.Option(help="slurm: --account.")] = None,
     time_limit: Annotated[str | None, typer.Option("--time", help="slurm: --time (e.g. 12:00:00).")] = None,
+    time_warning: Annotated[int, typer.Option(help="slurm, with --time: seconds before the limit at which every "
+                                              "rank saves and stops, and the next job resumes there (0: off).")]
+    = 300,
     qos: Annotated[str | None, typer.Option(help="slurm: --qos.")] = None,
     sbatch_arg: Annotated[list[str] | None, typer.Option("--sbatch-arg", help="slurm: one more #SBATCH line, "
                                                          "e.g. --sbatch-arg=--exclusive (repeatable).")] = None,
@@ -231,7 +234,7 @@ def launch(
         overrides.append(f"max_restarts={max_restarts}")
     from medtrain.launch.slurm import SlurmOptions
 
-    slurm = SlurmOptions(partition=partition, account=account, time=time_limit, qos=qos,
+    slurm = SlurmOptions(partition=partition, account=account, time=time_limit, qos=qos, warn_seconds=time_warning,
                          sbatch_args=list(sbatch_arg or []))
     with user_errors():
         prepared = prepare_launch(recipe, hosts, launcher, overrides=overrides, env=env or [], resume=resume,

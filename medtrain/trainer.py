@@ -21,6 +21,7 @@ from medtrain.core.checkpoint_files import newest_good, tag_for
 from medtrain.core.errors import RunFailed
 from medtrain.core.heartbeat import heartbeat
 from medtrain.core.model_specs import resolve_shape
+from medtrain.core.rank import Stopped, stop_requested
 from medtrain.core.rank import run_rank as run_as_rank
 from medtrain.core.recipe import Recipe, RecipeError, load_recipe
 from medtrain.core.run_spec import DataSize, RunSpec
@@ -232,10 +233,23 @@ class Trainer:
                 metrics.flush(done, lr, self.engine.get_global_grad_norm(), self._loss_scale())
             if self.fp16:  # raises TrainingError when the scale has collapsed
                 self.watch.update(float(self.engine.optimizer.loss_scale), int(self.engine.skipped_steps))
-            if r.checkpoint_every and done % r.checkpoint_every == 0 and done != total:
+            saved = bool(r.checkpoint_every and done % r.checkpoint_every == 0 and done != total)
+            if saved:
                 self.save(done)
+            if done != total and self._all_asked_to_stop():
+                if not saved:
+                    self.save(done)
+                raise Stopped(f"stopped at step {done} of {total} as asked; checkpoint {self.ckpt_root / tag_for(done)}"
+                              "; continue with --resume")
         if self.start_step < total or newest_good(self.ckpt_root, deep=False) is None:
             self.save(total)
+
+    def _all_asked_to_stop(self) -> bool:
+        """Whether any rank was asked to stop (the signal reaches ranks at different steps): all of them stop at
+        the same step boundary, or the ones that go on would wait forever in the next collective."""
+        flag = torch.tensor([1.0 if stop_requested() else 0.0], device=self.engine.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
 
     def _loss_scale(self) -> dict:
         if not self.fp16:

@@ -132,6 +132,10 @@ def test_stopping_node_2_over_pdsh_ends_the_job_on_both_nodes(tiny, tmp_path, lo
     args = continual(tiny, out, "--max-restarts", "0", "--hang-timeout", "15", hosts=str(loopback_cluster.hostfile),
                      launcher="pdsh")
     run = LaunchedRun(args, out, env=loopback_cluster.env())
+    run.wait_for(0, at_step(1))
+    second = cli(*continual(tiny, out, "--resume"))  # a second launch, local, into the live pdsh run
+    assert second.returncode == 2 and "is in use by a live medtrain launch on" in second.stderr, second.stderr
+    assert "medtrain launch" in second.stderr and f"output_dir={out}" in second.stderr
     run.signal_at(1, signal.SIGSTOP, at_step(3))
     assert run.wait() == 1, run.log[-4000:]
     [record] = run.restarts()
