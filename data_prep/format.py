@@ -108,28 +108,35 @@ class DatasetWriter:
         self.add_many(np.empty(0, dtype=self.dtype), lengths, prompt_lens)
 
     def abort(self) -> None:
-        self._tokens.close()
+        try:
+            self._tokens.close()
+        except OSError:
+            pass  # its buffered bytes could not be flushed to a full disk: the file goes anyway
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def finalize(self, manifest: dict[str, Any], overwrite: bool = False) -> Path:
         if self.num_docs == 0:
             self.abort()
             raise DatasetError(f"{self.out}: no documents survived reading; nothing written (see skipped counts)")
-        self._tokens.seek(0)
-        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
-                  "shape": (self.num_tokens,)}
-        np.lib.format.write_array_header_1_0(self._tokens, header)
-        if self._tokens.tell() != _HEADER_LEN:
-            raise AssertionError("npy header size changed; _HEADER_LEN must match numpy's 64-byte alignment")
-        self._tokens.close()
-        np.save(self.tmp / "offsets.npy", np.asarray(self.offsets, dtype=np.int64))
-        if self.prompt_lens is not None:
-            np.save(self.tmp / "prompt_lens.npy", np.asarray(self.prompt_lens, dtype=np.int32))
-        manifest = {"format": FORMAT, **manifest, "dtype": self.dtype.name, "num_docs": self.num_docs,
-                    "num_tokens": self.num_tokens}
-        (self.tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
-                                                encoding="utf-8")
-        return publish_dir(self.tmp, self.out, overwrite=overwrite, kind="dataset")
+        try:
+            self._tokens.seek(0)
+            header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                      "shape": (self.num_tokens,)}
+            np.lib.format.write_array_header_1_0(self._tokens, header)
+            if self._tokens.tell() != _HEADER_LEN:
+                raise AssertionError("npy header size changed; _HEADER_LEN must match numpy's 64-byte alignment")
+            self._tokens.close()
+            np.save(self.tmp / "offsets.npy", np.asarray(self.offsets, dtype=np.int64))
+            if self.prompt_lens is not None:
+                np.save(self.tmp / "prompt_lens.npy", np.asarray(self.prompt_lens, dtype=np.int32))
+            manifest = {"format": FORMAT, **manifest, "dtype": self.dtype.name, "num_docs": self.num_docs,
+                        "num_tokens": self.num_tokens}
+            (self.tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
+                                                    encoding="utf-8")
+            return publish_dir(self.tmp, self.out, overwrite=overwrite, kind="dataset")
+        except BaseException:
+            self.abort()  # a full disk at the last write leaves nothing that looks like a dataset
+            raise
 
 
 def read_manifest(root: Path) -> dict[str, Any]:

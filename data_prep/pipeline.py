@@ -137,6 +137,15 @@ def _chunks(items: Iterator, size: int) -> Iterator[list]:
         yield chunk
 
 
+def _raise_if_disk_full(e: BaseException, out: Path, input_bytes: int, writer: DatasetWriter) -> None:
+    """A full disk as one line with the room a dataset of these inputs takes: ids at the writer's width for about
+    one token per 3 bytes of input (Chinese UTF-8 text; English runs ~4), the staging already removed."""
+    from medtrain.core.disk import disk_full_error, is_disk_full
+
+    if is_disk_full(e):
+        raise disk_full_error(out, needed=input_bytes * writer.dtype.itemsize // 3) from e
+
+
 def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: str | None = None,
          seq_len: int = 4096, workers: int | None = None, overwrite: bool = False,
          target_tokens: int = PAPER_TARGET_TOKENS, chunk_size: int = 512, chunk_bytes: int = 1 << 20,
@@ -236,8 +245,9 @@ def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: s
             window.append((path, pending, chunk.end - chunk.start if mode == "range" else 0))
             drain(keep=2 * workers)
         drain(keep=0)
-    except BaseException:
+    except BaseException as e:
         writer.abort()
+        _raise_if_disk_full(e, out, total_bytes, writer)
         raise
     finally:
         if pool:
@@ -271,7 +281,11 @@ def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: s
         manifest["hub"] = hub  # which hub ids and commits the inputs and the tokenizer came from
     if answers:
         manifest["answer_index"] = answers  # MedMCQA's cop: counted from 0 or 1, and how that was decided
-    writer.finalize(manifest, overwrite=overwrite)
+    try:
+        writer.finalize(manifest, overwrite=overwrite)
+    except Exception as e:
+        _raise_if_disk_full(e, out, total_bytes, writer)
+        raise
     manifest.update({"num_docs": writer.num_docs, "num_tokens": writer.num_tokens})
     return manifest
 

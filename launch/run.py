@@ -107,6 +107,10 @@ def prepare_launch(recipe_path: Path, hosts: Path | None, launcher: str, *, over
             raise RecipeError(f"{recipe.source}: data '{recipe.data}' is not a prepared dataset; run `medtrain prep` "
                               "first")
         plan.recipe = recipe = recipe.resolved()  # hub ids -> the snapshot folders every rank reads
+        if recipe.init != "random" and Path(recipe.model).is_dir():
+            from medtrain.model_dir import verify_model_dir
+
+            verify_model_dir(Path(recipe.model))  # a truncated download is one line here, not a traceback per rank
         from medtrain.data_prep.format import TokenDataset
         from medtrain.data_prep.tokenizer import tokenizer_identity
 

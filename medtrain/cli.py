@@ -59,14 +59,22 @@ app.add_typer(recipes_app, name="recipes")
 
 
 @contextmanager
-def user_errors():
+def user_errors(out: Path | None = None):
     """The one place the CLI turns exceptions into exit codes: a UserError (exit 2) or a failed run (exit 1) is
-    one line on stderr; anything else is a bug and keeps its traceback."""
+    one line on stderr; a full disk while writing `out` is a UserError too (the writers have removed their
+    staging); anything else is a bug and keeps its traceback."""
     try:
         yield
     except (UserError, RunFailed) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(code=e.exit_code) from None
+    except Exception as e:
+        from medtrain.core.disk import disk_full_error, is_disk_full
+
+        if not is_disk_full(e):
+            raise
+        typer.echo(f"error: {disk_full_error(Path(out or getattr(e, 'filename', None) or '.'))}", err=True)
+        raise typer.Exit(code=2) from None
 
 
 ReplaceOpt = Annotated[bool, typer.Option("--overwrite", help="Replace the output if it exists.")]
@@ -102,7 +110,7 @@ def config_deepspeed(
     Example: medtrain config deepspeed --preset v100-zero3-fp16 --recipe recipes/paper/continual_llama2_13b.yaml
     --hosts hostfiles/v100x20 --out ds_configs/zero3_v100_fp16.json
     """
-    with user_errors():
+    with user_errors(out):
         refuse_existing(out, overwrite, what="file")
         config = deepspeed_config_for(preset, recipe, hosts)
         write_ds_config(config, out)
@@ -139,7 +147,7 @@ def hostfile(
 
     Example: medtrain hostfile --nodes 20 --slots 6 --prefix node --out hostfiles/v100x20
     """
-    with user_errors():
+    with user_errors(out):
         refuse_existing(out, overwrite, what="file")
         write_hostfile(render_hostfile(nodes, slots, prefix), out)
     typer.echo(f"wrote {out}: {nodes} nodes x {slots} slots = {nodes * slots} ranks")
@@ -328,7 +336,7 @@ def _prep(source: str, inputs: list[str] | None, tokenizer: str, out: Path | Non
         chosen.append(f"tokenizer {tokenizer}")
     if chosen:
         typer.echo(f"prep {source}: the paper's defaults: {'; '.join(chosen)}", err=True)
-    with user_errors():
+    with user_errors(out):
         refuse_existing(out, overwrite)  # before anything is resolved or downloaded
         tok = hub.resolve_tokenizer(tokenizer, what="--tokenizer")
         with staged_inputs(inputs, split, out) as found:
@@ -397,7 +405,7 @@ def prep_mix(input: Annotated[list[str], typer.Option("--input", help="DIR:WEIGH
     """
     from medtrain.data_prep.mix import mix, parse_weighted
 
-    with user_errors():
+    with user_errors(out):
         refuse_existing(out, overwrite)
         m = mix([parse_weighted(i) for i in input], out, seed=seed, overwrite=overwrite)
     taken = ", ".join(f"{s['path']} x{s['weight']:g} = {s['docs_taken']:,}" for s in m["sources"])
@@ -453,7 +461,7 @@ def export(checkpoint: Annotated[Path, typer.Option(help="A checkpoint dir, or a
     """
     from medtrain.export import export_checkpoint
 
-    with user_errors():
+    with user_errors(out):
         refuse_existing(out, overwrite)
         path = export_checkpoint(checkpoint, out)
     typer.echo(f"wrote {path}")
@@ -526,7 +534,7 @@ def eval_cmexam(
 
     Example: medtrain eval cmexam --model runs/sft/export --data test.csv --out results/sft-cmexam
     """
-    with user_errors():
+    with user_errors(out):
         refuse_existing(out, overwrite)
         r = _run_eval("cmexam", {"data": data, "model_dir": _model_dir(model), "predictions": predictions,
                                  "template": template,
@@ -540,7 +548,7 @@ def eval_cmexam(
 def _eval_mc(task: str, model: str | None, data: Path, out: Path, shots: int, scoring: str, batch_size: str,
              limit: int | None, subjects: list[str] | None, device: str, dtype: str, hosts: Path | None,
              launcher: str, overwrite: bool) -> None:
-    with user_errors():
+    with user_errors(out):
         refuse_existing(out, overwrite)
         r = _run_eval(task, {"model_dir": _model_dir(model), "data": data, "shots": shots, "scoring": scoring,
                              "batch_size": batch_size, "limit": limit, "subjects": subjects or None,
@@ -594,7 +602,7 @@ def report(paths: Annotated[list[Path], typer.Argument(help="Training runs, swee
     """
     from medtrain.reporting import build_report
 
-    with user_errors():
+    with user_errors(out):
         refuse_existing(out, overwrite)
         path = build_report(paths, out, paper=paper)
     typer.echo(f"wrote {path}")
@@ -613,7 +621,7 @@ def tokenizer(input: Annotated[list[Path], typer.Option("--input", help="Text/CS
     from medtrain.data_prep.templates import ALPACA_HEADER, MCQ_INSTRUCTION
     from medtrain.data_prep.tokenizer import train_bpe_tokenizer
 
-    with user_errors():
+    with user_errors(out):
         missing = [str(p) for p in input if not p.is_file()]
         if missing:
             raise DatasetError(f"no such input file(s): {', '.join(missing)}")
@@ -637,7 +645,7 @@ def init_model(config: Annotated[str, typer.Option(help="Named shape (tiny, tiny
     """
     from medtrain.model_dir import init_model_dir
 
-    with user_errors():
+    with user_errors(out):
         refuse_existing(out, overwrite)
         path = init_model_dir(config, tokenizer, out, seed)
     typer.echo(f"wrote {path}")
@@ -670,7 +678,7 @@ def sweep(
     from medtrain.sweep import EvalData
     from medtrain.sweep import sweep as run_sweep
 
-    with user_errors():
+    with user_errors(out):
         if checkpoints == "all":
             from medtrain.core.checkpoint_files import complete_checkpoints, step_of
 
@@ -730,7 +738,7 @@ def demo(workdir: Annotated[Path, typer.Option(help="Where the demo writes every
     """The whole pipeline at toy scale on CPU, on shipped data. Example: medtrain demo --workdir demo_work"""
     from medtrain.demo import run_demo
 
-    with user_errors():
+    with user_errors(workdir):
         run_demo(workdir, "quick" if quick else "full")
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from medtrain.core.disk import disk_full_as_error, require_space
 from medtrain.core.model_specs import resolve_shape
 from medtrain.core.provenance import versions
 from medtrain.core.publish import staged_dir
@@ -43,7 +44,9 @@ def write_hf_dir(state_dict: dict[str, torch.Tensor], config_dir: Path, state: T
     from transformers import AutoConfig, GenerationConfig
 
     dtype = DTYPES[state.precision]
-    with staged_dir(Path(out), kind="model") as tmp:
+    needed = sum(v.numel() for v in state_dict.values()) * dtype.itemsize
+    require_space(Path(out).parent, needed, "this model's weights")
+    with disk_full_as_error(Path(out), needed), staged_dir(Path(out), kind="model") as tmp:
         tensors = {k: v.detach().to(dtype).contiguous().clone() for k, v in state_dict.items()}
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         cfg = AutoConfig.from_pretrained(str(config_dir), local_files_only=True)
@@ -84,3 +87,32 @@ def init_model_dir(name: str, tokenizer_dir: Path, out: Path, seed: int = 0) -> 
         model.save_pretrained(str(tmp))
         complete_model_dir(tmp, Path(tokenizer_dir), lineage)
     return Path(out)
+
+
+def verify_model_dir(model_dir: Path) -> None:
+    """Before loading: a truncated or damaged weights file or config is one line naming the file, not the
+    traceback transformers and safetensors give for it (a copy cut short, a disk that filled during a download)."""
+    from medtrain.core.errors import UserError
+
+    model_dir = Path(model_dir)
+    for name in ("config.json", "generation_config.json", "tokenizer_config.json", "model.safetensors.index.json"):
+        path = model_dir / name
+        if path.is_file():
+            try:
+                json.loads(path.read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError) as e:
+                raise UserError(f"{path}: damaged, not valid JSON ({e}); copy or export the model again") from None
+    for path in sorted(model_dir.glob("*.safetensors")):
+        size = path.stat().st_size
+        try:
+            with open(path, "rb") as f:
+                header_len = int.from_bytes(f.read(8), "little")
+                if not 0 < header_len <= size - 8:
+                    raise ValueError(f"header length {header_len} in a file of {size} bytes")
+                header = json.loads(f.read(header_len))
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+            raise UserError(f"{path}: damaged safetensors file ({e}); copy or export the model again") from None
+        if size < 8 + header_len + end:
+            raise UserError(f"{path}: truncated ({size:,} bytes; its header needs {8 + header_len + end:,}); copy or "
+                            "export the model again")
