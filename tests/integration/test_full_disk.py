@@ -16,7 +16,8 @@ from medtrain.data_prep.samples import DIR as SAMPLES
 def assert_one_line_and_nothing_left(r, disk):
     assert r.exit_code == 2, r.output
     errors = [line for line in r.output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and str(disk) in errors[0] and "no space left" in errors[0] and "free" in errors[0], r.output
+    assert len(errors) == 1 and str(disk) in errors[0], r.output
+    assert "no space left" in errors[0] and "free" in errors[0], r.output
     assert "Traceback" not in r.output
     assert list(disk.iterdir()) == [], [p.name for p in disk.iterdir()]
 
