@@ -73,7 +73,7 @@ def load_model(model_dir: Path, trust_remote_code: bool = False, device: str = "
     if not (model_dir / "config.json").is_file():
         raise TaskError(f"{model_dir}: not a Hugging Face model directory (no config.json); pass an exported "
                         "model, e.g. runs/NAME/export")
-    from medtrain.model_dir import verify_model_dir
+    from medtrain.core.model_files import verify_model_dir
 
     verify_model_dir(model_dir)
     placement = choose_placement(model_dir, device, dtype)

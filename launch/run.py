@@ -12,6 +12,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+from medtrain.core import hub
 from medtrain.core.ds_config import PRESETS, write_ds_config
 from medtrain.core.publish import publish_text
 from medtrain.core.recipe import RecipeError, dump_recipe, load_recipe
@@ -97,26 +98,10 @@ def prepare_launch(recipe_path: Path, hosts: Path | None, launcher: str, *, over
     else:
         pool = read_hostfile(hosts)
     plan = make_plan(recipe, pool)
-    if not dry_run or check:
-        if not plan.fits:
-            raise RecipeError(f"{recipe.source}: DOES NOT FIT ({plan.total_bytes / 2**30:.1f} GiB per GPU of "
-                              f"{plan.gpu_bytes / 2**30:.1f}); see `medtrain plan` for the components, then lower "
-                              "micro_batch or seq_len, or add hosts")
-        recipe.check_trainable()
-        if not (Path(recipe.data) / "manifest.json").is_file():
-            raise RecipeError(f"{recipe.source}: data '{recipe.data}' is not a prepared dataset; run `medtrain prep` "
-                              "first")
-        plan.recipe = recipe = recipe.resolved()  # hub ids -> the snapshot folders every rank reads
-        if recipe.init != "random" and Path(recipe.model).is_dir():
-            from medtrain.model_dir import verify_model_dir
-
-            verify_model_dir(Path(recipe.model))  # a truncated download is one line here, not a traceback per rank
-        from medtrain.data_prep.format import TokenDataset
-        from medtrain.data_prep.tokenizer import tokenizer_identity
-
-        TokenDataset(recipe.data, expect_tokenizer=tokenizer_identity(recipe.tokenizer_dir))  # before any rank
-    else:
-        plan.recipe = recipe = recipe.resolved(download=False, missing_ok=True)  # what the cache has; no download
+    if not plan.fits:
+        raise RecipeError(f"{recipe.source}: DOES NOT FIT ({plan.total_bytes / 2**30:.1f} GiB per GPU of "
+                          f"{plan.gpu_bytes / 2**30:.1f}); see `medtrain plan` for the components, then lower "
+                          "micro_batch or seq_len, or add hosts")
     run_dir = Path(recipe.output_dir).resolve()
     if entry is None:
         entry = ["--module", "--no_local_rank", "medtrain", "train", recipe.stage,
@@ -125,7 +110,8 @@ def prepare_launch(recipe_path: Path, hosts: Path | None, launcher: str, *, over
             entry.append("--resume")
     spec = LaunchSpec(pool=pool, hostfile=Path(hosts or run_dir / "hostfile"), launcher=launcher, entry=entry,
                       run_dir=run_dir, master_port=free_port(), env=parse_env(env))
-    validate(spec, dry_run=dry_run)
+    validate(spec, dry_run=dry_run)  # the hosts, launcher and env first: they need nothing read or fetched
+    plan.recipe = recipe = check_inputs(recipe, download=not dry_run or check)
     command = build_command(spec)
     prepared = PreparedLaunch(spec, plan, command, dry_run, slurm)
     refuse_if_held(run_dir)
@@ -150,6 +136,35 @@ def prepare_launch(recipe_path: Path, hosts: Path | None, launcher: str, *, over
         prepared.lock.release()
         raise
     return prepared
+
+
+def check_inputs(recipe, download: bool):
+    """The one input check of a dry run, `--check` and a launch, before anything differs between them: a model
+    to start from, a prepared dataset, a tokenizer that exists and splits text as the data's did, the model's
+    files whole. Hub ids resolve to the snapshot folders every rank reads; a dry run downloads nothing, so what
+    is not in the cache is named (the launch fetches it) and checked where it can be."""
+    recipe.check_trainable()
+    if not (Path(recipe.data) / "manifest.json").is_file():
+        raise RecipeError(f"{recipe.source}: data '{recipe.data}' is not a prepared dataset; run `medtrain prep` "
+                          "first")
+    recipe = recipe.resolved(download=download, missing_ok=not download)
+    if recipe.init != "random" and Path(recipe.model).is_dir():
+        from medtrain.core.model_files import verify_model_dir
+
+        verify_model_dir(Path(recipe.model))  # a truncated download is one line here, not a traceback per rank
+    tok = Path(recipe.tokenizer_dir)
+    if tok.is_dir():
+        from medtrain.data_prep.format import TokenDataset
+        from medtrain.data_prep.tokenizer import tokenizer_identity
+
+        TokenDataset(recipe.data, expect_tokenizer=tokenizer_identity(tok))  # before any rank
+    elif download or not hub.is_hub_id(recipe.tokenizer_dir):
+        raise RecipeError(f"{recipe.source}: tokenizer '{recipe.tokenizer_dir}' does not exist; point tokenizer "
+                          "(or model) at the tokenizer directory the data was prepared with")
+    else:
+        print(f"note: '{recipe.tokenizer_dir}' is no directory here nor in the Hugging Face cache; the launch "
+              "downloads it as a hub id and checks that it splits text as the data's tokenizer did", flush=True)
+    return recipe
 
 
 def earlier_run(run_dir: Path) -> str:

@@ -250,8 +250,6 @@ def launch(
                                   gpus_per_node=gpus_per_node, overwrite=overwrite)
     if dry_run:
         typer.echo(prepared.describe())
-        if not prepared.plan.fits:  # the same verdict as `medtrain plan`: a problem the user fixes
-            raise typer.Exit(code=2)
         return
     if check:
         from medtrain.launch.host_checks import expectations

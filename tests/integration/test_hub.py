@@ -89,7 +89,7 @@ def np_tokens(dataset: Path) -> list[int]:
     return np.load(dataset / "tokens.npy").tolist()
 
 
-def test_a_hub_id_missing_offline_names_the_fetch_command(hub_cache, tmp_path):
+def test_a_hub_id_missing_offline_names_the_fetch_command(hub_cache, tmp_path, tiny_sets):
     runner = CliRunner()
     r = runner.invoke(app, ["prep", "huatuo", "--input", str(SAMPLES / "huatuo_sample.jsonl"), "--tokenizer",
                             "acme/not-here", "--out", str(tmp_path / "x")])
@@ -98,7 +98,8 @@ def test_a_hub_id_missing_offline_names_the_fetch_command(hub_cache, tmp_path):
     r = runner.invoke(app, ["prep", "huatuo", "--input", "acme/no-data", "--tokenizer", "acme/tiny-llama",
                             "--out", str(tmp_path / "y")])
     assert r.exit_code == 2 and "hf download acme/no-data --repo-type dataset" in r.output
-    r = runner.invoke(app, ["launch", "--hosts", str(REPO / "hostfiles/v100x20"), "--dry-run"])
+    r = runner.invoke(app, ["launch", "--hosts", str(REPO / "hostfiles/v100x20"), "--dry-run", *tiny_sets,
+                            "--set", f"output_dir={tmp_path / 'run'}"])
     assert r.exit_code == 0 and "recipe: paper/continual_llama2_13b" in r.output
     assert "not in the cache yet" in r.output and "hf download meta-llama/Llama-2-13b-hf" in r.output
     plan = runner.invoke(app, ["plan", "--recipe", "paper/continual_llama2_13b", "--hosts",

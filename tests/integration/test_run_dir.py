@@ -54,3 +54,19 @@ def test_overwrite_moves_the_old_run_aside_and_locks_the_new_one(finished_run, t
     finally:
         prepared.lock.release()
     assert not (finished_run / LOCK_NAME).exists()
+
+
+@pytest.mark.parametrize("tokenizer", ["missing", "another vocabulary"])
+def test_a_dry_run_checks_the_tokenizer_as_the_launch_does(tokenizer, tiny, tmp_path, monkeypatch, hf_model):
+    monkeypatch.chdir(REPO)
+    tok = tmp_path / "no_such_tokenizer" if tokenizer == "missing" else hf_model  # hf_model: a 600-token BPE
+    args = ["launch", "--hosts", "hostfiles/localhost", "--launcher", "local", "--recipe", CONT_RECIPE, "--set",
+            f"data={tiny['huatuo']}", "--set", f"tokenizer={tok}", "--set", f"output_dir={tmp_path / 'run'}"]
+    for mode in (["--dry-run"], []):
+        r = CliRunner().invoke(app, [*args, *mode])
+        assert r.exit_code == 2, r.output
+        if tokenizer == "missing":
+            assert "no_such_tokenizer" in r.output and ("does not exist" in r.output or "no such file" in r.output)
+        else:
+            assert "split text into different ids" in r.output
+        assert not (tmp_path / "run").exists()

@@ -19,10 +19,10 @@ def _launch(*args):
     return CliRunner().invoke(app, ["launch", *args])
 
 
-def test_dry_run_shows_20_nodes_by_6_ranks_and_starts_nothing(tmp_path):
+def test_dry_run_shows_20_nodes_by_6_ranks_and_starts_nothing(tmp_path, tiny_sets):
     out = tmp_path / "run"
     r = _launch("--hosts", str(REPO / "hostfiles/v100x20"), "--recipe", str(PAPER), "--dry-run",
-                "--set", f"output_dir={out}")
+                "--set", f"output_dir={out}", *tiny_sets)
     assert r.exit_code == 0, r.output
     assert "20 nodes, 120 ranks" in r.output
     node_lines = [line for line in r.output.splitlines() if line.strip().startswith("node ")]
