@@ -35,22 +35,41 @@ class Preflight:
     returncode: int
     reference: dict[str, str]
 
+    def problem_groups(self) -> dict[str, list[str]]:
+        groups: dict[str, list[str]] = {}
+        for h in self.hosts:
+            for p in h.problems:
+                groups.setdefault(_generic(p, h.host), []).append(h.host)
+        return groups
+
     @property
     def ok(self) -> bool:
         return self.allreduce_ok and self.returncode == 0 and not any(h.problems for h in self.hosts)
 
     def render(self) -> str:
+        """The table, one row per host, then each distinct problem once, whole, with the hosts it hit: 120
+        unreachable ranks are one line, not 120 copies of it cut to the column's width."""
+        groups = self.problem_groups()
+        number = {text: i for i, text in enumerate(groups, start=1)}
         head = f"{'host':<24} {'ranks':>5}  " + "  ".join(f"{c:<12}" for c in COMPARED) + "  status"
         lines = [head]
         for h in self.hosts:
             first = h.ranks[0] if h.ranks else {}
             cells = "  ".join(f"{str(first.get(c, '-'))[:12]:<12}" for c in COMPARED)
-            status = "ok" if not h.problems else "; ".join(h.problems)
+            status = "ok" if not h.problems else " ".join(f"[{number[_generic(p, h.host)]}]" for p in h.problems)
             lines.append(f"{h.host:<24} {len(h.ranks):>2}/{h.expected_ranks:<2}  {cells}  {status}")
+        for text, hosts in groups.items():
+            shown = ", ".join(hosts[:8]) + (f" and {len(hosts) - 8} more" if len(hosts) > 8 else "")
+            lines.append(f"[{number[text]}] {text} — {len(hosts)} host(s): {shown}")
         ar = "ok" if self.allreduce_ok else "FAILED"
         lines.append(f"all-reduce over all ranks: {ar}; launcher exit code {self.returncode}")
         lines.append("PREFLIGHT OK" if self.ok else "PREFLIGHT FAILED")
         return "\n".join(lines)
+
+
+def _generic(problem: str, host: str) -> str:
+    """A problem with its host's name taken out, so the same fault on many hosts reads as one."""
+    return problem.replace(host, "<host>")
 
 
 def parse_reports(output: str) -> tuple[list[dict], dict | None]:

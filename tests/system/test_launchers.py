@@ -79,8 +79,9 @@ def test_preflight_check_names_an_unreachable_host(tmp_path, loopback_cluster, t
             "--timeout", "60", env=loopback_cluster.env())
     assert r.returncode == 1, r.stdout + r.stderr
     row = next(line for line in r.stdout.splitlines() if line.startswith("127.0.0.9"))
-    assert "no rank started" in row and "PREFLIGHT FAILED" in r.stdout
-    assert "ssh" in row.split("no rank started", 1)[1], "the launcher's own words for the host, not only a guess"
+    [said] = [line for line in r.stdout.splitlines() if line.startswith(row.split()[-1] + " ")]  # "[1] ..."
+    assert "no rank started" in said and "1 host(s): 127.0.0.9" in said and "PREFLIGHT FAILED" in r.stdout
+    assert "ssh" in said.split("no rank started", 1)[1], "the launcher's own words for the host, not only a guess"
 
 
 @pytest.mark.launch

@@ -93,3 +93,17 @@ def test_openmpi_command_allows_root_when_root(tmp_path):
                       launcher="openmpi", entry=["x.py"], run_dir=tmp_path, master_port=29500)
     cmd = build_command(spec)
     assert ("--allow-run-as-root" in " ".join(cmd)) == (os.geteuid() == 0)
+
+
+def test_the_same_host_problem_on_many_hosts_is_one_line_naming_them():
+    from medtrain.launch.preflight import HostReport, Preflight
+
+    hosts = [HostReport(f"node{i:02d}", 6, problems=[f"no rank started (ssh: connect to host node{i:02d} port 22: "
+                                                      "Connection refused)"]) for i in range(1, 21)]
+    hosts[0].problems.append("torch 2.10 != 2.13 here")
+    text = Preflight(hosts, allreduce_ok=False, returncode=1, reference={}).render()
+    grouped = [line for line in text.splitlines() if line.startswith("[")]
+    assert len(grouped) == 2, text
+    assert "connect to host <host> port 22: Connection refused) — 20 host(s): node01, node02" in grouped[0]
+    assert grouped[0].endswith("and 12 more") and grouped[1].endswith("1 host(s): node01")
+    assert text.splitlines()[1].rstrip().endswith("[1] [2]")
