@@ -32,19 +32,35 @@ class Preset:
     """Dense tensor-core peak per GPU in the default precision (0: unknown, no MFU is reported)."""
     gpu: bool = True
     """Ranks need a GPU each (a scheduler is asked for them)."""
+    gpu_mem_gb: float = 32.0
+    """Memory per device that `plan` and `launch` size against unless told otherwise."""
 
 
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
         Preset("v100-zero3-fp16", "fp16", ("fp16", "fp32"), True, "V100 32GB: no bf16, fp16 with dynamic loss scaling",
-               125.0),
-        Preset("a100-zero3-bf16", "bf16", ("bf16", "fp16", "fp32"), True, "A100: bf16, no loss scaling", 312.0),
-        Preset("h100-zero3-bf16", "bf16", ("bf16", "fp16", "fp32"), True, "H100/H200: bf16, no loss scaling", 989.0),
+               125.0, gpu_mem_gb=32.0),
+        Preset("a100-40gb-zero3-bf16", "bf16", ("bf16", "fp16", "fp32"), True, "A100 40GB: bf16, no loss scaling",
+               312.0, gpu_mem_gb=40.0),
+        Preset("a100-zero3-bf16", "bf16", ("bf16", "fp16", "fp32"), True, "A100 80GB: bf16, no loss scaling", 312.0,
+               gpu_mem_gb=80.0),
+        Preset("h100-zero3-bf16", "bf16", ("bf16", "fp16", "fp32"), True, "H100 80GB (an H200 has 141): bf16, no "
+               "loss scaling", 989.0, gpu_mem_gb=80.0),
         Preset("cpu-zero3", "fp32", ("fp32", "bf16", "fp16"), False, "DeepSpeed CPU accelerator over gloo (tests)",
-               gpu=False),
+               gpu=False, gpu_mem_gb=32.0),
     )
 }
+
+
+def precision_warning(preset: str, precision: str) -> str | None:
+    """A recipe precision the preset does not recommend: allowed, but said (fp16 on an H100 trains with loss
+    scaling it does not need; fp32 on a V100 runs at a fraction of its tensor-core speed)."""
+    p = PRESETS.get(preset)
+    if p is None or precision == p.precision:
+        return None
+    return (f"preset {preset} recommends {p.precision}; this recipe trains in {precision} (set precision: "
+            f"{p.precision} in the recipe, or --set precision={p.precision}, unless you mean it)")
 
 
 def build_ds_config(

@@ -7,10 +7,11 @@ factored: 4 bytes per parameter, not the factored size (DESIGN.md).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medtrain.core.ds_config import PRESETS
+from medtrain.core.ds_config import PRESETS, precision_warning
 from medtrain.core.flops import TokenFlops, flops_per_token
 from medtrain.core.model_specs import LlamaShape, resolve_shape
 from medtrain.core.recipe import Recipe, RecipeError
@@ -23,8 +24,8 @@ DTYPE_BYTES = {"fp16": 2, "bf16": 2, "fp32": 4}
 
 @dataclass
 class Hardware:
-    gpu_mem_gb: float = 32.0
-    """V100-32GB by default."""
+    gpu_mem_gb: float = 0.0
+    """Memory per GPU (0: the recipe's preset's: V100 32, A100 40 or 80, H100 80)."""
     peak_tflops: float = 0.0
     """Dense tensor-core peak per GPU in the training dtype (0: the recipe's or its preset's; V100 fp16: 125)."""
     mfu: float = 0.25
@@ -48,6 +49,9 @@ class Plan:
     """Model FLOPs of the whole run (what MFU is measured against)."""
     seconds: float = 0.0
     hardware: Hardware = field(default_factory=Hardware)
+    warnings: list[str] = field(default_factory=list)
+    """What is allowed but probably not meant: a precision the preset does not recommend, a prepared dataset far
+    from the recipe's expected size, checkpoint_every beyond the run."""
 
     world_size = property(lambda self: self.spec.world_size)
     accumulation = property(lambda self: self.spec.accumulation)
@@ -120,7 +124,54 @@ class Plan:
             lines.append("time         unknown: the preset has no peak TFLOPS; pass --peak-tflops or set peak_tflops")
         verdict = "FITS" if self.fits else "DOES NOT FIT"
         lines.append(f"verdict      {verdict} ({self.total_bytes / GiB:.2f} GiB of {self.gpu_bytes / GiB:.1f} GiB)")
+        if not self.fits:
+            lines.append(f"to fit       {self.advice()}")
+        lines += [f"warning      {w}" for w in self.warnings]
         return "\n".join(lines)
+
+    def advice(self) -> str:
+        """The smallest change along each axis that fits, as launch says it."""
+        return "; or ".join(fit_advice(self)) or "no single change of micro_batch, seq_len or hosts fits; offload " \
+            "or a larger GPU is needed"
+
+
+def fit_advice(plan: Plan) -> list[str]:
+    """Each axis on its own: micro_batch halved (global batch kept, more accumulation), seq_len halved, hosts
+    doubled (ZeRO-3 shards the states over more ranks), until the plan fits."""
+    from dataclasses import replace
+
+    r, pool = plan.recipe, OrderedDict(plan_pool(plan))
+    tries = []
+    m = r.micro_batch
+    while m > 1:
+        m //= 2
+        tries.append((f"micro_batch {m} (from {r.micro_batch})", replace(r, micro_batch=m), pool))
+    s = r.seq_len
+    while s > 256:
+        s //= 2
+        tries.append((f"seq_len {s} (from {r.seq_len})", replace(r, seq_len=s), pool))
+    hosts = dict(pool)
+    for _ in range(4):
+        hosts = {**hosts, **{f"{h}+{len(hosts)}": n for h, n in hosts.items()}}
+        tries.append((f"{len(hosts)} hosts (from {len(pool)})", r, OrderedDict(hosts)))
+    found, done_axes = [], set()
+    for label, recipe, p in tries:
+        axis = label.split()[1] if label[0].isdigit() else label.split()[0]
+        if axis in done_axes:
+            continue
+        try:
+            candidate = make_plan(recipe, p, plan.hardware)
+        except (RecipeError, ValueError, ZeroDivisionError):
+            continue
+        if candidate.fits:
+            done_axes.add(axis)
+            found.append(f"{label}: {candidate.total_bytes / GiB:.1f} GiB")
+    return found
+
+
+def plan_pool(plan: Plan) -> dict[str, int]:
+    per_host = plan.world_size // max(plan.hosts, 1)
+    return {f"host{i}": per_host for i in range(plan.hosts)}
 
 
 def data_size(recipe: Recipe) -> DataSize:
@@ -177,6 +228,9 @@ def make_plan(recipe: Recipe, pool: dict[str, int], hardware: Hardware | None = 
     hardware = hardware or Hardware()
     if hardware.peak_tflops <= 0:
         hardware = Hardware(**{**vars(hardware), "peak_tflops": recipe.peak})
+    if hardware.gpu_mem_gb <= 0:
+        mem = PRESETS[recipe.preset].gpu_mem_gb if recipe.preset in PRESETS else 32.0
+        hardware = Hardware(**{**vars(hardware), "gpu_mem_gb": mem})
     world = sum(pool.values())
     vocab = _tokenizer_vocab(recipe)
     shape = resolve_shape(recipe.model, vocab_size=vocab)
@@ -196,7 +250,23 @@ def make_plan(recipe: Recipe, pool: dict[str, int], hardware: Hardware | None = 
     seconds = flops / (world * peak * hardware.mfu) if peak > 0 else 0.0
     return Plan(recipe=recipe, shape=shape, hosts=len(pool), spec=spec, memory=memory,
                 gpu_bytes=hardware.gpu_mem_gb * GiB, token_flops=token_flops, flops=flops, seconds=seconds,
-                hardware=hardware)
+                hardware=hardware, warnings=plan_warnings(recipe, spec))
+
+
+def plan_warnings(recipe: Recipe, spec: RunSpec) -> list[str]:
+    found = []
+    said = precision_warning(recipe.preset, recipe.precision)
+    if said:
+        found.append(said)
+    expected, have = recipe.expected_samples, spec.data.samples
+    if expected > 0 and spec.data.source.startswith("prepared") and not expected / 2 <= have <= expected * 2:
+        found.append(f"the prepared data has {have:,} samples where the recipe expects {expected:,} "
+                     f"(expected_samples): is {recipe.data} the whole data set? The steps and time above are for "
+                     "what is prepared")
+    if recipe.checkpoint_every and recipe.checkpoint_every >= spec.total_steps:
+        found.append(f"checkpoint_every {recipe.checkpoint_every} is beyond this run's {spec.total_steps} steps: "
+                     "nothing is saved before the end, so a failure restarts from step 0")
+    return found
 
 
 def _tokenizer_vocab(recipe: Recipe) -> int | None:

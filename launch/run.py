@@ -100,8 +100,10 @@ def prepare_launch(recipe_path: Path, hosts: Path | None, launcher: str, *, over
     plan = make_plan(recipe, pool)
     if not plan.fits:
         raise RecipeError(f"{recipe.source}: DOES NOT FIT ({plan.total_bytes / 2**30:.1f} GiB per GPU of "
-                          f"{plan.gpu_bytes / 2**30:.1f}); see `medtrain plan` for the components, then lower "
-                          "micro_batch or seq_len, or add hosts")
+                          f"{plan.gpu_bytes / 2**30:.1f}); fits with {plan.advice()} (`medtrain plan` shows the "
+                          "components)")
+    for said in plan.warnings:
+        print(f"warning: {said}", file=sys.stderr, flush=True)
     run_dir = Path(recipe.output_dir).resolve()
     if entry is None:
         entry = ["--module", "--no_local_rank", "medtrain", "train", recipe.stage,

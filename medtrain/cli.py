@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from medtrain.core.ds_config import PRESETS, ConfigError, build_ds_config, write_ds_config
+from medtrain.core.ds_config import PRESETS, ConfigError, build_ds_config, precision_warning, write_ds_config
 from medtrain.core.errors import RunFailed, UserError
 from medtrain.core.publish import ExistsError, check_replaceable
 from medtrain.core.recipe import load_recipe
@@ -114,8 +114,11 @@ def config_deepspeed(
         refuse_existing(out, overwrite, what="file")
         config = deepspeed_config_for(preset, recipe, hosts)
         write_ds_config(config, out)
-    zero = config["zero_optimization"]
     precision = "fp16" if config["fp16"]["enabled"] else "bf16" if config["bf16"]["enabled"] else "fp32"
+    said = precision_warning(preset, precision)
+    if said:
+        typer.echo(f"warning: {said}", err=True)
+    zero = config["zero_optimization"]
     micro, accum = config["train_micro_batch_size_per_gpu"], config["gradient_accumulation_steps"]
     ranks = config["train_batch_size"] // (micro * accum)
     typer.echo(f"wrote {out}: ZeRO stage {zero['stage']}, {precision}, train_batch_size {config['train_batch_size']} "
@@ -157,7 +160,8 @@ def hostfile(
 def plan(
     recipe: RecipeOpt,
     hosts: HostsOpt,
-    gpu_mem_gb: Annotated[float, typer.Option(help="Memory per GPU in GB (V100: 32).")] = 32.0,
+    gpu_mem_gb: Annotated[float, typer.Option(help="Memory per GPU in GB (default: the recipe's preset's: V100 32, "
+                                              "A100 40 or 80, H100 80).")] = 0.0,
     peak_tflops: Annotated[float, typer.Option(help="Peak TFLOPS per GPU in the training dtype (default: the "
                                                "recipe's peak_tflops, else its preset's: V100 125, A100 312, "
                                                "H100 989).")] = 0.0,

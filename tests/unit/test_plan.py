@@ -115,3 +115,31 @@ def test_dry_run_and_launch_of_a_plan_that_does_not_fit_exit_2(tiny_sets):
     for mode in (["--check"], []):
         real = CliRunner().invoke(app, [*args, *mode, "--set", "init=random"])
         assert real.exit_code == 2 and "DOES NOT FIT (" in real.output
+
+
+def test_a_preset_carries_its_memory_and_precision_into_plan_and_config(tmp_path):
+    hosts = str(REPO / "hostfiles/v100x20")
+    r = CliRunner().invoke(app, ["plan", "--recipe", str(PAPER), "--hosts", hosts, "--set", "preset=h100-zero3-bf16"])
+    assert "FITS (7.67 GiB of 80.0 GiB)" in r.output
+    assert "preset h100-zero3-bf16 recommends bf16; this recipe trains in fp16" in r.output
+    r = CliRunner().invoke(app, ["plan", "--recipe", str(PAPER), "--hosts", hosts, "--set",
+                                 "preset=a100-40gb-zero3-bf16", "--set", "precision=bf16"])
+    assert "of 40.0 GiB" in r.output and "warning" not in r.output
+    c = CliRunner().invoke(app, ["config", "deepspeed", "--preset", "h100-zero3-bf16", "--recipe", str(PAPER),
+                                 "--out", str(tmp_path / "ds.json")])
+    assert c.exit_code == 0 and "warning: preset h100-zero3-bf16 recommends bf16" in c.output
+
+
+def test_plan_says_the_smallest_change_that_fits_and_flags_what_is_probably_not_meant(tiny_sets):
+    hosts = str(REPO / "hostfiles/v100x20")
+    big = ["--set", "micro_batch=16", "--set", "global_batch=1920"]
+    r = CliRunner().invoke(app, ["plan", "--recipe", str(PAPER), "--hosts", hosts, *SHAPE, *big])
+    assert r.exit_code == 2
+    [advice] = [line for line in r.output.splitlines() if line.startswith("to fit")]
+    assert "micro_batch 8 (from 16)" in advice and "seq_len 2048 (from 4096)" in advice
+    launch = CliRunner().invoke(app, ["launch", "--recipe", str(PAPER), "--hosts", hosts, *SHAPE, *big, "--dry-run",
+                                      *tiny_sets])
+    assert launch.exit_code == 2 and "fits with micro_batch 8 (from 16)" in launch.output
+    small = CliRunner().invoke(app, ["plan", "--recipe", str(PAPER), "--hosts", hosts, *SHAPE, *tiny_sets])
+    assert "where the recipe expects 364,420 (expected_samples)" in small.output
+    assert "checkpoint_every 750 is beyond this run's" in small.output
