@@ -9,12 +9,15 @@ every path out goes through `destroy_process_group` and `os._exit`.
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import signal
 import sys
 import traceback
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import NoReturn
 
 from medtrain.core.errors import RunFailed, UserError
@@ -97,6 +100,60 @@ def is_main() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
+# a peer's end seen from this rank: the consequence of another rank's failure (or of medtrain ending the job),
+# whose traceback goes to this rank's log only
+_PEER_LOST = re.compile(r"Connection reset by peer|Connection closed by peer|Broken pipe|Socket Timeout|"
+                        r"communicator was aborted|NCCL communicator|Connection refused|ProcessGroup.*(closed|abort)",
+                        re.IGNORECASE)
+
+
+class _Tee(io.TextIOBase):
+    """This rank's stdout/stderr, also written to RUN_DIR/logs/rankN.log."""
+
+    def __init__(self, stream, log) -> None:
+        self.stream, self.log = stream, log
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        try:
+            self.log.write(text)
+        except (OSError, ValueError):
+            pass  # a full disk or a closed log loses the copy, not the run
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+        try:
+            self.log.flush()
+        except (OSError, ValueError):
+            pass
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+
+def open_rank_log():
+    """RUN_DIR/logs/rankN.log for a rank launched by medtrain (its heartbeat dir names the run); stdout and
+    stderr go there too, so a rank's traceback outlives the terminal that started the run."""
+    from medtrain.core.heartbeat import DIR_ENV
+
+    beats = os.environ.get(DIR_ENV)
+    if not beats:
+        return None
+    export_rank_env()
+    path = Path(beats).parent / "logs" / f"rank{os.environ.get('RANK', '0')}.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 (open for the rank's life)
+    except OSError:
+        return None
+    sys.stdout, sys.stderr = _Tee(sys.stdout, log), _Tee(sys.stderr, log)
+    return log
+
+
 def run_rank(body: Callable[[], object], timeout: timedelta | None = None) -> NoReturn:
     """Join, run `body`, leave, exit: 0 ok, 2 a UserError (one line, rank 0), 1 a failed run or a bug
     (a RunFailed is one line on rank 0; anything else keeps its traceback on every rank that raised it)."""
@@ -104,6 +161,7 @@ def run_rank(body: Callable[[], object], timeout: timedelta | None = None) -> No
 
     beat = heartbeat()  # first sign of life, before torch loads: the watchdog can find and end us from here on
     signal.signal(STOP_SIGNAL, _on_stop_signal)  # from here on a stop request is remembered, never fatal
+    log = open_rank_log()
     import torch.distributed as dist
 
     code = 0
@@ -120,8 +178,14 @@ def run_rank(body: Callable[[], object], timeout: timedelta | None = None) -> No
         if is_main():
             print(f"medtrain: {e}", file=sys.stderr, flush=True)
         code = e.exit_code
-    except Exception:
-        traceback.print_exc()
+    except Exception as e:
+        if log is not None and _PEER_LOST.search(f"{type(e).__name__}: {e}"):
+            traceback.print_exc(file=log)  # a consequence: one line on the console, the traceback in the log
+            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            print(f"[rank {os.environ.get('RANK', '?')}] lost its peers ({first}); traceback in {log.name}",
+                  file=sys.__stderr__, flush=True)
+        else:
+            traceback.print_exc()
         code = 1
     finally:
         sys.stdout.flush()

@@ -37,15 +37,23 @@ def local_process_state(pid: int) -> str:
 
 class Job:
     def __init__(self, command: list[str], env: dict[str, str], pool: OrderedDict[str, int], launcher: str,
-                 port: int = 0):
+                 port: int = 0, console=None):
         self.pool, self.launcher, self.port = pool, launcher, port
         self.hosts = rank_hosts(pool)
-        # its own session: Ctrl-C reaches us, not the ranks, and the whole local tree dies with one killpg
-        self.proc = subprocess.Popen(command, env=env, start_new_session=True)
+        # its own session: Ctrl-C reaches us, not the ranks, and the whole local tree dies with one killpg;
+        # its output through the console (launch/console.py), which keeps it in the run's log
+        out = subprocess.PIPE if console is not None else None
+        self.proc = subprocess.Popen(command, env=env, start_new_session=True, stdout=out,
+                                     stderr=subprocess.STDOUT if console is not None else None)
+        self._pump = console.pump(self.proc.stdout) if console is not None else None
+        self.console = console
         self.env = env
 
     def poll(self) -> int | None:
-        return self.proc.poll()
+        code = self.proc.poll()
+        if code is not None and self._pump is not None:
+            self._pump.join(timeout=5)  # the last lines reach the console before the verdict
+        return code
 
     @property
     def remote(self) -> bool:

@@ -155,6 +155,8 @@ class SlurmJob:
         self._offset, self._code = 0, None
         self.state = ""
         """Slurm's last word on the job (TIMEOUT, PREEMPTED, ...), for the supervisor's record."""
+        self.console = None
+        """The supervisor's console (launch/console.py): the job's log goes through it when set."""
         if echo:
             say(f"medtrain: submitted batch job {self.job_id}; its log: {self.log}")
 
@@ -171,7 +173,9 @@ class SlurmJob:
                 f.seek(self._offset)
                 chunk = f.read()
             self._offset += len(chunk)
-            if chunk and self.echo:
+            if chunk and self.console is not None:
+                self.console.write(chunk, console=self.echo)
+            elif chunk and self.echo:
                 sys.stdout.write(chunk.decode("utf-8", "replace"))
                 sys.stdout.flush()
 

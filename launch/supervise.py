@@ -23,6 +23,7 @@ from pathlib import Path
 from medtrain.core.checkpoint_files import MARKER, newest_good, step_of
 from medtrain.core.heartbeat import ATTEMPT_ENV, DIR_ENV
 from medtrain.core.rank import STOP_SIGNAL, STOPPED_CODE, TIMEOUT_ENV
+from medtrain.launch.console import Console, logs_dir
 from medtrain.launch.job import Job
 from medtrain.launch.launcher import LaunchSpec, build_command, free_port, launch_environment, write_env_file
 from medtrain.launch.watchdog import Allowances, Hang, Watchdog, clear, collect_stacks
@@ -58,7 +59,7 @@ FAILURES_BEFORE_REPLACING = 2
 def supervise(spec: LaunchSpec, *, allow: Allowances, max_restarts: int, resume: bool,
               replan: Callable[[OrderedDict[str, int]], None] | None = None, spare_hosts: OrderedDict[str, int]
               | None = None, allow_shrink: bool = False, start_job: Callable[[LaunchSpec], Job] | None = None,
-              say=lambda s: print(s, flush=True)) -> int:
+              say=None) -> int:
     """Launch, watch, restart; return the exit code `medtrain launch` exits with (0 ok, 1 failed, 2 a user
     error in a rank, 128+N stopped by signal N).
 
@@ -66,6 +67,8 @@ def supervise(spec: LaunchSpec, *, allow: Allowances, max_restarts: int, resume:
     `allow_shrink`, dropped: the run goes on with fewer ranks and the same global batch (`replan` rewrites the
     run spec for the new pool, and the ranks re-split the checkpoint)."""
     run_dir = spec.run_dir
+    console = Console(run_dir)
+    say = say or console.say
     spares = OrderedDict(spare_hosts or {})
     blamed: Counter[str] = Counter()
     beats_dir = run_dir / "heartbeats"
@@ -81,8 +84,13 @@ def supervise(spec: LaunchSpec, *, allow: Allowances, max_restarts: int, resume:
                                 TIMEOUT_ENV: f"{allow.dist_timeout_minutes:.2f}"})
             write_env_file(spec)
             sys.stdout.flush()
-            job = start_job(spec) if start_job else Job(build_command(spec), launch_environment(spec), spec.pool,
-                                                          spec.launcher, spec.master_port)
+            console.unmute()
+            if start_job:
+                job = start_job(spec)
+                job.console = console
+            else:
+                job = Job(build_command(spec), launch_environment(spec), spec.pool, spec.launcher, spec.master_port,
+                          console=console)
             dog = Watchdog(beats_dir, attempt, spec.world_size, allow, started)
             code, hang, first_dead = _watch(job, dog, stop, run_dir, beats_dir, say)
             job.release_shm()
@@ -94,6 +102,8 @@ def supervise(spec: LaunchSpec, *, allow: Allowances, max_restarts: int, resume:
             if any(b.phase == "exited" and b.code == 2 for b in dog.beats().values()):
                 code = 2  # a rank reported a problem the user fixes; whatever code the launcher passed on
             record = _record(run_dir, attempt, started, code, hang, first_dead, dog, job)
+            console.unmute()
+            _say_where_the_traceback_is(record, run_dir, say)
             if stop.save_and_stop and record["cause"]["kind"] == "stopped":
                 say(f"medtrain: stopped at step {record['resume_step']} as asked (SIGUSR1); checkpoint in "
                     f"{run_dir / 'checkpoints'}; resume with --resume")
@@ -127,6 +137,15 @@ def supervise(spec: LaunchSpec, *, allow: Allowances, max_restarts: int, resume:
                 return 128 + stop.signum
     finally:
         stop.restore()
+        console.close()
+
+
+def _say_where_the_traceback_is(record: dict, run_dir: Path, say) -> None:
+    """The first failing rank's own log, where its traceback is (its peers' follow-on errors are elsewhere)."""
+    for rank in record.get("ranks", [])[:1]:
+        log = logs_dir(run_dir) / f"rank{rank}.log"
+        if log.is_file() and log.stat().st_size:
+            say(f"medtrain: rank {rank}'s output and traceback: {log} (`medtrain logs {run_dir} --rank {rank}`)")
 
 
 def _replace_host(spec: LaunchSpec, host: str, spares: OrderedDict[str, int], allow_shrink: bool,
@@ -176,6 +195,8 @@ def _watch(job: Job, dog: Watchdog, stop: _Stop, run_dir: Path, beats_dir: Path,
             return code, None, first_dead
         beats = dog.beats()  # one read of the heartbeat files per poll
         if stop.signum is not None:
+            if getattr(job, "console", None) is not None:
+                job.console.mute()  # the ranks we end say nothing more here (their logs keep it)
             job.end(list(beats.values()))
             return 128 + stop.signum, None, first_dead
         if stop.save_and_stop and not stop.forwarded:
@@ -190,6 +211,8 @@ def _watch(job: Job, dog: Watchdog, stop: _Stop, run_dir: Path, beats_dir: Path,
             say(f"medtrain: hang detected: {hang.summary()}; stacks of every rank in {out}; ending the job on "
                 "every node")
             hang.stacks_dir = str(out)
+            if getattr(job, "console", None) is not None:
+                job.console.mute()  # the ranks we end say nothing more here (their logs keep it)
             job.end(list(hang.beats.values()))
             return -1, hang, first_dead
         time.sleep(POLL_SECONDS)

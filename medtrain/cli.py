@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
@@ -274,6 +275,38 @@ def launch(
     if code != 0:
         typer.echo(f"error: training exited with code {code}", err=True)
         raise typer.Exit(code=code if code in (1, 2) or code > 128 else 1)
+
+
+@app.command()
+def logs(run_dir: Annotated[Path, typer.Argument(help="A training run directory.")],
+         rank: Annotated[int | None, typer.Option(help="This rank's own output and traceback instead of the "
+                                                  "launcher's console.")] = None,
+         follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing what is appended.")] = False,
+         ) -> None:
+    """The run's console as the user saw it (logs/launch.log), or one rank's output (logs/rankN.log).
+
+    Example: medtrain logs runs/continual_llama2_13b --rank 15
+    """
+    import time
+
+    from medtrain.launch.console import logs_dir
+
+    with user_errors():
+        path = logs_dir(run_dir) / ("launch.log" if rank is None else f"rank{rank}.log")
+        if not path.is_file():
+            have = sorted(p.name for p in logs_dir(run_dir).glob("*.log")) if logs_dir(run_dir).is_dir() else []
+            found = ", ".join(have) or "no logs (not a run started by medtrain launch)"
+            raise ConfigError(f"{path}: no such log; {run_dir} has {found}")
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(65536)
+            if chunk:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+            elif not follow:
+                return
+            else:
+                time.sleep(0.5)
 
 
 @app.command()

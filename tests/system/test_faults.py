@@ -138,6 +138,11 @@ def test_stopping_node_2_over_pdsh_ends_the_job_on_both_nodes(tiny, tmp_path, lo
     assert "medtrain launch" in second.stderr and f"output_dir={out}" in second.stderr
     run.signal_at(1, signal.SIGSTOP, at_step(3))
     assert run.wait() == 1, run.log[-4000:]
+    console = run.log.splitlines()
+    after = console[next(i for i, line in enumerate(console) if "hang detected" in line) + 1:]
+    print(f"FIGURE console lines after the hang line (2 ranks over pdsh): {len(after)}")
+    assert len(after) <= 6 and not any("Traceback" in line for line in after), "\n".join(after)
+    assert (out / "logs" / "launch.log").read_text().count("hang detected") == 1
     [record] = run.restarts()
     assert record["cause"]["kind"] == "hang" and record["action"] == "gave_up"
     assert record["hosts"][0] == "127.0.0.3" or "127.0.0.3" in record["hosts"], record

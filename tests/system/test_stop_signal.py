@@ -26,6 +26,9 @@ def test_sigusr1_saves_and_stops_then_resume_matches_the_uninterrupted_run(tiny,
     complete = [v.step for v in survey(out / "checkpoints") if v.state == "complete"]
     assert complete[-1] == step, complete
     assert not (out / "restarts.jsonl").exists()  # not a failure
+    shown = check(cli("logs", str(out), "--rank", "0")).stdout  # rank 0's own output, kept in the run
+    assert f"stopped at step {step} of 12 as asked" in shown
+    assert "as asked (SIGUSR1)" in check(cli("logs", str(out))).stdout  # the console as the user saw it
     check(cli(*args, "--resume"))
     got, want = read_metrics(out / "metrics.jsonl"), read_metrics(continual_run / "metrics.jsonl")
     assert [r["step"] for r in got] == [r["step"] for r in want]
