@@ -1,7 +1,9 @@
 """SIGUSR1 to `medtrain launch` (no scheduler): every rank saves at the end of its step and stops, the launch
 says where and how to go on, and the resumed run trains exactly the uninterrupted run's steps."""
 
+import os
 import signal
+import stat
 
 import pytest
 from train_fixtures import CONT_RECIPE, CONTINUAL, LaunchedRun, at_step, check, cli, launch_args
@@ -14,7 +16,11 @@ from medtrain.metrics import read_metrics
 def test_sigusr1_saves_and_stops_then_resume_matches_the_uninterrupted_run(tiny, continual_run, tmp_path):
     out = tmp_path / "stopped"
     args = launch_args(CONT_RECIPE, tiny, out, "--set", f"data={tiny['huatuo']}", *CONTINUAL)
-    run = LaunchedRun(args, out)
+    old = os.umask(0o002)  # a group's shared project directory: everything the run writes is group-writable
+    try:
+        run = LaunchedRun(args, out)
+    finally:
+        os.umask(old)
     run.wait_for(0, at_step(2))
     run.proc.send_signal(signal.SIGUSR1)
     code = run.wait()
@@ -29,7 +35,20 @@ def test_sigusr1_saves_and_stops_then_resume_matches_the_uninterrupted_run(tiny,
     shown = check(cli("logs", str(out), "--rank", "0")).stdout  # rank 0's own output, kept in the run
     assert f"stopped at step {step} of 12 as asked" in shown
     assert "as asked (SIGUSR1)" in check(cli("logs", str(out))).stdout  # the console as the user saw it
+    assert_modes(out, 0o002)
+    assert_modes(continual_run, 0o022)  # the suite's shared run, under the usual umask
     check(cli(*args, "--resume"))
     got, want = read_metrics(out / "metrics.jsonl"), read_metrics(continual_run / "metrics.jsonl")
     assert [r["step"] for r in got] == [r["step"] for r in want]
     assert [r["loss"] for r in got] == [r["loss"] for r in want]
+
+
+def assert_modes(run, mask: int) -> None:
+    """Checkpoints (DeepSpeed's torch.save), logs, metrics and the run's own files: as the umask says."""
+    files = [p for p in run.rglob("*") if p.is_file() and "heartbeats" not in p.parts and "hangs" not in p.parts]
+    assert any("checkpoints" in p.parts for p in files) and any(p.name == "metrics.jsonl" for p in files)
+    def right(mode: int) -> bool:  # DeepSpeed's copied zero_to_fp32.py keeps its exec bits: readable is enough
+        return mode & 0o044 == 0o044 if mode & 0o100 else mode == 0o666 & ~mask
+
+    wrong = [(str(p), oct(stat.S_IMODE(p.stat().st_mode))) for p in files if not right(stat.S_IMODE(p.stat().st_mode))]
+    assert wrong == [], wrong[:10]
