@@ -71,28 +71,27 @@ def build_ds_config(
     accumulation: int,
     world_size: int,
     hidden_size: int,
-    lr: float,
-    total_steps: int,
-    warmup: int,
+    max_grad_norm: float = 1.0,
     steps_per_print: int = 10,
 ) -> dict[str, Any]:
+    """Only what the engine uses: the lr schedule is medtrain's own (the trainer's, recorded in RUN_DIR/
+    schedule.json), so the JSON names no scheduler that never runs."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
     p = PRESETS[preset]
     precision = precision or p.precision
     if precision not in p.allowed:
         raise ConfigError(f"preset {preset} does not support {precision}; it allows {', '.join(p.allowed)}")
-    if min(micro_batch, accumulation, world_size, total_steps) <= 0:
+    if min(micro_batch, accumulation, world_size) <= 0:
         raise ConfigError(
-            f"micro_batch={micro_batch}, accumulation={accumulation}, world_size={world_size} and "
-            f"total_steps={total_steps} must all be positive"
+            f"micro_batch={micro_batch}, accumulation={accumulation} and world_size={world_size} must all be positive"
         )
     h2 = hidden_size * hidden_size
     config: dict[str, Any] = {
         "train_batch_size": micro_batch * accumulation * world_size,
         "train_micro_batch_size_per_gpu": micro_batch,
         "gradient_accumulation_steps": accumulation,
-        "gradient_clipping": 1.0,
+        "gradient_clipping": max_grad_norm,
         "steps_per_print": steps_per_print,
         "wall_clock_breakdown": False,
         "zero_allow_untested_optimizer": True,
@@ -110,16 +109,6 @@ def build_ds_config(
         },
         "fp16": {"enabled": precision == "fp16"},
         "bf16": {"enabled": precision == "bf16"},
-        "scheduler": {
-            "type": "WarmupDecayLR",
-            "params": {
-                "total_num_steps": total_steps,
-                "warmup_num_steps": warmup,
-                "warmup_min_lr": 0.0,
-                "warmup_max_lr": lr,
-                "warmup_type": "linear",
-            },
-        },
     }
     if precision == "fp16":
         config["fp16"].update(

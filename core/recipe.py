@@ -29,6 +29,8 @@ Stage = Literal["continual", "sft"]
 Precision = Literal["fp16", "bf16", "fp32"]
 Packing = Literal["packed", "per_document"]
 Optimizer = Literal["adafactor", "adamw"]
+LossReduction = Literal["token", "micro_batch"]
+LrSchedule = Literal["linear", "cosine", "constant"]
 
 
 @dataclass
@@ -54,7 +56,16 @@ class Recipe:
     """Peak learning rate after warmup."""
     epochs: int = 1
     warmup_ratio: float = 0.03
-    """Warmup steps = ceil(warmup_ratio x total steps), then linear decay to 0."""
+    """Warmup steps = ceil(warmup_ratio x total steps), then `lr_schedule` to 0."""
+    lr_schedule: LrSchedule = "linear"
+    """After warmup: linear decay to 0 (the HF Trainer's default, the paper's), cosine to 0, or constant."""
+    max_grad_norm: float = 1.0
+    """Clip the global gradient norm to this (0: no clipping); the HF Trainer's default, as the paper used."""
+    loss_reduction: LossReduction = "token"
+    """token: the step's loss is the sum over every labelled token of the global batch (all micro-batches, all
+    ranks) over their count, so a 3-token answer weighs 3 tokens, not as much as a 4,000-token one (torchtune,
+    torchtitan, transformers >= 4.46). micro_batch: each micro-batch's mean, averaged (transformers < 4.46, the
+    paper's Trainer)."""
     weight_decay: float = 0.0
     precision: Precision = "fp16"
     preset: str = "v100-zero3-fp16"
@@ -66,6 +77,11 @@ class Recipe:
     """continual only: packed seq_len blocks, or one document per sample (the paper's ~3,000 steps)."""
     checkpoint_every: int = 0
     """Save a checkpoint every N optimizer steps (0: only at the end)."""
+    val_data: str | None = None
+    """A prepared held-out dataset (`medtrain prep ... --val-fraction F` writes DATA/val): its token-weighted loss,
+    over the whole split sharded over the ranks, is logged every `eval_every` steps and at the end."""
+    eval_every: int = 0
+    """Validation every N optimizer steps (0 with val_data: at the end only)."""
     keep_checkpoints: int = 3
     """Keep the newest K checkpoints (0 keeps all)."""
     log_every: int = 1

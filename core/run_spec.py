@@ -74,7 +74,9 @@ class RunSpec:
     warmup: int
     seed: int
     ds_config: dict[str, Any]
-    """The DeepSpeed JSON, scheduler included (batch triple, buckets and schedule from the fields above)."""
+    """The DeepSpeed JSON: only what the engine uses (batch triple, buckets, precision, clipping)."""
+    schedule: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The lr schedule the trainer runs: type, peak lr, warmup and schedule steps."""
 
     @classmethod
     def compute(cls, recipe: Recipe, world_size: int, data: DataSize, hidden_size: int,
@@ -86,12 +88,13 @@ class RunSpec:
         warmup = warmup_steps(schedule, recipe.warmup_ratio)
         ds_config = build_ds_config(preset=preset or recipe.preset, precision=recipe.precision,
                                     micro_batch=recipe.micro_batch, accumulation=accumulation,
-                                    world_size=world_size, hidden_size=hidden_size, lr=recipe.lr,
-                                    total_steps=schedule, warmup=warmup, steps_per_print=max(recipe.log_every, 10))
+                                    world_size=world_size, hidden_size=hidden_size,
+                                    max_grad_norm=recipe.max_grad_norm, steps_per_print=max(recipe.log_every, 10))
+        lr_schedule = {"type": recipe.lr_schedule, "lr": recipe.lr, "warmup_steps": warmup, "schedule_steps": schedule}
         return cls(stage=recipe.stage, world_size=world_size, global_batch=recipe.global_batch,
                    micro_batch=recipe.micro_batch, accumulation=accumulation, data=data, steps_per_epoch=per_epoch,
                    epochs=recipe.epochs, schedule_steps=schedule, total_steps=total, warmup=warmup, seed=recipe.seed,
-                   ds_config=ds_config)
+                   ds_config=ds_config, schedule=lr_schedule)
 
     def batch_equation(self) -> str:
         return (f"{self.micro_batch} micro x {self.accumulation} accum x {self.world_size} ranks = "

@@ -154,12 +154,16 @@ def check_inputs(recipe, download: bool):
         from medtrain.core.model_files import verify_model_dir
 
         verify_model_dir(Path(recipe.model))  # a truncated download is one line here, not a traceback per rank
+    if recipe.val_data and not (Path(recipe.val_data) / "manifest.json").is_file():
+        raise RecipeError(f"{recipe.source}: val_data '{recipe.val_data}' is not a prepared dataset; prepare the data "
+                          "with `medtrain prep ... --val-fraction F` (it writes DATA/val) or set val_data: null")
     tok = Path(recipe.tokenizer_dir)
     if tok.is_dir():
         from medtrain.data_prep.format import TokenDataset
         from medtrain.data_prep.tokenizer import tokenizer_identity
 
-        TokenDataset(recipe.data, expect_tokenizer=tokenizer_identity(tok))  # before any rank
+        for data in filter(None, (recipe.data, recipe.val_data)):
+            TokenDataset(data, expect_tokenizer=tokenizer_identity(tok))  # before any rank
     elif download or not hub.is_hub_id(recipe.tokenizer_dir):
         raise RecipeError(f"{recipe.source}: tokenizer '{recipe.tokenizer_dir}' does not exist; point tokenizer "
                           "(or model) at the tokenizer directory the data was prepared with")

@@ -14,7 +14,6 @@ from medtrain.core.ds_config import PRESETS, ConfigError, build_ds_config, preci
 from medtrain.core.errors import RunFailed, UserError
 from medtrain.core.publish import ExistsError, check_replaceable
 from medtrain.core.recipe import load_recipe
-from medtrain.core.run_spec import warmup_steps
 from medtrain.data_prep.sources import SOURCES, Source
 from medtrain.launch.hostfile import read_hostfile, render_hostfile, write_hostfile
 
@@ -132,7 +131,7 @@ def deepspeed_config_for(preset: str, recipe_path: Path | None, hosts: Path | No
         if preset not in PRESETS:
             raise ConfigError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
         return build_ds_config(preset=preset, precision=None, micro_batch=1, accumulation=1, world_size=1,
-                               hidden_size=4096, lr=2e-5, total_steps=1000, warmup=warmup_steps(1000, 0.03))
+                               hidden_size=4096)
     from medtrain.launch.plan import make_plan
 
     pool = read_hostfile(hosts) if hosts else {"localhost": 1}
@@ -346,11 +345,12 @@ SplitOpt = Annotated[str, typer.Option(help="Split to read from a data set folde
 PAPER_TOKENIZER = "meta-llama/Llama-2-13b-hf"
 # where the paper recipes read each source, so `medtrain prep huatuo` with nothing named feeds the paper's run
 PAPER_OUT = {"huatuo": Path("data/huatuo_encyclopedia")}
+PAPER_VAL_FRACTION = 0.005
 
 
 def _prep(source: str, inputs: list[str] | None, tokenizer: str, out: Path | None, mode: str | None, seq_len: int,
           workers: int, overwrite: bool, split: str, answer_index: str = "auto",
-          allow_missing_explanations: bool = False) -> None:
+          allow_missing_explanations: bool = False, val_fraction: float = 0.0) -> None:
     from medtrain.core import hub
     from medtrain.data_prep.inputs import DEFAULT_INPUTS, staged_inputs
     from medtrain.data_prep.pipeline import prep
@@ -367,6 +367,9 @@ def _prep(source: str, inputs: list[str] | None, tokenizer: str, out: Path | Non
             raise typer.BadParameter(f"prep {source} needs --out DIR", param_hint="--out")
         out = PAPER_OUT[source]
         chosen.append(f"out {out} (what recipes/paper reads)")
+        if not val_fraction:
+            val_fraction = PAPER_VAL_FRACTION
+            chosen.append(f"{val_fraction:.1%} held out as {out / 'val'} (the recipe's val_data)")
     if tokenizer == PAPER_TOKENIZER:
         chosen.append(f"tokenizer {tokenizer}")
     if chosen:
@@ -374,12 +377,24 @@ def _prep(source: str, inputs: list[str] | None, tokenizer: str, out: Path | Non
     with user_errors(out):
         refuse_existing(out, overwrite)  # before anything is resolved or downloaded
         tok = hub.resolve_tokenizer(tokenizer, what="--tokenizer")
+        whole = out.with_name(f".{out.name}.whole") if val_fraction else out  # split below, then removed
         with staged_inputs(inputs, split, out) as found:
             origins = {"inputs": found.origins, "tokenizer": tok.provenance()} if found.origins or tok.hub_id else None
-            m = prep(source, found.files, tok.path, out, mode=mode, seq_len=seq_len, workers=workers or None,
-                     overwrite=overwrite, hub=origins,
+            m = prep(source, found.files, tok.path, whole, mode=mode, seq_len=seq_len, workers=workers or None,
+                     overwrite=overwrite or bool(val_fraction), hub=origins,
                      answer_index=None if answer_index == "auto" else int(answer_index),
                      allow_missing_explanations=allow_missing_explanations)
+        if val_fraction:
+            import shutil
+
+            from medtrain.data_prep.split import split_validation
+
+            try:
+                m = {**split_validation(whole, out, val_fraction, overwrite), "stats": m["stats"]}
+            finally:
+                shutil.rmtree(whole, ignore_errors=True)
+            typer.echo(f"held out {m['split']['val_docs']:,} documents ({val_fraction:.2%}) as {out / 'val'}; "
+                       f"train with val_data: {out / 'val'}", err=True)
     skipped, used = sum(m["stats"]["skipped"].values()), m["stats"]["records"]
     typer.echo(f"wrote {out}: {m['num_docs']:,} documents, {m['num_tokens']:,} tokens "
                f"({used + skipped:,} records read: {used:,} used, {skipped:,} skipped)")
@@ -394,6 +409,8 @@ class AnswerIndex(StrEnum):
     one = "1"
 
 
+ValFractionOpt = Annotated[float, typer.Option(help="Hold out this fraction of the documents (chosen by a hash of "
+                                              "each, so reruns agree) as OUT/val for validation (val_data:).")]
 AllowMissingOpt = Annotated[bool, typer.Option(
     "--allow-missing-explanations", help="Prepare with_reasoning data even when no record has an explanation.")]
 AnswerIndexOpt = Annotated[AnswerIndex, typer.Option(
@@ -407,21 +424,23 @@ def _prep_command(src: Source) -> None:
         def command(input: InputsOpt = None, tokenizer: TokOpt = PAPER_TOKENIZER, out: OutOpt = None,
                     mode: ModeOpt = src.default_mode or "", answer_index: AnswerIndexOpt = AnswerIndex.auto,
                     allow_missing_explanations: AllowMissingOpt = False, seq_len: SeqOpt = 4096,
-                    workers: WorkersOpt = 0, overwrite: OverwriteOpt = False, split: SplitOpt = "train") -> None:
+                    workers: WorkersOpt = 0, overwrite: OverwriteOpt = False, split: SplitOpt = "train",
+                    val_fraction: ValFractionOpt = 0.0) -> None:
             _prep(src.name, input, tokenizer, out, mode, seq_len, workers, overwrite, split, answer_index.value,
-                  allow_missing_explanations)
+                  allow_missing_explanations, val_fraction)
     elif src.kind == "sft":
         def command(input: InputsOpt = None, tokenizer: TokOpt = PAPER_TOKENIZER, out: OutOpt = None,
                     mode: ModeOpt = src.default_mode or "", allow_missing_explanations: AllowMissingOpt = False,
                     seq_len: SeqOpt = 4096, workers: WorkersOpt = 0, overwrite: OverwriteOpt = False,
-                    split: SplitOpt = "train") -> None:
+                    split: SplitOpt = "train", val_fraction: ValFractionOpt = 0.0) -> None:
             _prep(src.name, input, tokenizer, out, mode, seq_len, workers, overwrite, split,
-                  allow_missing_explanations=allow_missing_explanations)
+                  allow_missing_explanations=allow_missing_explanations, val_fraction=val_fraction)
     else:
         def command(input: InputsOpt = None, tokenizer: TokOpt = PAPER_TOKENIZER, out: OutOpt = None,
                     seq_len: SeqOpt = 4096, workers: WorkersOpt = 0, overwrite: OverwriteOpt = False,
-                    split: SplitOpt = "train") -> None:
-            _prep(src.name, input, tokenizer, out, None, seq_len, workers, overwrite, split)
+                    split: SplitOpt = "train", val_fraction: ValFractionOpt = 0.0) -> None:
+            _prep(src.name, input, tokenizer, out, None, seq_len, workers, overwrite, split,
+                  val_fraction=val_fraction)
     command.__doc__ = f"{src.about}\n\nExample: {src.example}"
     prep_app.command(src.name)(command)
 

@@ -21,9 +21,11 @@ from medtrain.recipes import DIR as RECIPES
 SIZES = {
     # continual: 63 packed 128-token blocks of the Huatuo-style sample per epoch = 8 steps at batch 8;
     # 8 epochs = 64 steps with a checkpoint every 16, the paper's four checkpoints (750..3000) in miniature
-    "full": {"continual": ["epochs=8", "checkpoint_every=16", "seq_len=128"], "checkpoints": "0,16,32,48,64",
+    "full": {"continual": ["epochs=8", "checkpoint_every=16", "eval_every=8", "seq_len=128"],
+             "checkpoints": "0,16,32,48,64",
              "sft": ["epochs=4", "seq_len=512"], "limit": None, "max_new_tokens": 96},
-    "quick": {"continual": ["max_steps=6", "checkpoint_every=3", "seq_len=64"], "checkpoints": "0,3,6",
+    "quick": {"continual": ["max_steps=6", "checkpoint_every=3", "eval_every=3", "seq_len=64"],
+              "checkpoints": "0,3,6",
               "sft": ["max_steps=3", "seq_len=512"], "limit": 6, "max_new_tokens": 24},
 }
 
@@ -64,13 +66,16 @@ def run_demo(workdir: Path, size: str = "full") -> Path:
         print(f"reusing base model {base}")
     else:
         medtrain_cmd("init-model", "--config", "tiny-wide", "--tokenizer", str(tok), "--out", str(base), cwd=workdir)
-    for out, args in ((data_h, ["prep", "huatuo", "--input", str(SAMPLES / "huatuo_sample.jsonl")]),
+    # 5% of the Huatuo-style documents held out (data/huatuo/val): the validation curve beside the training loss
+    for out, args in ((data_h, ["prep", "huatuo", "--input", str(SAMPLES / "huatuo_sample.jsonl"), "--val-fraction",
+                                "0.05"]),
                       (data_c, ["prep", "cmexam", "--input", str(SAMPLES / "cmexam_train.csv"), "--mode",
                                 "with_reasoning"])):
-        if (out / "manifest.json").is_file():
+        if (out / "manifest.json").is_file() and (out is not data_h or (out / "val" / "manifest.json").is_file()):
             print(f"reusing prepared data {out} (delete it to prepare again)")
         else:
-            medtrain_cmd(*args, "--tokenizer", str(tok), "--out", str(out), "--seq-len", "512", cwd=workdir)
+            medtrain_cmd(*args, "--tokenizer", str(tok), "--out", str(out), "--seq-len", "512", "--overwrite",
+                         cwd=workdir)
 
     common = [f"tokenizer={tok}"]
     if (cont / "export" / "config.json").is_file():
@@ -79,7 +84,7 @@ def run_demo(workdir: Path, size: str = "full") -> Path:
         medtrain_cmd("launch", "--hosts", str(hosts), "--launcher", "local", "--recipe",
                      str(RECIPES / "tiny/continual.yaml"),
                      *sets([*common, f"model={base}", "init=pretrained", f"data={data_h}", f"output_dir={cont}",
-                            "keep_checkpoints=0", *cfg["continual"]]),
+                            f"val_data={data_h / 'val'}", "keep_checkpoints=0", *cfg["continual"]]),
                      *(["--resume"] if (cont / "checkpoints").is_dir() else []), cwd=workdir)
     limit = ["--limit", str(cfg["limit"])] if cfg["limit"] else []
     medtrain_cmd("sweep", "--continual", str(cont), "--sft-recipe", str(RECIPES / "tiny/sft.yaml"),

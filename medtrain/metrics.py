@@ -40,7 +40,8 @@ class MetricsLogger:
         if self._tb is not None:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k != "step":
-                    self._tb.add_scalar(f"train/{k}", v, record["step"])
+                    tag = f"val/{k.removeprefix('val_')}" if k.startswith("val_") else f"train/{k}"
+                    self._tb.add_scalar(tag, v, record["step"])
             self._tb.flush()
         scale = f" scale {record['loss_scale']:g} skipped {record['skipped_steps']}" if "loss_scale" in record else ""
         if "tflops_per_gpu" in record:
@@ -49,7 +50,9 @@ class MetricsLogger:
         print(f"step {record['step']}/{record['total_steps']} loss {record['loss']:.4f} lr {record['lr']:.3e}"
               f"{scale} gnorm {record['grad_norm']:.3f} {record['tokens_per_s']:,.0f} tok/s "
               f"{record['samples_per_s']:.2f} samples/s data {100 * record['data_wait_frac']:.2f}% "
-              f"elapsed {fmt_seconds(record['elapsed_s'])} eta {fmt_seconds(record['eta_s'])}", flush=True)
+              f"elapsed {fmt_seconds(record['elapsed_s'])} eta {fmt_seconds(record['eta_s'])}"
+              + (f" val_loss {record['val_loss']:.4f} ({record['val_tokens']:,} tokens)" if "val_loss" in record
+                 else ""), flush=True)
 
     def close(self) -> None:
         if self._tb is not None:
@@ -61,7 +64,9 @@ class Window:
     """This rank's sums since the last log line."""
     steps: int = 0
     loss: float = 0.0
-    """Sum over steps of the step's mean micro-batch loss."""
+    """Sum over steps of the summed token losses (token-weighted), or of the step's mean micro-batch loss."""
+    labels: int = 0
+    """Labelled tokens (those that carry loss)."""
     tokens: int = 0
     """Attended (non-padding) tokens."""
     samples: int = 0
@@ -76,17 +81,20 @@ class StepMetrics:
     per log step (a collective per step would cost more than the tiny runs' steps)."""
 
     def __init__(self, logger: MetricsLogger, world: int, start_step: int, total_steps: int, steps_per_epoch: int,
-                 shape: LlamaShape | None = None, recompute: bool = False, peak_tflops: float = 0.0):
-        self.logger, self.world = logger, world
+                 shape: LlamaShape | None = None, recompute: bool = False, peak_tflops: float = 0.0,
+                 token_weighted: bool = True):
+        self.logger, self.world, self.token_weighted = logger, world, token_weighted
         self.shape, self.recompute, self.peak_tflops = shape, recompute, peak_tflops
         self.start_step, self.total_steps, self.steps_per_epoch = start_step, total_steps, steps_per_epoch
         self.window = Window()
         self.t_start = time.perf_counter()
 
-    def add(self, mean_loss: float, tokens: int, samples: int, seconds: float, data_seconds: float) -> None:
+    def add(self, loss: float, labels: int, tokens: int, samples: int, seconds: float, data_seconds: float) -> None:
+        """`loss`: this rank's summed token losses (token-weighted), or its mean micro-batch loss (micro_batch)."""
         w = self.window
         w.steps += 1
-        w.loss += mean_loss
+        w.loss += loss
+        w.labels += labels
         w.tokens += tokens
         w.samples += samples
         w.seconds += seconds
@@ -99,12 +107,15 @@ class StepMetrics:
         from deepspeed.accelerator import get_accelerator
 
         w = self.window
-        sums = torch.tensor([w.loss, w.tokens, w.samples], dtype=torch.float64,
+        sums = torch.tensor([w.loss, w.labels, w.tokens, w.samples], dtype=torch.float64,
                             device=get_accelerator().current_device_name())
         dist.all_reduce(sums)
-        loss_sum, all_tokens, all_samples = sums.tolist()
+        loss_sum, all_labels, all_tokens, all_samples = sums.tolist()
         elapsed = time.perf_counter() - self.t_start
-        record = {"step": done_steps, "total_steps": self.total_steps, "loss": loss_sum / self.world / w.steps,
+        # token-weighted: the mean over every labelled token of the window; micro_batch: the mean of the micro-batch
+        # means over ranks and steps
+        loss = loss_sum / max(all_labels, 1.0) if self.token_weighted else loss_sum / self.world / w.steps
+        record = {"step": done_steps, "total_steps": self.total_steps, "loss": loss,
                   "lr": lr, "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
                   "tokens_per_s": all_tokens / w.seconds, "samples_per_s": all_samples / w.seconds,
                   "data_wait_frac": w.data_seconds / max(w.seconds, 1e-9), "elapsed_s": elapsed,

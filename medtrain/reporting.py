@@ -25,9 +25,13 @@ def plot_loss(run_dirs: list[Path], out: Path, title: str = "Training loss") -> 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     for run, label in zip(run_dirs, run_labels(run_dirs), strict=True):
         records = read_metrics(Path(run) / "metrics.jsonl")
-        ax.plot([r["step"] for r in records], [r["loss"] for r in records], label=label, linewidth=1.2)
+        line, = ax.plot([r["step"] for r in records], [r["loss"] for r in records], label=label, linewidth=1.2)
+        val = [r for r in records if "val_loss" in r]
+        if val:  # the held-out curve in the same colour, dashed, with its points marked
+            ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], linestyle="--", marker="o",
+                    markersize=3, color=line.get_color(), label=f"{label} (validation)")
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("training loss (token cross-entropy, mean over ranks; unsmoothed)")
+    ax.set_ylabel("loss (token cross-entropy; unsmoothed)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -90,7 +94,8 @@ def build_report(paths: list[Path], out: Path, paper: bool = False) -> Path:
             for run in runs:
                 last = (run / "metrics.jsonl").read_text().strip().splitlines()[-1]
                 rec = json.loads(last)
-                lines.append(f"- `{run}`: {rec['step']} steps, final loss {rec['loss']:.4f}, "
+                val = f", validation loss {rec['val_loss']:.4f}" if "val_loss" in rec else ""
+                lines.append(f"- `{run}`: {rec['step']} steps, final loss {rec['loss']:.4f}{val}, "
                              f"{rec['tokens_per_s']:,.0f} tokens/s")
             lines.append("")
         publish_text(tmp / "report.md", "\n".join(lines))

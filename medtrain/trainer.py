@@ -7,10 +7,12 @@ Trainer has torchtune's shape: setup (data, model, engine, resume), train_step, 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -21,6 +23,7 @@ from medtrain.core.checkpoint_files import newest_good, tag_for
 from medtrain.core.errors import RunFailed
 from medtrain.core.heartbeat import heartbeat
 from medtrain.core.model_specs import resolve_shape
+from medtrain.core.publish import publish_json
 from medtrain.core.rank import Stopped, stop_requested
 from medtrain.core.rank import run_rank as run_as_rank
 from medtrain.core.recipe import Recipe, RecipeError, load_recipe
@@ -57,32 +60,77 @@ class LossScaleWatch:
             )
 
 
-def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token loss over labelled tokens; 0 (with a graph) when a micro-batch holds only ghosts."""
+def labelled(labels: torch.Tensor) -> int:
+    """Tokens that carry loss in a micro-batch: next-token targets that are not prompt, padding or ghost."""
+    return int((labels[:, 1:] != IGNORE).sum())
+
+
+def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed next-token loss over labelled tokens (0 with a graph when a micro-batch holds only ghosts)."""
     # shift the labels, not the logits: slicing logits[:, :-1] would copy the largest tensor of the step
     shift_labels = F.pad(labels[:, 1:], (0, 1), value=IGNORE).reshape(-1)
-    total = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), shift_labels, ignore_index=IGNORE,
-                            reduction="sum")
-    return total / (shift_labels != IGNORE).sum().clamp(min=1)
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), shift_labels, ignore_index=IGNORE,
+                           reduction="sum")
 
 
-def warmup_decay(optimizer: torch.optim.Optimizer, params: dict) -> torch.optim.lr_scheduler.LambdaLR:
-    """The DeepSpeed JSON's WarmupDecayLR, without its two steps at lr 0.
+def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token loss over one micro-batch's labelled tokens (loss_reduction: micro_batch)."""
+    return token_loss_sum(logits, labels) / max(labelled(labels), 1)
 
-    DeepSpeed's WarmupLR trains step 1 at warmup_min_lr and step 2 at gamma 0 (and clamps warmup to >= 2 steps);
-    here step i (0-based) of the warmup trains at (i + 1) / warmup of the peak, then decays linearly to 0.
-    """
-    total, warmup = params["total_num_steps"], params["warmup_num_steps"]
-    lo, hi = params.get("warmup_min_lr", 0.0), params["warmup_max_lr"]
 
-    def factor(i: int) -> float:
-        f = (i + 1) / warmup if i < warmup else max(0.0, (total - i) / max(1, total - warmup))
-        return (lo + (hi - lo) * min(f, 1.0)) / hi
+def accumulate(engine, batches: list[dict[str, torch.Tensor]], reduction: str, world: int) -> tuple[float, int]:
+    """Forward and backward every micro-batch of one optimizer step on this rank, and step the engine (which
+    applies the optimizer at the last one). Returns (loss, labelled tokens of this rank): with reduction "token"
+    the loss summed over this rank's labelled tokens, with "micro_batch" the mean of its micro-batch means.
 
+    token: DeepSpeed divides each backward by the accumulation steps and averages the gradients over the ranks;
+    the scale below undoes both and divides by the labelled tokens of the whole global batch (one small
+    all-reduce), so the step's gradient is the sum of every labelled token's gradient over their count, whichever
+    micro-batch and rank a token sits in (torchtune's and transformers >= 4.46's normalisation)."""
+    device = engine.device
+    counts = [labelled(b["labels"]) for b in batches]
+    if reduction == "token":
+        total = torch.tensor([float(sum(counts))], dtype=torch.float64, device=device)
+        dist.all_reduce(total)
+        scale = len(batches) * world / max(total.item(), 1.0)
+    loss_sum = 0.0
+    for batch in batches:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        mask = batch["attention_mask"]
+        full = bool(mask.all())  # no padding: let SDPA take its causal fast path instead of a 4-D mask
+        logits = engine(input_ids=batch["input_ids"], attention_mask=None if full else mask).logits
+        if reduction == "token":
+            summed = token_loss_sum(logits, batch["labels"])
+            engine.backward(summed * scale)
+            loss_sum += summed.item()
+        else:
+            loss = token_loss(logits, batch["labels"])
+            engine.backward(loss)
+            loss_sum += loss.item() / len(batches)
+        engine.step()
+    return loss_sum, sum(counts)
+
+
+def lr_factor(schedule: dict, i: int) -> float:
+    """The lr of step i (0-based) over the peak: warmup trains step i at (i + 1) / warmup of the peak (DeepSpeed's
+    WarmupLR would train step 1 at 0 and clamp warmup to >= 2 steps), then linear or cosine decay to 0 at the
+    schedule's last step, or constant."""
+    total, warmup = schedule["schedule_steps"], schedule["warmup_steps"]
+    if i < warmup:
+        return (i + 1) / warmup
+    if schedule["type"] == "constant":
+        return 1.0
+    progress = min(1.0, (i - warmup) / max(1, total - warmup))
+    if schedule["type"] == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return max(0.0, (total - i) / max(1, total - warmup))
+
+
+def lr_scheduler(optimizer: torch.optim.Optimizer, schedule: dict) -> torch.optim.lr_scheduler.LambdaLR:
     for group in optimizer.param_groups:
-        group["lr"] = hi
-        group["initial_lr"] = hi
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        group["lr"] = schedule["lr"]
+        group["initial_lr"] = schedule["lr"]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_factor(schedule, i))
 
 
 def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
@@ -128,8 +176,10 @@ class Trainer:
 
     def _setup_data(self) -> None:
         r = self.recipe
-        self.samples = open_samples(r.data, self.stage, r.seq_len, r.packing,
-                                    tokenizer=tokenizer_identity(r.tokenizer_dir))
+        tokenizer = tokenizer_identity(r.tokenizer_dir)
+        self.samples = open_samples(r.data, self.stage, r.seq_len, r.packing, tokenizer=tokenizer)
+        self.val_samples = open_samples(r.val_data, self.stage, r.seq_len, r.packing, tokenizer=tokenizer) \
+            if r.val_data else None
         tok = self.samples.data.manifest["tokenizer"]
         self.cfg = hf_config(r.model, tok["vocab_size"], r.attn_implementation)
         self.spec = self._run_spec()
@@ -168,8 +218,12 @@ class Trainer:
         model = build_model(r.model, self.cfg, self.state.vocab_size, ds_config, r.precision, r.seed,
                             r.gradient_checkpointing)
         optimizer = make_optimizer(model, r)
-        schedule = ds_config.pop("scheduler", None)
-        scheduler = warmup_decay(optimizer, schedule["params"]) if schedule else None
+        scheduler = lr_scheduler(optimizer, self.spec.schedule)
+        if self.is_main:  # the schedule actually run, step by step, beside the run's other records
+            publish_json(self.out / "schedule.json", {**self.spec.schedule, "max_grad_norm": r.max_grad_norm,
+                                                      "loss_reduction": r.loss_reduction,
+                                                      "lr_by_step": [r.lr * lr_factor(self.spec.schedule, i)
+                                                                     for i in range(self.spec.total_steps)]})
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config,
                                                     lr_scheduler=scheduler)
         release_hf_deepspeed_config()
@@ -196,41 +250,37 @@ class Trainer:
 
     # ----- the loop -------------------------------------------------------------------------------------------
 
-    def train_step(self, step: int) -> tuple[float, int, int, float]:
-        """One optimizer step: (mean micro-batch loss, tokens, real samples, seconds spent collating)."""
-        loss_sum, data_seconds, tokens, real = 0.0, 0.0, 0, 0
-        device = self.engine.device
-        for ids in self.plan.micro_ids(step, self.rank):
-            t0 = time.perf_counter()
-            batch = {k: v.to(device) for k, v in collate(self.samples, ids, self.state.pad_or_eos).items()}
-            data_seconds += time.perf_counter() - t0
-            mask = batch["attention_mask"]
-            full = bool(mask.all())  # no padding: let SDPA take its causal fast path instead of a 4-D mask
-            logits = self.engine(input_ids=batch["input_ids"], attention_mask=None if full else mask).logits
-            loss = token_loss(logits, batch["labels"])
-            self.engine.backward(loss)
-            self.engine.step()
-            loss_sum += loss.item()
-            tokens += int(mask.sum())
-            real += int((ids >= 0).sum())
-        return loss_sum / self.plan.accumulation, tokens, real, data_seconds
+    def train_step(self, step: int) -> tuple[float, int, int, int, float]:
+        """One optimizer step: (this rank's loss as accumulate() returns it, labelled tokens, tokens, real
+        samples, seconds spent collating)."""
+        t0 = time.perf_counter()
+        micro = self.plan.micro_ids(step, self.rank)
+        batches = [collate(self.samples, ids, self.state.pad_or_eos) for ids in micro]
+        data_seconds = time.perf_counter() - t0
+        loss, labels = accumulate(self.engine, batches, self.recipe.loss_reduction, self.world)
+        tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+        real = sum(int((ids >= 0).sum()) for ids in micro)
+        return loss, labels, tokens, real, data_seconds
 
     def train(self) -> None:
         r, total = self.recipe, self.spec.total_steps
         metrics = StepMetrics(self.logger, self.world, self.start_step, total, self.spec.steps_per_epoch,
                               resolve_shape(r.model, vocab_size=self.state.vocab_size), r.gradient_checkpointing,
-                              r.peak)
+                              r.peak, token_weighted=r.loss_reduction == "token")
         self.engine.train()
         beat = heartbeat()
         for step in range(self.start_step, total):
             beat.beat("step", step)
             t0 = time.perf_counter()
             lr = self.engine.get_lr()[0]
-            mean_loss, tokens, real, data_seconds = self.train_step(step)
-            metrics.add(mean_loss, tokens, real, time.perf_counter() - t0, data_seconds)
+            loss, labels, tokens, real, data_seconds = self.train_step(step)
+            metrics.add(loss, labels, tokens, real, time.perf_counter() - t0, data_seconds)
             done = step + 1
-            if done % r.log_every == 0 or done == total:
-                metrics.flush(done, lr, self.engine.get_global_grad_norm(), self._loss_scale())
+            validate = self.val_samples is not None and ((r.eval_every and done % r.eval_every == 0)
+                                                         or done == total)
+            if done % r.log_every == 0 or done == total or validate:
+                extra = {**self._loss_scale(), **(self.validate() if validate else {})}
+                metrics.flush(done, lr, self.engine.get_global_grad_norm(), extra)
             if self.fp16:  # raises TrainingError when the scale has collapsed
                 self.watch.update(float(self.engine.optimizer.loss_scale), int(self.engine.skipped_steps))
             saved = bool(r.checkpoint_every and done % r.checkpoint_every == 0 and done != total)
@@ -243,6 +293,29 @@ class Trainer:
                               "; continue with --resume")
         if self.start_step < total or newest_good(self.ckpt_root, deep=False) is None:
             self.save(total)
+
+    def validate(self) -> dict:
+        """Token-weighted loss over the whole held-out split: rank r takes samples r, r + W, ...; under ZeRO-3 every
+        forward gathers parameters from all ranks, so a rank whose share has run out still forwards a batch of
+        ghosts until the longest share is done."""
+        samples, world, micro = self.val_samples, self.world, self.recipe.micro_batch
+        mine = np.arange(self.rank, len(samples), world)
+        rounds = math.ceil(math.ceil(len(samples) / world) / micro)
+        loss_sum, count = 0.0, 0
+        self.engine.eval()
+        with torch.no_grad():
+            for k in range(rounds):
+                ids = np.full(micro, -1, dtype=np.int64)
+                part = mine[k * micro:(k + 1) * micro]
+                ids[:len(part)] = part
+                batch = {k2: v.to(self.engine.device) for k2, v in collate(samples, ids, self.state.pad_or_eos).items()}
+                logits = self.engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                loss_sum += token_loss_sum(logits, batch["labels"]).item()
+                count += labelled(batch["labels"])
+        self.engine.train()
+        sums = torch.tensor([loss_sum, float(count)], dtype=torch.float64, device=self.engine.device)
+        dist.all_reduce(sums)
+        return {"val_loss": sums[0].item() / max(sums[1].item(), 1.0), "val_tokens": int(sums[1].item())}
 
     def _all_asked_to_stop(self) -> bool:
         """Whether any rank was asked to stop (the signal reaches ranks at different steps): all of them stop at

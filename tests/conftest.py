@@ -84,7 +84,7 @@ def tiny(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_sets(tiny) -> list[str]:
     """`--set` arguments that point a tiny recipe at the tiny data and tokenizer (--check verifies both)."""
-    return ["--set", f"data={tiny['huatuo']}", "--set", f"tokenizer={tiny['tok']}"]
+    return ["--set", f"data={tiny['huatuo']}", "--set", f"tokenizer={tiny['tok']}", "--set", "val_data=null"]
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,22 @@ def test_demo_report_table_is_full_of_percentages(demo):
 
 
 @pytest.mark.launch
+def test_demo_continual_run_logs_a_validation_curve_on_the_held_out_split(demo):
+    import json
+
+    from medtrain.metrics import read_metrics
+
+    work, _ = demo
+    val = [r for r in read_metrics(work / "runs" / "continual" / "metrics.jsonl") if "val_loss" in r]
+    assert [r["step"] for r in val] == [3, 6]  # eval_every 3 and the end
+    assert all(r["val_tokens"] > 0 and 0 < r["val_loss"] < 20 for r in val)
+    held = json.loads((work / "data" / "huatuo" / "val" / "manifest.json").read_text())
+    train = json.loads((work / "data" / "huatuo" / "manifest.json").read_text())
+    assert held["split"]["val_docs"] == held["num_docs"] > 0 and train["split"]["train_docs"] == train["num_docs"]
+    assert "validation loss" in (work / "report" / "report.md").read_text()
+
+
+@pytest.mark.launch
 def test_demo_loss_curve_is_a_valid_png(demo):
     from PIL import Image
 

@@ -7,7 +7,6 @@ from typer.testing import CliRunner
 
 from medtrain.cli import app
 from medtrain.core.ds_config import PRESETS, ConfigError, build_ds_config
-from medtrain.core.run_spec import warmup_steps
 
 REPO = Path(__file__).resolve().parents[2]
 PAPER = REPO / "recipes/paper/continual_llama2_13b.yaml"
@@ -33,8 +32,7 @@ def test_paper_config_is_stage3_fp16_batch_120_with_computed_warmup():
     assert c["fp16"]["loss_scale"] == 0  # dynamic
     assert c["zero_allow_untested_optimizer"] and c["gradient_clipping"] == 1.0
     assert c["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"]
-    params = c["scheduler"]["params"]
-    assert params["total_num_steps"] == 3037 and params["warmup_num_steps"] == 92  # ceil(0.03 * 3037)
+    assert "scheduler" not in c  # medtrain runs its own schedule (RUN_DIR/schedule.json); none that never runs
     assert c["zero_optimization"]["reduce_bucket_size"] == 5120 * 5120  # HF "auto": hidden^2
     assert c["zero_optimization"]["stage3_prefetch_bucket_size"] == int(0.9 * 5120 * 5120)
     assert c["zero_optimization"]["stage3_param_persistence_threshold"] == 10 * 5120
@@ -55,7 +53,7 @@ def test_every_preset_is_parsed_by_deepspeeds_own_config_class(tmp_path, preset)
     assert ds.float16_config.enabled == (PRESETS[preset].precision == "fp16")
     assert ds.bfloat16_config.enabled == (PRESETS[preset].precision == "bf16")
     assert ds.zero_allow_untested_optimizer and ds.gradient_clipping == 1.0
-    assert ds.scheduler_name == "WarmupDecayLR"
+    assert ds.scheduler_name is None
 
 
 def test_checked_in_config_is_parsed_by_deepspeed():
@@ -67,15 +65,14 @@ def test_checked_in_config_is_parsed_by_deepspeed():
 
 def test_batch_size_is_computed_never_typed():
     c = build_ds_config(preset="a100-zero3-bf16", precision=None, micro_batch=2, accumulation=5, world_size=12,
-                        hidden_size=64, lr=1e-4, total_steps=100, warmup=3)
-    assert c["train_batch_size"] == 120 and c["bf16"]["enabled"]
-    assert c["scheduler"]["params"]["warmup_num_steps"] == 3 == warmup_steps(100, 0.03)
+                        hidden_size=64, max_grad_norm=0.5)
+    assert c["train_batch_size"] == 120 and c["bf16"]["enabled"] and c["gradient_clipping"] == 0.5
 
 
 def test_v100_refuses_bf16():
     with pytest.raises(ConfigError, match="v100-zero3-fp16 does not support bf16"):
         build_ds_config(preset="v100-zero3-fp16", precision="bf16", micro_batch=1, accumulation=1, world_size=1,
-                        hidden_size=64, lr=1e-4, total_steps=10, warmup=0)
+                        hidden_size=64)
 
 
 def test_unknown_preset_exits_2_and_writes_nothing(tmp_path):

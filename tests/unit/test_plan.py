@@ -83,7 +83,7 @@ def test_max_steps_stops_the_run_but_keeps_the_full_schedule():
     recipe = load_recipe(PAPER, ["max_steps=10"])
     plan = make_plan(recipe, read_hostfile(REPO / "hostfiles/v100x20"))
     assert plan.total_steps == 10 and plan.spec.schedule_steps == 3037 and plan.warmup == 92
-    assert plan.spec.ds_config["scheduler"]["params"]["total_num_steps"] == 3037
+    assert plan.spec.schedule == {"type": "linear", "lr": recipe.lr, "warmup_steps": 92, "schedule_steps": 3037}
     assert "stops after max_steps 10" in plan.render()
 
 

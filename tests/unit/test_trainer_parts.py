@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from medtrain.batches import StepPlan
-from medtrain.trainer import LossScaleWatch, TrainingError, warmup_decay
+from medtrain.trainer import LossScaleWatch, TrainingError, lr_factor, lr_scheduler
 
 
 def test_every_sample_is_seen_exactly_once_per_epoch_across_ranks():
@@ -23,8 +23,7 @@ def test_every_sample_is_seen_exactly_once_per_epoch_across_ranks():
 
 def test_warmup_decay_never_trains_a_step_at_lr_zero():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = warmup_decay(opt, {"total_num_steps": 10, "warmup_num_steps": 3, "warmup_min_lr": 0.0,
-                               "warmup_max_lr": 2e-5})
+    sched = lr_scheduler(opt, {"type": "linear", "lr": 2e-5, "warmup_steps": 3, "schedule_steps": 10})
     lrs = []
     for _ in range(10):
         lrs.append(opt.param_groups[0]["lr"])
@@ -32,6 +31,18 @@ def test_warmup_decay_never_trains_a_step_at_lr_zero():
         sched.step()
     assert lrs[0] == pytest.approx(2e-5 / 3) and lrs[2] == pytest.approx(2e-5) and min(lrs) > 0
     assert lrs == sorted(lrs[:3]) + sorted(lrs[3:], reverse=True)
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine", "constant"])
+def test_each_schedule_warms_up_then_takes_its_shape(kind):
+    schedule = {"type": kind, "lr": 1.0, "warmup_steps": 4, "schedule_steps": 104}
+    f = [lr_factor(schedule, i) for i in range(104)]
+    assert f[:4] == [0.25, 0.5, 0.75, 1.0]
+    if kind == "constant":
+        assert set(f[4:]) == {1.0}
+    else:
+        assert f[4:] == sorted(f[4:], reverse=True) and f[-1] < 0.02
+        assert f[54] == pytest.approx(0.5, abs=0.02)  # halfway through the decay: half the peak for both
 
 
 def test_collapsed_fp16_loss_scale_stops_the_run_after_patience_steps():
