@@ -41,7 +41,7 @@ def bench_generation(model_dir: Path, n: int, max_new: int, batch: int | str, ba
     1B model generating 256 tokens per question one by one would take most of a GPU slot)."""
     import torch
 
-    from medtrain.data_prep.templates import get_template
+    from medtrain.core.templates import get_template
     from medtrain.eval.data import read_cmexam
     from medtrain.eval.generate import encode_prompts, generate
     from medtrain.eval.model import auto_batch_size, generation_row_bytes, load_model

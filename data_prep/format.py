@@ -11,7 +11,6 @@ with a manifest is complete by construction.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -30,14 +29,6 @@ _HEADER_LEN = 128  # bytes reserved for the .npy header of a 1-D array; written 
 
 class DatasetError(UserError):
     """A dataset or input the user can fix; one line naming the file and the fix."""
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def token_dtype(vocab_size: int) -> np.dtype:

@@ -6,11 +6,11 @@ forgetting is `--input medical:1 --input general:0.1`. The result is an ordinary
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
+from medtrain.core.digest import sha256_file
 from medtrain.data_prep.format import DatasetError, DatasetWriter, TokenDataset, recorded_ids
 
 
@@ -59,7 +59,7 @@ def mix(inputs: list[tuple[Path, float]], out: Path, seed: int = 0, overwrite: b
             docs = chosen_docs(len(data), weight, seed + k)
             for i in docs:
                 writer.add(data[int(i)], prompt_len=int(data.prompt_lens[i]) if sft else 0)
-            digest = hashlib.sha256((data.root / "manifest.json").read_bytes()).hexdigest()
+            digest = sha256_file(data.root / "manifest.json")
             sources.append({"path": str(data.root), "source_type": data.manifest.get("source_type"),
                             "manifest_sha256": digest, "weight": weight,
                             "docs_taken": int(len(docs)), "docs_available": len(data)})
@@ -80,6 +80,6 @@ def _template_name(manifest: dict) -> str:
 
 
 def _mode(manifest: dict) -> str:
-    from medtrain.data_prep.templates import mode_of
+    from medtrain.core.templates import mode_of
 
     return mode_of(_template_name(manifest)) or _template_name(manifest)

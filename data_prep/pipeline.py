@@ -21,7 +21,9 @@ import numpy as np
 from tqdm import tqdm
 
 from medtrain.core import __version__ as MEDTRAIN_VERSION
-from medtrain.data_prep.format import DatasetError, DatasetWriter, check_token_range, sha256_file
+from medtrain.core.digest import sha256_file
+from medtrain.core.templates import MODE_TEMPLATES, get_template
+from medtrain.data_prep.format import DatasetError, DatasetWriter, check_token_range
 from medtrain.data_prep.sources import (
     SOURCES,
     ByteCounter,
@@ -34,7 +36,6 @@ from medtrain.data_prep.sources import (
     iter_raw_chunks,
     to_record,
 )
-from medtrain.data_prep.templates import MODE_TEMPLATES, get_template
 from medtrain.data_prep.tokenizer import Encoder, encode_chunk
 
 PAPER_TARGET_TOKENS = 1_000_000_000

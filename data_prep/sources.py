@@ -19,8 +19,8 @@ from typing import Literal
 
 import orjson
 
+from medtrain.core.templates import OptionError, Template, canonical_answer, parse_options, render_huatuo
 from medtrain.data_prep.format import DatasetError
-from medtrain.data_prep.templates import OptionError, Template, canonical_answer, parse_options, render_huatuo
 
 csv.field_size_limit(1 << 30)
 

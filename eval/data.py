@@ -6,8 +6,8 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medtrain.data_prep.templates import OptionError, canonical_answer
-from medtrain.data_prep.templates import parse_options as parse_cell
+from medtrain.core.templates import OptionError, canonical_answer
+from medtrain.core.templates import parse_options as parse_cell
 from medtrain.eval.task import MultipleChoiceTask, TaskError
 
 

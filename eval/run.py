@@ -12,9 +12,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from medtrain.core import __version__ as MEDTRAIN_VERSION
+from medtrain.core.digest import sha256_file
 from medtrain.core.publish import staged_dir
-from medtrain.data_prep.format import sha256_file
-from medtrain.data_prep.templates import TEMPLATES, get_template
+from medtrain.core.templates import TEMPLATES, get_template
 from medtrain.eval.choice import LETTERS, adds_bos, encode, harness_pairs, score_harness, score_original
 from medtrain.eval.data import Question, mc_subjects, read_cmexam, read_mc_subject
 from medtrain.eval.extract import MODES, extract

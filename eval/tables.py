@@ -8,8 +8,7 @@ convention, the shots and the question count behind the number.
 
 from __future__ import annotations
 
-import hashlib
-import json
+from medtrain.core.digest import sha256_json, sha256_text
 
 PAPER_COLUMNS = ("CMExam Acc", "CMExam F1", "MMLU Acc", "CMMLU Acc")
 _ORDER = {"cmexam": 0, "mmlu": 1, "cmmlu": 2}
@@ -26,8 +25,7 @@ def convention(r: dict) -> str:
 def data_tag(r: dict) -> str:
     """A short hash of the exact data files behind a result."""
     sha = r.get("data", {}).get("sha256")
-    text = sha if isinstance(sha, str) else json.dumps(sha, sort_keys=True)
-    return hashlib.sha256(str(text).encode()).hexdigest()[:8]
+    return (sha256_text(sha) if isinstance(sha, str) else sha256_json(sha))[:8]
 
 
 def _cells(r: dict, label: str) -> dict[str, float]:

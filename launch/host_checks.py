@@ -11,13 +11,13 @@ first checkpoint hours later.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
+from medtrain.core.digest import sha256_file, sizes_digest
 from medtrain.core.recipe import Recipe, RecipeError
 
 ENV = "MEDTRAIN_PREFLIGHT_EXPECT"
@@ -25,7 +25,7 @@ GiB = 2**30
 
 
 def _data_digest(path: Path) -> str:
-    return hashlib.sha256((path / "manifest.json").read_bytes()).hexdigest()
+    return sha256_file(path / "manifest.json")
 
 
 def _tokenizer_digest(path: Path) -> str:
@@ -36,11 +36,8 @@ def _tokenizer_digest(path: Path) -> str:
 
 def _model_digest(path: Path) -> str:
     """The config and the names and sizes of the weight files (hashing 26 GB on every node would take minutes)."""
-    files = sorted((f.name, f.stat().st_size) for f in path.iterdir()
-                   if f.suffix in (".safetensors", ".bin") or f.name.endswith(".index.json"))
-    h = hashlib.sha256((path / "config.json").read_bytes())
-    h.update(json.dumps(files).encode())
-    return h.hexdigest()
+    files = [f for f in path.iterdir() if f.suffix in (".safetensors", ".bin") or f.name.endswith(".index.json")]
+    return sizes_digest(path, files, head=path / "config.json")
 
 
 DIGESTS = {"data": _data_digest, "tokenizer": _tokenizer_digest, "model": _model_digest}

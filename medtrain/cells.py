@@ -8,15 +8,14 @@ medtrain version.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from medtrain.core import __version__
+from medtrain.core.digest import folder_digest, sha256_file, sizes_digest
 from medtrain.core.publish import publish_json
-from medtrain.data_prep.format import sha256_file
 
 CELL_FILE = "cell.json"
 
@@ -24,20 +23,15 @@ CELL_FILE = "cell.json"
 def data_digest(path: Path) -> str:
     """A file's sha256, or for a benchmark folder one digest over every CSV's relative path and sha256."""
     path = Path(path)
-    if path.is_file():
-        return sha256_file(path)
-    h = hashlib.sha256()
-    for f in sorted(path.rglob("*.csv")):
-        h.update(f"{f.relative_to(path)}\0{sha256_file(f)}\n".encode())
-    return h.hexdigest()
+    return sha256_file(path) if path.is_file() else folder_digest(path, "*.csv")
 
 
 def checkpoint_identity(ckpt: Path) -> dict[str, Any]:
     """A checkpoint by its trainer state and the names and sizes of its files (hashing 26 GB of shards would
     cost minutes per cell; a rewritten checkpoint changes its state or its sizes)."""
-    files = sorted((str(f.relative_to(ckpt)), f.stat().st_size) for f in ckpt.rglob("*") if f.is_file())
+    files = [f for f in ckpt.rglob("*") if f.is_file()]
     return {"checkpoint": str(ckpt), "trainer_state_sha256": sha256_file(ckpt / "trainer_state.json"),
-            "files_sha256": hashlib.sha256(json.dumps(files).encode()).hexdigest()}
+            "files_sha256": sizes_digest(ckpt, files)}
 
 
 def model_identity(model: Path) -> dict[str, Any]:

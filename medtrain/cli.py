@@ -671,8 +671,8 @@ def tokenizer(input: Annotated[list[Path], typer.Option("--input", help="Text/CS
 
     Example: medtrain tokenizer --input corpus.jsonl --out tok --vocab-size 2000
     """
+    from medtrain.core.templates import ALPACA_HEADER, MCQ_INSTRUCTION
     from medtrain.data_prep.format import DatasetError
-    from medtrain.data_prep.templates import ALPACA_HEADER, MCQ_INSTRUCTION
     from medtrain.data_prep.tokenizer import train_bpe_tokenizer
 
     with user_errors(out):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from medtrain.data_prep.templates import mode_of
+from medtrain.core.templates import mode_of
 
 PAPER = Path(__file__).resolve().parent / "guo_hua_2023.yaml"
 METRICS = (("cmexam_acc", "CMExam Acc"), ("cmexam_f1", "CMExam F1"), ("mmlu_acc", "MMLU Acc"),

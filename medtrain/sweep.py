@@ -15,9 +15,9 @@ from pathlib import Path
 
 from medtrain import cells
 from medtrain.core.checkpoint_files import MARKER, CheckpointError, checkpoint_dirs, step_of, tag_for, verify
+from medtrain.core.digest import sha256_file
 from medtrain.core.errors import RunFailed
 from medtrain.core.publish import publish_json, publish_text
-from medtrain.data_prep.format import sha256_file
 from medtrain.eval.tables import PAPER_COLUMNS, conventions, paper_cells, paper_columns
 from medtrain.metrics import fmt_seconds
 

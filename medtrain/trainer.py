@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from medtrain import checkpoint
 from medtrain.batches import IGNORE, StepPlan, collate
 from medtrain.core.checkpoint_files import newest_good, tag_for
+from medtrain.core.digest import sha256_file
 from medtrain.core.errors import RunFailed
 from medtrain.core.heartbeat import heartbeat
 from medtrain.core.model_specs import resolve_shape
@@ -28,7 +29,6 @@ from medtrain.core.rank import Stopped, stop_requested
 from medtrain.core.rank import run_rank as run_as_rank
 from medtrain.core.recipe import Recipe, RecipeError, load_recipe
 from medtrain.core.run_spec import DataSize, RunSpec
-from medtrain.data_prep.format import sha256_file
 from medtrain.data_prep.reader import open_samples
 from medtrain.data_prep.tokenizer import tokenizer_identity
 from medtrain.metrics import MetricsLogger, StepMetrics

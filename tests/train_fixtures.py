@@ -29,8 +29,8 @@ def check(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 
 
 def make_tiny_data(root: Path) -> dict[str, Path]:
+    from medtrain.core.templates import ALPACA_HEADER
     from medtrain.data_prep.pipeline import prep
-    from medtrain.data_prep.templates import ALPACA_HEADER
     from medtrain.data_prep.tokenizer import train_bpe_tokenizer
 
     texts = (SAMPLES / "huatuo_sample.jsonl").read_text().splitlines()

@@ -11,12 +11,12 @@ from conftest import shared_data
 from typer.testing import CliRunner
 
 from medtrain.cli import app
+from medtrain.core.templates import get_template, render_huatuo
 from medtrain.data_prep.format import DatasetError, TokenDataset, TokenizerId
 from medtrain.data_prep.mix import mix
 from medtrain.data_prep.pipeline import prep
 from medtrain.data_prep.reader import PackedSamples, epoch_order, open_samples
 from medtrain.data_prep.sources import SOURCES
-from medtrain.data_prep.templates import get_template, render_huatuo
 from medtrain.data_prep.tokenizer import Encoder, train_bpe_tokenizer
 
 SAMPLES = Path(__file__).resolve().parents[2] / "data_prep" / "samples"
@@ -88,7 +88,7 @@ def test_sft_prompt_lengths_cover_exactly_the_prompt(tmp_path, bpe_tok):
     rows = list(csv.DictReader(open(SAMPLES / "cmexam_train.csv", encoding="utf-8")))
     assert m["num_docs"] == len(rows)
     t = get_template("cmexam_with_reasoning")
-    from medtrain.data_prep.templates import parse_options
+    from medtrain.core.templates import parse_options
 
     for i in (0, 5, len(rows) - 1):
         r = rows[i]

@@ -97,7 +97,7 @@ def test_greedy_eval_on_the_gpu_equals_the_cpu(hf_model, tmp_path):
     near-tie: fp32 matrix products on the GPU sum in another order (differences ~1e-6 of a logit), and on a
     random-weight model the top two logits can be that close; there either branch is right. Then the eval
     command itself runs on the GPU and records its device."""
-    from medtrain.data_prep.templates import get_template
+    from medtrain.core.templates import get_template
     from medtrain.eval.data import read_cmexam
     from medtrain.eval.generate import encode_prompts
     from medtrain.eval.model import load_model

@@ -15,7 +15,7 @@ RANK_SIDE = ("medtrain.trainer", "medtrain.checkpoint", "medtrain.export", "medt
 ALLOWED = {
     "core": set(),
     "data_prep": {"core"},
-    "eval": {"core", "data_prep"},
+    "eval": {"core"},  # prompt templates and option parsing live in core (core.templates), shared with prep
     "launch": {"core", "data_prep"},
 }
 

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
+from medtrain.core.templates import get_template
 from medtrain.data_prep.format import DatasetError
 from medtrain.data_prep.sources import SOURCES, Example, is_json_lines, iter_json_records
-from medtrain.data_prep.templates import get_template
 
 # records in the official release's layout (medmcqa/data/train.json): one object per line, cop numbered from 1
 OFFICIAL = [

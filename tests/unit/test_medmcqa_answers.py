@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from medtrain.core.templates import get_template
 from medtrain.data_prep.format import DatasetError
 from medtrain.data_prep.sources import SOURCES, Example, Skip, detect_answer_base
-from medtrain.data_prep.templates import get_template
 
 OPTIONS = {"opa": "Vitamin A", "opb": "Vitamin D", "opc": "Vitamin C", "opd": "Vitamin K"}
 

@@ -3,8 +3,8 @@ copies with an options object, bigbio/med_qa's key/value list, and a plain list.
 
 import json
 
+from medtrain.core.templates import get_template
 from medtrain.data_prep.sources import SOURCES, Example
-from medtrain.data_prep.templates import get_template
 
 RECORDS = [
     # official US, 4 options (data_clean/questions/US/4_options/phrases_no_exclude_train.jsonl)
