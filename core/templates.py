@@ -47,6 +47,20 @@ def parse_options(cell: str) -> dict[str, str]:
     return options
 
 
+def index_base(seen: set[int]) -> int | None:
+    """0 or 1: what a file's numbered answers count from, read from the values it holds (MedMCQA's cop: the
+    Hugging Face copy's 0-based ClassLabel, -1 on its unlabelled test split; the official release's 1-based
+    index, 4 with four options). None when every value fits both (all 1-3): a caller must not guess."""
+    zero, one = seen & {0, -1}, seen & {4}
+    if zero and one:
+        raise OptionError(f"answer indices {sorted(zero)} (counted from 0) and 4 (from 1) in one file; split it")
+    if zero:
+        return 0
+    if one or not seen:
+        return 1
+    return None
+
+
 def canonical_answer(letters: str, options: dict[str, str]) -> str:
     """An answer as a set of letters in option order: "BA", "A,B" and "AB" are the same answer."""
     seen = set(letters.upper())

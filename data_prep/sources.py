@@ -19,7 +19,7 @@ from typing import Literal
 
 import orjson
 
-from medtrain.core.templates import OptionError, Template, canonical_answer, parse_options, render_huatuo
+from medtrain.core.templates import OptionError, Template, canonical_answer, index_base, parse_options, render_huatuo
 from medtrain.data_prep.format import DatasetError
 
 csv.field_size_limit(1 << 30)
@@ -405,19 +405,21 @@ def detect_answer_base(paths: list[Path]) -> tuple[int, str]:
         for _, rec in iter_json_records(path):
             if isinstance(rec, dict) and (cop := _cop(rec)) is not None:
                 seen.add(cop)
-    zero, one = seen & {0, -1}, seen & {4}
-    if zero and one:
-        raise DatasetError(f"{', '.join(map(str, paths))}: cop holds both {sorted(zero)} (0-based) and 4 (1-based "
-                           "with four options); prepare each copy on its own, with --answer-index 0 or 1")
-    if zero:
-        return 0, f"detected: cop {min(zero)} appears, so it counts from 0 (the Hugging Face copy)"
-    if one:
-        return 1, "detected: cop 4 appears, so it counts from 1 (the official release)"
+    try:
+        base = index_base(seen)
+    except OptionError:
+        raise DatasetError(f"{', '.join(map(str, paths))}: cop holds both {sorted(seen & {0, -1})} (0-based) and 4 "
+                           "(1-based with four options); prepare each copy on its own, with --answer-index 0 or 1"
+                           ) from None
+    if base is None:
+        raise DatasetError(f"{', '.join(map(str, paths))}: cop holds only {sorted(seen)}, which fits both the "
+                           "official release (counted from 1) and the Hugging Face copy (from 0); pass --answer-index "
+                           "1 (official train/dev.json) or --answer-index 0 (Hugging Face parquet/Arrow)")
     if not seen:
         return 1, "no cop values (answers from 'answer': 'opX', CNMLEQA's layout)"
-    raise DatasetError(f"{', '.join(map(str, paths))}: cop holds only {sorted(seen)}, which fits both the official "
-                       "release (counted from 1) and the Hugging Face copy (from 0); pass --answer-index 1 "
-                       "(official train/dev.json) or --answer-index 0 (Hugging Face parquet/Arrow)")
+    if base == 0:
+        return 0, f"detected: cop {min(seen & {0, -1})} appears, so it counts from 0 (the Hugging Face copy)"
+    return 1, "detected: cop 4 appears, so it counts from 1 (the official release)"
 
 
 def to_record(source: Source, template: Template | None, where: str, raw: bytes) -> Doc | Example | Skip | None:

@@ -43,8 +43,8 @@ def adds_bos(tok) -> bool:
     return tok.bos_token_id is not None and bool(ids) and ids[0] == tok.bos_token_id
 
 
-def letter_ids(tok) -> list[int]:
-    return [tok(letter, add_special_tokens=False)["input_ids"][-1] for letter in LETTERS]
+def letter_ids(tok, letters: tuple[str, ...] = LETTERS) -> list[int]:
+    return [tok(letter, add_special_tokens=False)["input_ids"][-1] for letter in letters]
 
 
 def harness_pairs(tok, context: str, continuations: list[str]) -> list[tuple[list[int], list[int]]]:
@@ -93,12 +93,13 @@ def _score_rows(model, tok, rows: list[list[int]], keeps: list[int], batch_size:
     return [merged[i] for i in range(len(rows))]
 
 
-def score_original(model, tok, contexts: list[list[int]], batch_size: int,
-                   shard: Shard = ONE) -> list[list[float]]:
-    """Per prompt, the four letter logits at its last position."""
-    targets = letter_ids(tok)
+def score_original(model, tok, contexts: list[list[int]], batch_size: int, shard: Shard = ONE,
+                   letters: list[tuple[str, ...]] | None = None) -> list[list[float]]:
+    """Per prompt, the logits of its options' letters (A-D unless `letters` says otherwise, e.g. MedQA's five)
+    at its last position."""
+    targets = [letter_ids(tok, ls) for ls in (letters or [LETTERS] * len(contexts))]
     return _score_rows(model, tok, contexts, [1] * len(contexts), batch_size, shard,
-                       lambda _, logits: logits[-1, targets].cpu().tolist())
+                       lambda i, logits: logits[-1, targets[i]].cpu().tolist())
 
 
 def score_harness(model, tok, requests: list[tuple[list[int], list[int]]], batch_size: int,

@@ -1,12 +1,14 @@
-"""Benchmark files in their released layouts: CMExam CSV, MMLU (headerless) and CMMLU (header) folders."""
+"""Benchmark files in their released layouts: CMExam CSV, MMLU (headerless) and CMMLU (header) folders, and
+records files in MedQA's and MedMCQA's released schemas (official and Hugging Face copies)."""
 
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medtrain.core.templates import OptionError, canonical_answer
+from medtrain.core.templates import OptionError, canonical_answer, index_base
 from medtrain.core.templates import parse_options as parse_cell
 from medtrain.eval.task import MultipleChoiceTask, TaskError
 
@@ -53,6 +55,14 @@ def read_cmexam(path: Path) -> list[Question]:
 
 def read_mc_subject(task: MultipleChoiceTask, root: Path, subject: str, split: str) -> list[Question]:
     layout = task.layout
+    if layout.kind == "records":
+        name = getattr(layout, split)
+        if not name or not (Path(root) / name).is_file():
+            if split == "dev":
+                return []  # zero-shot needs no dev file; --shots > 0 is refused by the caller, naming the count
+            raise TaskError(f"{root}: no {name}; {task.task} reads {layout.test} (and {layout.dev or 'no dev'} for "
+                            "few-shot) in its released schema")
+        return read_records(task, Path(root) / name, subject)
     path = Path(root) / getattr(layout, split).format(subject=subject)
     with open(path, encoding="utf-8", newline="") as f:
         rows = list(csv.reader(f))
@@ -70,8 +80,58 @@ def read_mc_subject(task: MultipleChoiceTask, root: Path, subject: str, split: s
     return out
 
 
+def read_records(task: MultipleChoiceTask, path: Path, subject: str) -> list[Question]:
+    """A JSON Lines file (or JSON array) of questions, each with its own number of options."""
+    text = path.read_text(encoding="utf-8").lstrip("\ufeff")
+    try:
+        records = json.loads(text) if text.lstrip().startswith("[") else [json.loads(x) for x in text.splitlines()
+                                                                           if x.strip()]
+    except json.JSONDecodeError as e:
+        raise TaskError(f"{path}: not JSON Lines nor a JSON array ({e.msg}, line {e.lineno})") from None
+    base = None
+    if task.layout.records == "medmcqa":
+        try:
+            base = index_base({int(r["cop"]) for r in records if str(r.get("cop", "")).lstrip("-").isdigit()})
+        except OptionError as e:
+            raise TaskError(f"{path}: {e}") from None
+        if base is None:
+            raise TaskError(f"{path}: cop holds only 1-3, which fits both MedMCQA's official release (from 1) and its "
+                            "Hugging Face copy (from 0); evaluate on a file that shows which (the validation split "
+                            "of either has all four)")
+    out = []
+    for i, rec in enumerate(records):
+        options, answer = (_medqa(rec) if task.layout.records == "medqa" else _medmcqa(rec, base))
+        if not options or answer not in options:
+            raise TaskError(f"{path}:{i + 1}: no {task.layout.records} options and answer in this record (keys: "
+                            f"{', '.join(sorted(rec))[:120]})")
+        question = rec.get("question", rec.get("sent1", ""))
+        out.append(Question(str(rec.get("id", f"{subject}/{i}")), i, str(question), options, answer,
+                            {"subject": subject}))
+    return out
+
+
+def _medqa(rec: dict) -> tuple[dict[str, str], str]:
+    """Official ({question, options: {A: ..}, answer_idx}) or GBaker's copy ({sent1, ending0..3, label})."""
+    if isinstance(rec.get("options"), dict):
+        options = {str(k).strip().upper(): str(v) for k, v in rec["options"].items()}
+        return options, str(rec.get("answer_idx", "")).strip().upper()
+    endings = [rec[k] for k in sorted((k for k in rec if k.startswith("ending")), key=lambda k: int(k[6:]))]
+    options = {"ABCDEFGH"[i]: str(e) for i, e in enumerate(endings)}
+    label = rec.get("label")
+    return options, "ABCDEFGH"[int(label)] if isinstance(label, int) and 0 <= label < len(endings) else ""
+
+
+def _medmcqa(rec: dict, base: int) -> tuple[dict[str, str], str]:
+    options = {letter: str(rec[k]) for letter, k in zip("ABCD", ("opa", "opb", "opc", "opd"), strict=True)
+               if rec.get(k) is not None}
+    cop = int(rec["cop"]) - base if str(rec.get("cop", "")).lstrip("-").isdigit() else -1
+    return options, "ABCD"[cop] if 0 <= cop < 4 else ""
+
+
 def mc_subjects(task: MultipleChoiceTask, root: Path) -> list[str]:
     root = Path(root)
+    if task.layout.kind == "records":
+        return [task.task]
     pattern = task.layout.test
     prefix, suffix = pattern.split("{subject}")
     folder_part, _, name_prefix = prefix.rpartition("/")

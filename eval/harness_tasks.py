@@ -10,13 +10,20 @@ import yaml
 from medtrain.eval.data import mc_subjects
 from medtrain.eval.task import load_task
 
+# lm-eval's own prompt functions for the tasks it ships, imported from the installed package, not rewritten
+LM_EVAL_FUNCTIONS = {"medqa": ("lm_eval.tasks.medqa.preprocess_medqa", "doc_to_text", "!function {m}.doc_to_target"),
+                     "medmcqa": ("lm_eval.tasks.medmcqa.utils_medmcqa", "doc_to_text", "cop")}
+
 
 def write_harness_tasks(task_name: str, data: Path, out_dir: Path, subjects: list[str] | None = None) -> list[str]:
-    """One lm-eval task per subject (named medtrain_{task}_{subject}); returns the task names."""
+    """One lm-eval task per subject (named medtrain_{task}_{subject}); returns the task names. A records task
+    (MedQA, MedMCQA) is lm-eval's own task definition pointed at the local file."""
     task = load_task(task_name)
     style = task.harness
     data = Path(data).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
+    if task.layout.kind == "records":
+        return [_write_records_task(task_name, data / task.layout.test, out_dir)]
     names = []
     for subject in subjects or mc_subjects(task, data):
         files = {split: str(data / getattr(task.layout, split).format(subject=subject)) for split in ("dev", "test")}
@@ -59,3 +66,18 @@ def run_lm_eval(model: Path, task_dir: Path, names: list[str], *, shots: int = 5
     return lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={model},dtype=float32", tasks=names,
                                    num_fewshot=shots, task_manager=tasks, log_samples=log_samples,
                                    batch_size=batch_size, device="cpu", limit=limit)
+
+
+def _write_records_task(task_name: str, test: Path, out_dir: Path) -> str:
+    """lm-eval's medqa_4options / medmcqa task, as it ships (its doc_to_text, choices A-D, target), on a local
+    JSON Lines file in the schema lm-eval reads (GBaker's MedQA copy; MedMCQA's Hugging Face copy)."""
+    module, text_fn, target = LM_EVAL_FUNCTIONS[task_name]
+    helper = f"medtrain_{task_name}_lm_eval"
+    (out_dir / f"{helper}.py").write_text(f"from {module} import *  # noqa: F403 (lm-eval's own functions)\n")
+    name = f"medtrain_{task_name}_{task_name}"
+    target = target.format(m=helper)
+    (out_dir / f"{name}.yaml").write_text("\n".join([
+        f"task: {name}", "dataset_path: json", "dataset_kwargs:", "  data_files:", f"    test: {test}",
+        "test_split: test", "output_type: multiple_choice", f"doc_to_text: !function {helper}.{text_fn}",
+        f"doc_to_target: {target}", "doc_to_choice: ['A', 'B', 'C', 'D']", "metric_list:", "  - metric: acc", ""]))
+    return name

@@ -24,17 +24,13 @@ def write_request(path: Path, task: str, kwargs: dict) -> Path:
 
 
 def run_request(path: Path) -> None:
-    from medtrain.eval.run import run_cmexam, run_mc
+    from medtrain.eval.run import run_task
 
     request = json.loads(Path(path).read_text(encoding="utf-8"))
     if request.get("format") != REQUEST_FORMAT:
         raise ValueError(f"{path}: not a {REQUEST_FORMAT} file")
     kwargs, shard = dict(request["kwargs"]), Shard.of_process_group()
-    if request["task"] == "cmexam":
-        run_cmexam(Path(kwargs.pop("data")), Path(kwargs.pop("out")), shard=shard, **kwargs)
-    else:
-        run_mc(request["task"], Path(kwargs.pop("model_dir")), Path(kwargs.pop("data")), Path(kwargs.pop("out")),
-               shard=shard, **kwargs)
+    run_task(request["task"], Path(kwargs.pop("out")), shard=shard, **kwargs)
 
 
 def main() -> None:

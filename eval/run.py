@@ -15,7 +15,7 @@ from medtrain.core import __version__ as MEDTRAIN_VERSION
 from medtrain.core.digest import sha256_file
 from medtrain.core.publish import staged_dir
 from medtrain.core.templates import TEMPLATES, get_template
-from medtrain.eval.choice import LETTERS, adds_bos, encode, harness_pairs, score_harness, score_original
+from medtrain.eval.choice import adds_bos, encode, harness_pairs, score_harness, score_original
 from medtrain.eval.data import Question, mc_subjects, read_cmexam, read_mc_subject
 from medtrain.eval.extract import MODES, extract
 from medtrain.eval.metrics import accuracy, breakdown, mean, score
@@ -81,13 +81,27 @@ def read_predictions(path: Path, questions: list[Question]) -> list[str]:
     return outputs  # type: ignore[return-value]
 
 
-def run_cmexam(data: Path, out: Path, *, model_dir: Path | None = None, predictions: Path | None = None,
-               template: str | None = None, extract_mode: str | None = None, batch_size: int | str = 16,
-               max_new_tokens: int | None = None, limit: int | None = None, device: str = "auto",
-               dtype: str = "auto", shard: Shard = ONE) -> dict:
-    task = load_task("cmexam")
+PATH_ARGS = ("data", "model_dir", "predictions")
+
+
+def run_task(name: str, out: Path, *, shard: Shard = ONE, **kwargs) -> dict:
+    """The one entry of every evaluation: the CLI, the sweep and the sharded ranks all call it with a task's
+    name; the task file's `output` picks the runner (free generation or likelihood multiple choice), so a new
+    task of either shape is a YAML file, not code."""
+    task = load_task(name)
+    kwargs = {k: Path(v) if k in PATH_ARGS and v is not None else v for k, v in kwargs.items()}
+    if isinstance(task, GenerateTask):
+        return run_generate(name, kwargs.pop("data"), Path(out), shard=shard, **kwargs)
+    return run_mc(name, kwargs.pop("model_dir"), kwargs.pop("data"), Path(out), shard=shard, **kwargs)
+
+
+def run_generate(task_name: str, data: Path, out: Path, *, model_dir: Path | None = None,
+                 predictions: Path | None = None, template: str | None = None, extract_mode: str | None = None,
+                 batch_size: int | str = 16, max_new_tokens: int | None = None, limit: int | None = None,
+                 device: str = "auto", dtype: str = "auto", shard: Shard = ONE) -> dict:
+    task = load_task(task_name)
     if not isinstance(task, GenerateTask):
-        raise TaskError(f"task cmexam declares output {task.output}; run_cmexam runs generate tasks")
+        raise TaskError(f"task {task_name} declares output {task.output}; run_generate runs generate tasks")
     questions = read_cmexam(data)
     if limit:
         questions = questions[:limit]
@@ -130,7 +144,7 @@ def run_cmexam(data: Path, out: Path, *, model_dir: Path | None = None, predicti
         if questions and column in questions[0].meta:
             metrics.setdefault("by", {})[column] = breakdown(gold, pred, [q.meta[column] for q in questions])
     results = {
-        "task": "cmexam", "task_version": task.version, "template": tpl.describe(), "extract": mode,
+        "task": task.task, "task_version": task.version, "template": tpl.describe(), "extract": mode,
         "model": str(model_dir) if model_dir else None, "predictions_file": str(predictions) if predictions else None,
         "lineage": model_lineage(model_dir),
         "data": {"path": str(data), "sha256": sha256_file(data), "limit": limit},
@@ -155,7 +169,8 @@ def build_prompt(task: MultipleChoiceTask, style: PromptStyle, subject: str, sho
 
     def question(x: Question) -> str:
         stem = x.question.strip() if style.strip_question else x.question
-        return style.question.format(question=stem, **x.options)
+        block = "\n".join(f"{k}. {v}" for k, v in x.options.items())  # {options}: any number of them
+        return style.question.format(question=stem, options=block, **x.options)
 
     for s in shots:
         text += question(s) + style.shot_answer.format(answer=s.answer)
@@ -196,12 +211,14 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
         dev = devs[subject][:shots]
         test = read_mc_subject(task, data, subject, "test")[:limit or None]
         prompts = [build_prompt(task, style, subject, dev, q) for q in test]
+        letters = [tuple(q.options) for q in test]  # four for MMLU, four or five for MedQA
         if scoring == "original":
             contexts = [encode(tok, p) for p in prompts]
         else:
-            continuations = [style.continuation.format(letter=x) for x in LETTERS]
-            requests = [pair for p in prompts for pair in harness_pairs(tok, p, continuations)]
-            contexts = [c for c, _ in requests[::4]]
+            per_question = [harness_pairs(tok, p, [style.continuation.format(letter=x) for x in ls])
+                            for p, ls in zip(prompts, letters, strict=True)]
+            requests = [pair for pairs in per_question for pair in pairs]
+            contexts = [pairs[0][0] for pairs in per_question]
         batch = batch_size
         if batch == "auto":  # per subject: its longest prompt sets the memory of a row
             longest = max((len(c) + 2 for c in contexts), default=1)
@@ -209,13 +226,13 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
             batch = shard.smallest(batch)
         if scoring == "original":
             truncated += sum(len(c) > max_len for c in contexts)
-            scores = score_original(model, tok, [c[-max_len:] for c in contexts], batch, shard)
+            scores = score_original(model, tok, [c[-max_len:] for c in contexts], batch, shard, letters)
         else:
-            truncated += sum(len(c) + len(x) > max_len + 1 for c, x in requests[::4])
-            flat = score_harness(model, tok, requests, batch, max_len, shard)
-            scores = [flat[i:i + 4] for i in range(0, len(flat), 4)]
-        for q, p, s in zip(test, prompts, scores, strict=True):
-            choice = LETTERS[max(range(4), key=lambda k: s[k])]
+            truncated += sum(len(c) + len(x) > max_len + 1 for c, x in (pairs[0] for pairs in per_question))
+            flat = iter(score_harness(model, tok, requests, batch, max_len, shard))
+            scores = [[next(flat) for _ in ls] for ls in letters]
+        for q, p, s, ls in zip(test, prompts, scores, letters, strict=True):
+            choice = ls[max(range(len(ls)), key=lambda k: s[k])]
             preds.append({"id": q.id, "subject": subject, "prompt": p, "scores": s, "extracted": choice,
                           "rule": scoring, "gold": q.answer, "correct": choice == q.answer})
         bar.set_postfix_str(f"{len(preds) / (time.perf_counter() - start):.1f} q/s", refresh=False)

@@ -50,11 +50,18 @@ class GenerateTask:
 
 @dataclass(frozen=True)
 class Layout:
-    dev: str
-    """Few-shot examples, a path pattern with {subject}."""
     test: str
-    header: bool
+    """subjects: a path pattern with {subject}; records: a file name inside --data."""
+    dev: str = ""
+    """Few-shot examples, as `test` (records: optional, needed only for --shots > 0)."""
+    header: bool = False
     """CMMLU's CSVs have a header row and an index column; MMLU's have neither."""
+    kind: Literal["subjects", "records"] = "subjects"
+    """subjects: one CSV per subject (MMLU, CMMLU); records: one JSON Lines/JSON file of questions in a released
+    schema (`records`), any number of options each."""
+    records: Literal["medqa", "medmcqa"] | None = None
+    """The schema of a records file: medqa (official {question, options, answer_idx} or the GBaker copy's
+    {sent1, ending0..3, label}); medmcqa ({question, opa..opd, cop}, cop from 0 or 1 as detected)."""
 
 
 @dataclass(frozen=True)

@@ -551,11 +551,9 @@ def _run_eval(task: str, kwargs: dict, out: Path, hosts: Path | None, launcher: 
         from medtrain.eval_launch import eval_across
 
         return eval_across(task, kwargs, out, hosts, launcher)
-    from medtrain.eval.run import run_cmexam, run_mc
+    from medtrain.eval.run import run_task
 
-    if task == "cmexam":
-        return run_cmexam(kwargs.pop("data"), out, **kwargs)
-    return run_mc(task, kwargs.pop("model_dir"), kwargs.pop("data"), out, **kwargs)
+    return run_task(task, out, **kwargs)
 
 
 @eval_app.command("cmexam")
@@ -623,24 +621,28 @@ SubjectOpt = Annotated[list[str] | None, typer.Option("--subject", help="Only th
                                                       "anatomy); repeat for several. Default: every subject.")]
 
 
-def _mc_command(task: str, title: str, layout: str) -> None:
-    """`medtrain eval mmlu|cmmlu`: the same options for both k-shot benchmarks."""
+def _mc_command(task: str, title: str, layout: str, default_shots: int = 5) -> None:
+    """`medtrain eval mmlu|cmmlu|medqa|medmcqa`: the same options for every multiple-choice task."""
     def command(model: Annotated[str, typer.Option(help="Hugging Face model directory or hub id.")],
                 data: Path, out: EvalOutOpt,
-                shots: ShotsOpt = 5, scoring: ScoringOpt = "original", batch_size: McBatchOpt = "auto",
+                shots: ShotsOpt = default_shots, scoring: ScoringOpt = "original", batch_size: McBatchOpt = "auto",
                 limit: LimitOpt = None, subject: SubjectOpt = None, device: DeviceOpt = "auto",
                 dtype: DtypeOpt = "auto", hosts: EvalHostsOpt = None, launcher: EvalLauncherOpt = "local",
                 overwrite: ReplaceOpt = False) -> None:
         _eval_mc(task, model, data, out, shots, scoring, batch_size, limit, subject, device, dtype, hosts,
                  launcher, overwrite)
     command.__annotations__["data"] = Annotated[Path, typer.Option(help=f"{title} folder with {layout}.")]
-    command.__doc__ = (f"{title} k-shot.\n\nExample: medtrain eval {task} --model runs/sft/export --data data/{task} "
-                       f"--out results/{task}")
+    command.__doc__ = (f"{title}, {default_shots}-shot by default.\n\nExample: medtrain eval {task} --model "
+                       f"runs/sft/export --data data/{task} --out results/{task}")
     eval_app.command(task)(command)
 
 
 _mc_command("mmlu", "MMLU", "dev/ and test/ (headerless CSVs)")
 _mc_command("cmmlu", "CMMLU", "dev/ and test/ (CSVs with a header)")
+_mc_command("medqa", "MedQA (USMLE, 4 or 5 options)", "test.jsonl (official {question, options, answer_idx} or the "
+            "GBaker copy's {sent1, ending0..3, label}) and dev.jsonl for --shots", default_shots=0)
+_mc_command("medmcqa", "MedMCQA", "test.jsonl ({question, opa..opd, cop}; cop from 0 or 1, read from the file) and "
+            "dev.jsonl for --shots", default_shots=0)
 
 
 @app.command()

@@ -14,7 +14,7 @@ from medtrain.launch.run import launch_module
 
 
 def eval_across(task: str, kwargs: dict, out: Path, hosts: Path, launcher: str = "local") -> dict:
-    """Run `task` (cmexam | mmlu | cmmlu) with run_cmexam/run_mc keyword arguments on every rank; returns the
+    """Run `task` (cmexam | mmlu | cmmlu) with eval.run.run_task keyword arguments on every rank; returns the
     results.json that rank 0 wrote into `out`."""
     out = Path(out)
     work = out.parent / f".{out.name}.ranks"

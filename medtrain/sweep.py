@@ -58,7 +58,7 @@ def eval_identity(model_id: dict, task: str, data: EvalData) -> dict:
 
 def evaluate(model: Path, model_id: dict, out: Path, data: EvalData) -> list[dict]:
     """CMExam (generation), MMLU and CMMLU (5-shot) for one model; a task done with the same settings is reused."""
-    from medtrain.eval.run import run_cmexam, run_mc
+    from medtrain.eval.run import run_task
 
     results = []
     for task in ("cmexam", "mmlu", "cmmlu"):
@@ -78,10 +78,8 @@ def evaluate(model: Path, model_id: dict, out: Path, data: EvalData) -> list[dic
             from medtrain.eval_launch import eval_across
 
             results.append(eval_across(task, kwargs, cell, *data.across))
-        elif task == "cmexam":
-            results.append(run_cmexam(kwargs.pop("data"), cell, **kwargs))
         else:
-            results.append(run_mc(task, kwargs.pop("model_dir"), kwargs.pop("data"), cell, **kwargs))
+            results.append(run_task(task, cell, **kwargs))
         cells.record(cell, identity)
     return results
 

@@ -96,3 +96,72 @@ def test_original_scoring_matches_the_scripts_own_computation(task, tokenizer, r
         with torch.no_grad():
             logits = model(input_ids=input_ids).logits[0, -1]
         assert p["scores"] == pytest.approx([logits[i].item() for i in letters], abs=1e-4)
+
+
+def _medqa_records(n: int = 8) -> list[dict]:
+    """GBaker/MedQA-USMLE-4-options-hf's schema (what lm-eval's medqa_4options reads): sent1, ending0..3, label."""
+    stems = ["A 45-year-old man presents with crushing chest pain radiating to the left arm. Which enzyme rises "
+             "first?", "A child has a barking cough and stridor. What is the most likely pathogen?",
+             "Which drug reverses heparin?", "A woman has a butterfly rash and joint pain. Which antibody is most "
+             "specific?"]
+    ends = [["Troponin I", "CK-MB", "LDH", "Myoglobin"], ["Parainfluenza virus", "RSV", "Adenovirus", "Influenza"],
+            ["Protamine sulfate", "Vitamin K", "Naloxone", "Flumazenil"], ["Anti-dsDNA", "ANA", "Anti-Ro", "RF"]]
+    return [{"sent1": stems[i % 4], **{f"ending{k}": e for k, e in enumerate(ends[i % 4])}, "label": (i * 3) % 4,
+             "id": f"q{i}"} for i in range(n)]
+
+
+def _medmcqa_records(n: int = 8) -> list[dict]:
+    """openlifescienceai/medmcqa's schema (what lm-eval's medmcqa reads): question, opa..opd, cop from 0."""
+    return [{"id": f"m{i}", "question": f"Which vitamin deficiency causes condition {i}?", "opa": "Vitamin A",
+             "opb": "Vitamin B12", "opc": "Vitamin C", "opd": "Vitamin D", "cop": [2, 0, 3, 1][i % 4],
+             "choice_type": "single", "exp": "", "subject_name": "Biochemistry", "topic_name": None}
+            for i in range(n)]
+
+
+@pytest.mark.parametrize("task", ["medqa", "medmcqa"])
+def test_medqa_and_medmcqa_match_lm_evaluation_harness_question_by_question(task, hf_model, tmp_path):
+    """The English side of Table 4's mixture, scored as lm-eval's medqa_4options and medmcqa tasks score it (their
+    own doc_to_text from the installed lm-eval, on records in their Hugging Face schema)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    records = _medqa_records() if task == "medqa" else _medmcqa_records()
+    (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    names = write_harness_tasks(task, data, tmp_path / "tasks")
+    res = run_lm_eval(hf_model, tmp_path / "tasks", names, shots=0, limit=len(records), log_samples=True)
+    reference = sorted(res["samples"][names[0]], key=lambda s: s["doc_id"])
+    ours = _ours(task, hf_model, data, tmp_path / "ours", "harness", len(records))
+    assert len(ours) == len(reference) == len(records)
+    gold = [r["label"] if task == "medqa" else r["cop"] for r in records]
+    for p, ref, g in zip(ours, reference, gold, strict=True):
+        ref_ll = [resp[0][0] for resp in ref["resps"]]
+        assert p["prompt"] == ref["arguments"][0][0]  # lm-eval's own doc_to_text, character for character
+        assert p["scores"] == pytest.approx(ref_ll, abs=1e-4)
+        assert p["extracted"] == "ABCD"[max(range(4), key=lambda k: ref_ll[k])] and p["gold"] == "ABCD"[g]
+
+
+def test_five_option_medqa_in_the_official_schema_scores_every_letter(hf_model, tmp_path):
+    """The official US 5-option release ({question, options: {A..E}, answer_idx}): five scores a question, the
+    choice among all five, under both conventions."""
+    data = tmp_path / "data"
+    data.mkdir()
+    recs = [{"question": f"Question {i}: which is right?", "options": {k: f"option {k}{i}" for k in "ABCDE"},
+             "answer_idx": "ABCDE"[i % 5], "answer": f"option {'ABCDE'[i % 5]}{i}"} for i in range(10)]
+    (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    for scoring in ("original", "harness"):
+        preds = _ours("medqa", hf_model, data, tmp_path / scoring, scoring, 10)
+        assert all(len(p["scores"]) == 5 for p in preds)
+        assert [p["gold"] for p in preds] == [r["answer_idx"] for r in recs]
+        assert all(p["extracted"] == "ABCDE"[max(range(5), key=lambda k: p["scores"][k])] for p in preds)
+        assert "E. option E0\nAnswer:" in preds[0]["prompt"]
+
+
+def test_medmcqa_official_release_counts_cop_from_one_and_an_ambiguous_file_is_refused(hf_model, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    recs = [{**r, "cop": c} for r, c in zip(_medmcqa_records(4), [3, 1, 4, 2], strict=True)]  # official: from 1
+    (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert [p["gold"] for p in _ours("medmcqa", hf_model, data, tmp_path / "o", "original", 4)] == list("CADB")
+    (data / "test.jsonl").write_text("".join(json.dumps({**r, "cop": 2}) + "\n" for r in recs))
+    r = CliRunner().invoke(app, ["eval", "medmcqa", "--model", str(hf_model), "--data", str(data), "--out",
+                                 str(tmp_path / "amb")])
+    assert r.exit_code == 2 and "fits both" in r.output

@@ -101,7 +101,7 @@ def test_greedy_eval_on_the_gpu_equals_the_cpu(hf_model, tmp_path):
     from medtrain.eval.data import read_cmexam
     from medtrain.eval.generate import encode_prompts
     from medtrain.eval.model import load_model
-    from medtrain.eval.run import run_cmexam
+    from medtrain.eval.run import run_task
 
     data = REPO / "data_prep" / "samples" / "cmexam_test.csv"
     tpl = get_template("cmexam_with_reasoning")
@@ -127,8 +127,8 @@ def test_greedy_eval_on_the_gpu_equals_the_cpu(hf_model, tmp_path):
         ties += 1
     assert followed >= len(questions) // 2, f"only {followed} of {len(questions)} questions decoded alike"
     print(f"FIGURE greedy on CUDA: {followed} of {len(questions)} identical, {ties} near-ties (< {NEAR_TIE})")
-    result = run_cmexam(data, tmp_path / "gpu", model_dir=hf_model, limit=8, max_new_tokens=24, dtype="fp32",
-                        device="cuda")
+    result = run_task("cmexam", tmp_path / "gpu", data=data, model_dir=hf_model, limit=8, max_new_tokens=24,
+                      dtype="fp32", device="cuda")
     assert result["config"]["device"].startswith("cuda") and result["metrics"]["n"] == 8
 
 
