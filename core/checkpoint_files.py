@@ -110,6 +110,20 @@ def survey(root: Path, *, deep: bool = True) -> list[Verdict]:
     return [verify(d, deep=deep) for d in checkpoint_dirs(root)]
 
 
+def listing(run_dir: Path, *, deep: bool = True) -> list[str]:
+    """`medtrain checkpoints`: one line per checkpoint (step, size, state, why) and which one --resume picks;
+    empty when there are none."""
+    root = run_dir / "checkpoints" if (run_dir / "checkpoints").is_dir() else run_dir
+    verdicts = survey(root, deep=deep)
+    pick = next((v for v in reversed(verdicts) if v.usable), None)
+    lines = [f"{v.path.name}  step {v.step:>7}  {v.size / 2**20:>10.1f} MiB  {v.state:<10}"
+             f"{f'  ({v.reason})' if v.reason else ''}{'  <- --resume picks this' if v is pick else ''}"
+             for v in verdicts]
+    if verdicts and pick is None:
+        lines.append("no usable checkpoint: --resume would start from step 0")
+    return lines
+
+
 def _skipped(v: Verdict) -> str:
     return f"ignoring {'incomplete' if v.state == 'incomplete' else 'damaged'} checkpoint {v.path}: {v.reason}"
 

@@ -316,6 +316,15 @@ def _llama_tokenizer_from_sentencepiece(model_file: Path, bos: bool):  # -> Llam
                           unk_token=sp.id_to_piece(sp.unk_id()))
 
 
+def tokenizer_corpus(inputs: list[Path]) -> list[str]:
+    """`medtrain tokenizer`'s training lines: every non-blank line of the inputs, and the SFT template's header
+    50 times so it compresses to a few tokens."""
+    from medtrain.core.templates import ALPACA_HEADER, MCQ_INSTRUCTION
+
+    texts = [line for p in inputs for line in Path(p).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return texts + [ALPACA_HEADER + MCQ_INSTRUCTION] * 50
+
+
 def train_bpe_tokenizer(texts: list[str], out: Path, vocab_size: int = 2000) -> Path:
     """A small byte-level BPE tokenizer trained locally (nothing can be downloaded), saved as a HF directory.
     Like Llama-2's, it puts BOS before a text encoded with special tokens (what eval's reference scorers do),

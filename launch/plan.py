@@ -135,6 +135,22 @@ class Plan:
             "or a larger GPU is needed"
 
 
+def deepspeed_config_for(preset: str, recipe_path: Path | None, hosts: Path | None) -> dict:
+    """`medtrain config deepspeed`: the JSON for a recipe on a hostfile, or the preset's defaults for one rank
+    when they are not given."""
+    from medtrain.core.ds_config import ConfigError, build_ds_config
+    from medtrain.core.recipe import load_recipe
+    from medtrain.launch.hostfile import read_hostfile
+
+    if recipe_path is None:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
+        return build_ds_config(preset=preset, precision=None, micro_batch=1, accumulation=1, world_size=1,
+                               hidden_size=4096)
+    pool = read_hostfile(hosts) if hosts else {"localhost": 1}
+    return make_plan(load_recipe(recipe_path), pool, preset=preset).spec.ds_config
+
+
 def fit_advice(plan: Plan) -> list[str]:
     """Each axis on its own: micro_batch halved (global batch kept, more accumulation), seq_len halved, hosts
     doubled (ZeRO-3 shards the states over more ranks), until the plan fits."""

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from medtrain.core.ds_config import PRESETS, ConfigError, build_ds_config, precision_warning, write_ds_config
+from medtrain.core.ds_config import PRESETS, ConfigError, precision_warning, write_ds_config
 from medtrain.core.errors import RunFailed, UserError
 from medtrain.core.publish import ExistsError, check_replaceable
 from medtrain.core.recipe import load_recipe
@@ -110,6 +110,8 @@ def config_deepspeed(
     Example: medtrain config deepspeed --preset v100-zero3-fp16 --recipe recipes/paper/continual_llama2_13b.yaml
     --hosts hostfiles/v100x20 --out ds_configs/zero3_v100_fp16.json
     """
+    from medtrain.launch.plan import deepspeed_config_for
+
     with user_errors(out):
         refuse_existing(out, overwrite, what="file")
         config = deepspeed_config_for(preset, recipe, hosts)
@@ -123,19 +125,6 @@ def config_deepspeed(
     ranks = config["train_batch_size"] // (micro * accum)
     typer.echo(f"wrote {out}: ZeRO stage {zero['stage']}, {precision}, train_batch_size {config['train_batch_size']} "
                f"= {micro} micro x {accum} accum x {ranks} ranks")
-
-
-def deepspeed_config_for(preset: str, recipe_path: Path | None, hosts: Path | None) -> dict:
-    """The JSON for a recipe on a hostfile, or the preset's defaults for one rank when they are not given."""
-    if recipe_path is None:
-        if preset not in PRESETS:
-            raise ConfigError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
-        return build_ds_config(preset=preset, precision=None, micro_batch=1, accumulation=1, world_size=1,
-                               hidden_size=4096)
-    from medtrain.launch.plan import make_plan
-
-    pool = read_hostfile(hosts) if hosts else {"localhost": 1}
-    return make_plan(load_recipe(recipe_path), pool, preset=preset).spec.ds_config
 
 
 @app.command()
@@ -317,20 +306,13 @@ def checkpoints(run_dir: Annotated[Path, typer.Argument(help="A training run dir
 
     Example: medtrain checkpoints runs/continual_llama2_13b
     """
-    from medtrain.core.checkpoint_files import survey
+    from medtrain.core.checkpoint_files import listing
 
-    root = run_dir / "checkpoints" if (run_dir / "checkpoints").is_dir() else run_dir
-    verdicts = survey(root, deep=not quick)
-    if not verdicts:
-        typer.echo(f"{root}: no checkpoints")
+    lines = listing(run_dir, deep=not quick)
+    if not lines:
+        typer.echo(f"{run_dir}: no checkpoints")
         raise typer.Exit(code=1)
-    pick = next((v for v in reversed(verdicts) if v.usable), None)
-    for v in verdicts:
-        mark = "  <- --resume picks this" if v is pick else ""
-        why = f"  ({v.reason})" if v.reason else ""
-        typer.echo(f"{v.path.name}  step {v.step:>7}  {v.size / 2**20:>10.1f} MiB  {v.state:<10}{why}{mark}")
-    if pick is None:
-        typer.echo("no usable checkpoint: --resume would start from step 0")
+    typer.echo("\n".join(lines))
 
 
 InputsOpt = Annotated[list[str] | None, typer.Option("--input", help="Input file, data set folder or Hugging Face "
@@ -673,17 +655,15 @@ def tokenizer(input: Annotated[list[Path], typer.Option("--input", help="Text/CS
 
     Example: medtrain tokenizer --input corpus.jsonl --out tok --vocab-size 2000
     """
-    from medtrain.core.templates import ALPACA_HEADER, MCQ_INSTRUCTION
     from medtrain.data_prep.format import DatasetError
-    from medtrain.data_prep.tokenizer import train_bpe_tokenizer
+    from medtrain.data_prep.tokenizer import tokenizer_corpus, train_bpe_tokenizer
 
     with user_errors(out):
         missing = [str(p) for p in input if not p.is_file()]
         if missing:
             raise DatasetError(f"no such input file(s): {', '.join(missing)}")
         refuse_existing(out, overwrite)
-        texts = [line for p in input for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
-        texts += [ALPACA_HEADER + MCQ_INSTRUCTION] * 50  # the SFT template compresses to a few tokens
+        texts = tokenizer_corpus(input)
         typer.echo(f"training a {vocab_size}-token BPE tokenizer on {len(texts):,} lines ...", err=True)
         train_bpe_tokenizer(texts, out, vocab_size=vocab_size)
     typer.echo(f"wrote {out} (vocab {vocab_size}, trained on {len(texts):,} lines)")
@@ -731,20 +711,11 @@ def sweep(
     --checkpoints 0,750,1500,2250,3000 --hosts hostfiles/v100x20 --out runs/sweep --cmexam-data test.csv
     --mmlu-data data/mmlu --cmmlu-data data/cmmlu
     """
-    from medtrain.sweep import EvalData
+    from medtrain.sweep import EvalData, sweep_steps
     from medtrain.sweep import sweep as run_sweep
 
     with user_errors(out):
-        if checkpoints == "all":
-            from medtrain.core.checkpoint_files import complete_checkpoints, step_of
-
-            steps = [0] + [step_of(p) for p in complete_checkpoints(continual / "checkpoints")]
-        else:
-            try:
-                steps = [int(x) for x in checkpoints.split(",") if x.strip()]
-            except ValueError:
-                raise ConfigError(f"--checkpoints {checkpoints!r} must be comma-separated step numbers") from None
-        summary = run_sweep(continual, sft_recipe, steps, hosts, out,
+        summary = run_sweep(continual, sft_recipe, sweep_steps(checkpoints, continual), hosts, out,
                             EvalData(cmexam_data, mmlu_data, cmmlu_data, limit=limit, max_new_tokens=max_new_tokens,
                                      across=(hosts, launcher) if eval_across_hosts else None),
                             launcher=launcher, overrides=set_ or [])

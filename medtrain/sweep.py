@@ -155,6 +155,18 @@ def sft_identity(sft_recipe: Path, overrides: list[str], base_id: dict) -> dict:
             "data_manifest_sha256": sha256_file(manifest) if manifest.is_file() else None}
 
 
+def sweep_steps(spec: str, continual: Path) -> list[int]:
+    """--checkpoints: comma-separated steps (0 is the base model), or 'all': the base and every complete one."""
+    if spec == "all":
+        from medtrain.core.checkpoint_files import complete_checkpoints
+
+        return [0] + [step_of(p) for p in complete_checkpoints(continual / "checkpoints")]
+    try:
+        return [int(x) for x in spec.split(",") if x.strip()]
+    except ValueError:
+        raise CheckpointError(f"--checkpoints {spec!r} must be comma-separated step numbers, or all") from None
+
+
 def sweep(continual: Path, sft_recipe: Path, checkpoints: list[int], hosts: Path, out: Path, data: EvalData, *,
           launcher: str = "local", overrides: list[str] | None = None, eval_continual: bool = True) -> dict:
     from medtrain.launch.run import prepare_launch, start
