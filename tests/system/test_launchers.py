@@ -94,7 +94,9 @@ def test_preflight_checks_room_for_the_plans_checkpoints_on_every_host(tmp_path,
     assert r.returncode == 1, r.stdout + r.stderr
     assert "of room in" in r.stdout  # the header says what is checked
     rows = [line for line in r.stdout.splitlines() if line.startswith("127.0.0.")]
-    assert len(rows) == 2 and all("GiB free here, the plan writes" in line for line in rows), r.stdout
+    [said] = [line for line in r.stdout.splitlines() if "GiB free here, the plan writes" in line]
+    assert len(rows) == 2 and all(row.endswith(said.split()[0]) for row in rows), r.stdout  # both point to it
+    assert "2 host(s)" in said, said  # one line for the problem both hosts have
     assert "all-reduce over all ranks: ok" in r.stdout and "PREFLIGHT FAILED" in r.stdout
 
 
