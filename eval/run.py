@@ -180,11 +180,54 @@ def build_prompt(task: MultipleChoiceTask, style: PromptStyle, subject: str, sho
 def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int = 5, scoring: str = "original",
            batch_size: int | str = 8, limit: int | None = None, subjects: list[str] | None = None,
            device: str = "auto", dtype: str = "auto", shard: Shard = ONE) -> dict:
+    """Multiple choice in four parts: prompts per question (build_prompt), their scores under one convention
+    (score_choices), the metrics (aggregate_mc), and the outputs (write_outputs)."""
     if scoring not in ("original", "harness"):
         raise TaskError(f"--scoring {scoring} is not one of original, harness")
     task = load_task(task_name)
     if not isinstance(task, MultipleChoiceTask):
         raise TaskError(f"task {task_name} declares output {task.output}; run_mc runs multiple_choice tasks")
+    chosen, devs = mc_inputs(task, data, subjects, shots)
+    from medtrain.eval.model import context_length, load_model, parse_batch_size
+
+    batch_size = parse_batch_size(batch_size)
+    model, tok, placement = load_model(model_dir, device=device, dtype=dtype)
+    max_len = context_length(model)
+    style = task.style(scoring)
+    start = time.perf_counter()
+    preds, truncated = [], 0
+    bar = tqdm(chosen, unit="subject", desc=f"{task_name} {shots}-shot", file=sys.stderr,
+               mininterval=0.5 if sys.stderr.isatty() else 10.0, disable=not shard.is_main)
+    for subject in bar:
+        test = read_mc_subject(task, data, subject, "test")[:limit or None]
+        prompts = [build_prompt(task, style, subject, devs[subject][:shots], q) for q in test]
+        letters = [tuple(q.options) for q in test]  # four for MMLU, four or five for MedQA
+        scores, cut = score_choices(model, tok, style, scoring, prompts, letters, batch_size, max_len, shard)
+        truncated += cut
+        for q, p, s, ls in zip(test, prompts, scores, letters, strict=True):
+            choice = ls[max(range(len(ls)), key=lambda k: s[k])]
+            preds.append({"id": q.id, "subject": subject, "prompt": p, "scores": s, "extracted": choice,
+                          "rule": scoring, "gold": q.answer, "correct": choice == q.answer})
+        bar.set_postfix_str(f"{len(preds) / (time.perf_counter() - start):.1f} q/s", refresh=False)
+    bar.close()
+    results = {"task": task_name, "task_version": task.version, "scoring": scoring, "shots": shots,
+               "model": str(model_dir), "lineage": model_lineage(model_dir),
+               "data": {"path": str(data), "subjects": len(chosen), "limit": limit,
+                        "only": sorted(chosen) if subjects else None,
+                        "sha256": {s: sha256_file(Path(data) / task.layout.test.format(subject=s))
+                                   for s in chosen}},
+               "config": {"batch_size": batch_size, "context": max_len, "bos": adds_bos(tok),
+                          "device": placement.describe(), "ranks": shard.world},
+               "metrics": aggregate_mc(task, preds, chosen, truncated),
+               "seconds": time.perf_counter() - start, "medtrain_version": MEDTRAIN_VERSION}
+    if shard.is_main:
+        write_outputs(out, results, preds)
+    return results
+
+
+def mc_inputs(task: MultipleChoiceTask, data: Path, subjects: list[str] | None,
+              shots: int) -> tuple[list[str], dict[str, list[Question]]]:
+    """The subjects to run and their few-shot examples, checked before any model is loaded."""
     all_subjects = mc_subjects(task, data)
     chosen = subjects or all_subjects
     unknown = sorted(set(chosen) - set(all_subjects))
@@ -197,46 +240,38 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
         raise TaskError(f"--shots {shots}: the dev split has only {len(devs[short[0]])} examples for {short[0]}"
                         f"{f' (and {len(short) - 1} more subjects)' if len(short) > 1 else ''}; use --shots "
                         f"{min(len(d) for d in devs.values())} or fewer")
-    from medtrain.eval.model import auto_batch_size, context_length, load_model, parse_batch_size, scoring_row_bytes
+    return chosen, devs
 
-    batch_size = parse_batch_size(batch_size)
-    model, tok, placement = load_model(model_dir, device=device, dtype=dtype)
-    max_len = context_length(model)
-    style = task.style(scoring)
-    start = time.perf_counter()
-    preds, truncated = [], 0
-    bar = tqdm(chosen, unit="subject", desc=f"{task_name} {shots}-shot", file=sys.stderr,
-               mininterval=0.5 if sys.stderr.isatty() else 10.0, disable=not shard.is_main)
-    for subject in bar:
-        dev = devs[subject][:shots]
-        test = read_mc_subject(task, data, subject, "test")[:limit or None]
-        prompts = [build_prompt(task, style, subject, dev, q) for q in test]
-        letters = [tuple(q.options) for q in test]  # four for MMLU, four or five for MedQA
-        if scoring == "original":
-            contexts = [encode(tok, p) for p in prompts]
-        else:
-            per_question = [harness_pairs(tok, p, [style.continuation.format(letter=x) for x in ls])
-                            for p, ls in zip(prompts, letters, strict=True)]
-            requests = [pair for pairs in per_question for pair in pairs]
-            contexts = [pairs[0][0] for pairs in per_question]
-        batch = batch_size
-        if batch == "auto":  # per subject: its longest prompt sets the memory of a row
-            longest = max((len(c) + 2 for c in contexts), default=1)
-            batch, _ = auto_batch_size(model, scoring_row_bytes(model, min(longest, max_len + 1)), len(prompts), 8)
-            batch = shard.smallest(batch)
-        if scoring == "original":
-            truncated += sum(len(c) > max_len for c in contexts)
-            scores = score_original(model, tok, [c[-max_len:] for c in contexts], batch, shard, letters)
-        else:
-            truncated += sum(len(c) + len(x) > max_len + 1 for c, x in (pairs[0] for pairs in per_question))
-            flat = iter(score_harness(model, tok, requests, batch, max_len, shard))
-            scores = [[next(flat) for _ in ls] for ls in letters]
-        for q, p, s, ls in zip(test, prompts, scores, letters, strict=True):
-            choice = ls[max(range(len(ls)), key=lambda k: s[k])]
-            preds.append({"id": q.id, "subject": subject, "prompt": p, "scores": s, "extracted": choice,
-                          "rule": scoring, "gold": q.answer, "correct": choice == q.answer})
-        bar.set_postfix_str(f"{len(preds) / (time.perf_counter() - start):.1f} q/s", refresh=False)
-    bar.close()
+
+def score_choices(model, tok, style: PromptStyle, scoring: str, prompts: list[str], letters: list[tuple[str, ...]],
+                  batch_size: int | str, max_len: int, shard: Shard) -> tuple[list[list[float]], int]:
+    """(per question, one score per option; prompts cut to the context) under one convention: original, the
+    letters' logits after the prompt; harness, each continuation's log-likelihood (lm-eval's requests)."""
+    from medtrain.eval.model import auto_batch_size, scoring_row_bytes
+
+    if scoring == "original":
+        contexts = [encode(tok, p) for p in prompts]
+    else:
+        per_question = [harness_pairs(tok, p, [style.continuation.format(letter=x) for x in ls])
+                        for p, ls in zip(prompts, letters, strict=True)]
+        requests = [pair for pairs in per_question for pair in pairs]
+        contexts = [pairs[0][0] for pairs in per_question]
+    batch = batch_size
+    if batch == "auto":  # per subject: its longest prompt sets the memory of a row
+        longest = max((len(c) + 2 for c in contexts), default=1)
+        batch, _ = auto_batch_size(model, scoring_row_bytes(model, min(longest, max_len + 1)), len(prompts), 8)
+        batch = shard.smallest(batch)
+    if scoring == "original":
+        cut = sum(len(c) > max_len for c in contexts)
+        return score_original(model, tok, [c[-max_len:] for c in contexts], batch, shard, letters), cut
+    cut = sum(len(c) + len(x) > max_len + 1 for c, x in (pairs[0] for pairs in per_question))
+    flat = iter(score_harness(model, tok, requests, batch, max_len, shard))
+    return [[next(flat) for _ in ls] for ls in letters], cut
+
+
+def aggregate_mc(task: MultipleChoiceTask, preds: list[dict], chosen: list[str], truncated: int) -> dict:
+    """Accuracy pooled (micro) and averaged over subjects (macro), by subject and category; the task says
+    which one is its headline."""
     def acc(rows: list[dict]) -> dict:
         return {"n": len(rows), "acc": 100 * accuracy([p["gold"] for p in rows], [p["extracted"] for p in rows])}
 
@@ -244,19 +279,6 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
     by_category = {cat: acc(rows) for cat, subs in task.categories.items()
                    if (rows := [p for p in preds if p["subject"] in subs])}
     micro, macro = acc(preds)["acc"], mean([v["acc"] for v in by_subject.values()])
-    metrics = {"acc": micro if task.overall == "micro" else macro, "acc_micro": micro, "acc_macro": macro,
-               "overall": task.overall, "n": len(preds), "truncated_prompts": truncated,
-               "by_subject": by_subject, "by_category": by_category}
-    results = {"task": task_name, "task_version": task.version, "scoring": scoring, "shots": shots,
-               "model": str(model_dir), "lineage": model_lineage(model_dir),
-               "data": {"path": str(data), "subjects": len(chosen), "limit": limit,
-                        "only": sorted(chosen) if subjects else None,
-                        "sha256": {s: sha256_file(Path(data) / task.layout.test.format(subject=s))
-                                   for s in chosen}},
-               "config": {"batch_size": batch_size, "context": max_len, "bos": adds_bos(tok),
-                          "device": placement.describe(), "ranks": shard.world},
-               "metrics": metrics,
-               "seconds": time.perf_counter() - start, "medtrain_version": MEDTRAIN_VERSION}
-    if shard.is_main:
-        write_outputs(out, results, preds)
-    return results
+    return {"acc": micro if task.overall == "micro" else macro, "acc_micro": micro, "acc_macro": macro,
+            "overall": task.overall, "n": len(preds), "truncated_prompts": truncated,
+            "by_subject": by_subject, "by_category": by_category}
