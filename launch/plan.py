@@ -157,31 +157,27 @@ def fit_advice(plan: Plan) -> list[str]:
     from dataclasses import replace
 
     r, pool = plan.recipe, OrderedDict(plan_pool(plan))
-    tries = []
-    m = r.micro_batch
-    while m > 1:
-        m //= 2
-        tries.append((f"micro_batch {m} (from {r.micro_batch})", replace(r, micro_batch=m), pool))
-    s = r.seq_len
-    while s > 256:
-        s //= 2
-        tries.append((f"seq_len {s} (from {r.seq_len})", replace(r, seq_len=s), pool))
-    hosts = dict(pool)
-    for _ in range(4):
-        hosts = {**hosts, **{f"{h}+{len(hosts)}": n for h, n in hosts.items()}}
-        tries.append((f"{len(hosts)} hosts (from {len(pool)})", r, OrderedDict(hosts)))
-    found, done_axes = [], set()
-    for label, recipe, p in tries:
-        axis = label.split()[1] if label[0].isdigit() else label.split()[0]
-        if axis in done_axes:
-            continue
-        try:
-            candidate = make_plan(recipe, p, plan.hardware)
-        except (RecipeError, ValueError, ZeroDivisionError):
-            continue
-        if candidate.fits:
-            done_axes.add(axis)
-            found.append(f"{label}: {candidate.total_bytes / GiB:.1f} GiB")
+    def halvings(start: int, above: int) -> list[int]:
+        """start // 2, // 4, ... for as long as the value halved was above `above`."""
+        return [start >> k for k in range(1, start.bit_length()) if start >> (k - 1) > above]
+
+    grown = [OrderedDict((f"{h}+{i}", n) for i in range(2 ** k) for h, n in pool.items()) for k in range(1, 5)]
+    axes = [
+        [(f"micro_batch {m} (from {r.micro_batch})", replace(r, micro_batch=m), pool)
+         for m in halvings(r.micro_batch, 1)],
+        [(f"seq_len {s} (from {r.seq_len})", replace(r, seq_len=s), pool) for s in halvings(r.seq_len, 256)],
+        [(f"{len(hosts)} hosts (from {len(pool)})", r, hosts) for hosts in grown],
+    ]
+    found = []
+    for tries in axes:  # the first (smallest) change on each axis that fits
+        for label, recipe, hosts in tries:
+            try:
+                candidate = make_plan(recipe, hosts, plan.hardware)
+            except (RecipeError, ValueError, ZeroDivisionError):
+                continue
+            if candidate.fits:
+                found.append(f"{label}: {candidate.total_bytes / GiB:.1f} GiB")
+                break
     return found
 
 

@@ -84,7 +84,6 @@ def supervise(spec: LaunchSpec, *, allow: Allowances, max_restarts: int, resume:
                                 TIMEOUT_ENV: f"{allow.dist_timeout_minutes:.2f}"})
             write_env_file(spec)
             sys.stdout.flush()
-            console.unmute()
             if start_job:
                 job = start_job(spec)
                 job.console = console
@@ -195,9 +194,7 @@ def _watch(job: Job, dog: Watchdog, stop: _Stop, run_dir: Path, beats_dir: Path,
             return code, None, first_dead
         beats = dog.beats()  # one read of the heartbeat files per poll
         if stop.signum is not None:
-            if getattr(job, "console", None) is not None:
-                job.console.mute()  # the ranks we end say nothing more here (their logs keep it)
-            job.end(list(beats.values()))
+            _end_quietly(job, list(beats.values()))
             return 128 + stop.signum, None, first_dead
         if stop.save_and_stop and not stop.forwarded:
             say("medtrain: SIGUSR1: every rank saves at the end of its step and stops")
@@ -211,11 +208,16 @@ def _watch(job: Job, dog: Watchdog, stop: _Stop, run_dir: Path, beats_dir: Path,
             say(f"medtrain: hang detected: {hang.summary()}; stacks of every rank in {out}; ending the job on "
                 "every node")
             hang.stacks_dir = str(out)
-            if getattr(job, "console", None) is not None:
-                job.console.mute()  # the ranks we end say nothing more here (their logs keep it)
-            job.end(list(hang.beats.values()))
+            _end_quietly(job, list(hang.beats.values()))
             return -1, hang, first_dead
         time.sleep(POLL_SECONDS)
+
+
+def _end_quietly(job: Job, beats: list) -> None:
+    """End the job on every node with the console muted: the ranks medtrain ends say nothing more there (their
+    logs keep it); supervise() unmutes once the attempt is recorded."""
+    job.console.mute()
+    job.end(beats)
 
 
 def _record(run_dir: Path, attempt: int, started: float, code: int, hang: Hang | None, first_dead: list[int],
@@ -247,7 +249,7 @@ def _record(run_dir: Path, attempt: int, started: float, code: int, hang: Hang |
     saved_at = (ckpt / MARKER).stat().st_mtime if ckpt else started
     reached = max((b.step for b in beats.values()), default=resume_step)
     if hang is None:
-        cause = _scheduler_cause(cause, beats, job, reached) or cause
+        cause = _scheduler_cause(beats, job, reached) or cause
     return {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now)), "attempt": attempt, "cause": cause,
         "ranks": ranks, "hosts": sorted({job.host_of(r) for r in ranks}),
@@ -258,7 +260,7 @@ def _record(run_dir: Path, attempt: int, started: float, code: int, hang: Hang |
     }
 
 
-def _scheduler_cause(cause: dict, beats: dict, job: Job, reached: int) -> dict | None:
+def _scheduler_cause(beats: dict, job: Job, reached: int) -> dict | None:
     """A job that every rank left after saving on request (STOPPED_CODE), or that Slurm ended at its time limit
     or by preemption: not a crash, and said as what it was."""
     stopped = bool(beats) and all(b.phase == "exited" and b.code == STOPPED_CODE for b in beats.values())

@@ -78,6 +78,13 @@ def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return token_loss_sum(logits, labels) / max(labelled(labels), 1)
 
 
+def forward(engine, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The model's logits for a collated batch already on the engine's device."""
+    mask = batch["attention_mask"]
+    full = bool(mask.all())  # no padding: let SDPA take its causal fast path instead of a 4-D mask
+    return engine(input_ids=batch["input_ids"], attention_mask=None if full else mask).logits
+
+
 def accumulate(engine, batches: list[dict[str, torch.Tensor]], reduction: str, world: int) -> tuple[float, int]:
     """Forward and backward every micro-batch of one optimizer step on this rank, and step the engine (which
     applies the optimizer at the last one). Returns (loss, labelled tokens of this rank): with reduction "token"
@@ -96,9 +103,7 @@ def accumulate(engine, batches: list[dict[str, torch.Tensor]], reduction: str, w
     loss_sum = 0.0
     for batch in batches:
         batch = {k: v.to(device) for k, v in batch.items()}
-        mask = batch["attention_mask"]
-        full = bool(mask.all())  # no padding: let SDPA take its causal fast path instead of a 4-D mask
-        logits = engine(input_ids=batch["input_ids"], attention_mask=None if full else mask).logits
+        logits = forward(engine, batch)
         if reduction == "token":
             summed = token_loss_sum(logits, batch["labels"])
             engine.backward(summed * scale)
@@ -309,8 +314,7 @@ class Trainer:
                 part = mine[k * micro:(k + 1) * micro]
                 ids[:len(part)] = part
                 batch = {k2: v.to(self.engine.device) for k2, v in collate(samples, ids, self.state.pad_or_eos).items()}
-                logits = self.engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                loss_sum += token_loss_sum(logits, batch["labels"]).item()
+                loss_sum += token_loss_sum(forward(self.engine, batch), batch["labels"]).item()
                 count += labelled(batch["labels"])
         self.engine.train()
         sums = torch.tensor([loss_sum, float(count)], dtype=torch.float64, device=self.engine.device)
