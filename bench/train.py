@@ -110,7 +110,6 @@ def main() -> None:
                     "first log step on both sides")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, stop)
-    accumulation = args.global_batch // (args.micro_batch * args.ranks)
     samples = REPO / "data_prep" / "samples"
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -153,9 +152,7 @@ def main() -> None:
             result.update({"peak_mem_gib": last["max_mem_gib"], "plan_mem_gib": predicted,
                            "peak_vs_plan": last["max_mem_gib"] / predicted if predicted else None})
         save(args.name, result)  # medtrain's figures are kept even if the HF half fails or runs out of time
-        hf_args = {"ds_config": str(tmp / "ours" / "ds_config.json"), "model": str(tmp / "base"),
-                   "data": str(tmp / "data"), "seq_len": args.seq_len, "steps": args.steps,
-                   "micro_batch": args.micro_batch, "accumulation": accumulation, "lr": 3e-3, "out": str(tmp / "hf")}
+        hf_args = {"run_dir": str(tmp / "ours"), "model": str(tmp / "base"), "out": str(tmp / "hf")}
         deepspeed = Path(sys.executable).parent / "deepspeed"
         launcher = [str(deepspeed)] if deepspeed.exists() else [sys.executable, "-m", "deepspeed.launcher.runner"]
         try:
@@ -164,7 +161,7 @@ def main() -> None:
         except RuntimeError as err:
             save(args.name, {**result, "hf_trainer_error": str(err)})
             raise SystemExit(str(err)) from None
-        hf = json.loads((tmp / "hf" / "hf_times.json").read_text())
+        hf = json.loads((tmp / "hf" / "hf_run.json").read_text())
         hf_rate = steady_rate(hf["step_ends"], hf["start"], first["step"], tokens_per_step)
     result.update({"hf_trainer_tokens_per_s": hf_rate, "ratio": ours_rate / hf_rate})
     line = (f"medtrain {ours_rate:,.0f} tok/s vs HF Trainer {hf_rate:,.0f} tok/s = {result['ratio']:.2f}x "

@@ -67,6 +67,7 @@ class Recipe:
     torchtitan, transformers >= 4.46). micro_batch: each micro-batch's mean, averaged (transformers < 4.46, the
     paper's Trainer)."""
     weight_decay: float = 0.0
+    """Decoupled weight decay on matrices and embeddings; norms and biases are spared (the HF Trainer's split)."""
     precision: Precision = "fp16"
     preset: str = "v100-zero3-fp16"
     """DeepSpeed preset (medtrain config deepspeed --help lists them)."""

@@ -138,15 +138,27 @@ def lr_scheduler(optimizer: torch.optim.Optimizer, schedule: dict) -> torch.opti
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_factor(schedule, i))
 
 
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Matrices and embeddings decay, norms and biases do not, in two groups in that order: the HF Trainer's
+    split (and nanoGPT's). The groups matter beyond decay: under ZeRO-3 each group is flattened into one
+    partition per rank, and Adafactor clips its update by the RMS of the whole tensor it is given, so the same
+    groups are what makes a run's losses equal the Trainer's (tests/system/test_hf_trainer_parity.py)."""
+    decay, keep = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if len(getattr(p, "ds_shape", p.shape)) >= 2 else keep).append(p)  # ZeRO-3 params are 1-D
+    return [g for g in ({"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0})
+            if g["params"]]
+
+
 def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+    groups = param_groups(model, recipe.weight_decay)
     if recipe.optimizer == "adafactor":
         from transformers.optimization import Adafactor
 
         # as the HF Trainer's --optim adafactor: fixed lr from the schedule, no relative steps
-        return Adafactor(params, lr=recipe.lr, scale_parameter=False, relative_step=False, warmup_init=False,
-                         weight_decay=recipe.weight_decay)
-    return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+        return Adafactor(groups, lr=recipe.lr, scale_parameter=False, relative_step=False, warmup_init=False)
+    return torch.optim.AdamW(groups, lr=recipe.lr)
 
 
 class Trainer:
