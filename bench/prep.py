@@ -147,7 +147,7 @@ def main() -> None:
             for name, (tok, backend) in toks.items():
                 out = tmp / name
                 t = time.perf_counter()
-                m = prep("text", [src], tok, out / "medtrain", workers=args.workers, log=lambda s: None)
+                m = prep("text", [src], tok, out / "medtrain", workers=args.workers)
                 ours_s = time.perf_counter() - t
                 n_lim, lim_s = limit(all_texts, tok, backend, args.workers)
                 n_ds, ds_s, arrow = datasets_pipeline(src, tok, backend, args.workers, out)

@@ -13,7 +13,7 @@ import multiprocessing as mp
 import os
 import sys
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from medtrain.core import __version__ as MEDTRAIN_VERSION
 from medtrain.core.digest import sha256_file
+from medtrain.core.log import get_logger
 from medtrain.core.templates import MODE_TEMPLATES, get_template
 from medtrain.data_prep.format import DatasetError, DatasetWriter, check_token_range
 from medtrain.data_prep.sources import (
@@ -37,6 +38,8 @@ from medtrain.data_prep.sources import (
     to_record,
 )
 from medtrain.data_prep.tokenizer import Encoder, encode_chunk
+
+log = get_logger(__name__)
 
 PAPER_TARGET_TOKENS = 1_000_000_000
 SHOW_SKIPS = 5
@@ -150,7 +153,7 @@ def _raise_if_disk_full(e: BaseException, out: Path, input_bytes: int, writer: D
 def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: str | None = None,
          seq_len: int = 4096, workers: int | None = None, overwrite: bool = False,
          target_tokens: int = PAPER_TARGET_TOKENS, chunk_size: int = 512, chunk_bytes: int = 1 << 20,
-         log: Callable[[str], None] = lambda s: print(s, file=sys.stderr), hub: dict | None = None,
+         hub: dict | None = None,
          answer_index: int | None = None, allow_missing_explanations: bool = False) -> dict:
     """Prepare one dataset; returns its manifest. Raises DatasetError (nothing written) on unusable input.
 
@@ -168,7 +171,7 @@ def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: s
         base, why = (answer_index, "given by --answer-index") if answer_index is not None else \
             detect_answer_base(inputs)
         src, answers = src.with_answer_base(base), {"base": base, "how": why}
-        log(f"prep {source}: answer index counted from {base} ({why})")
+        log.info(f"prep {source}: answer index counted from {base} ({why})")
     template = None
     if kind == "sft":
         if mode not in MODE_TEMPLATES:
@@ -259,14 +262,14 @@ def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: s
         writer.abort()
         _raise_empty(stats, inputs)
     if stats.first_skips:
-        log(f"skipped {sum(stats.skipped.values())} records: " + ", ".join(f"{k}={v}" for k, v in
-                                                                         sorted(stats.skipped.items())))
+        log.warning(f"skipped {sum(stats.skipped.values())} records: " + ", ".join(f"{k}={v}" for k, v in
+                                                                                 sorted(stats.skipped.items())))
         for line in stats.first_skips:
-            log(f"  {line}")
+            log.warning(f"  {line}")
         dominant = dominant_skip(stats)
         if dominant:
             reason, count, read = dominant
-            log(f"{count} of {read} records skipped as {reason}: {SKIP_HINTS[reason]}")
+            log.warning(f"{count} of {read} records skipped as {reason}: {SKIP_HINTS[reason]}")
     reasoning = template is not None and template.name == MODE_TEMPLATES["with_reasoning"]
     if reasoning and src.explanations and 0 < stats.records == stats.without_explanation \
             and not allow_missing_explanations:
@@ -275,8 +278,8 @@ def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: s
                            "'exp' field), so --mode with_reasoning would train answer-only data under the reasoning "
                            "template; pass --mode answer_only, or --allow-missing-explanations to keep it")
     if stats.placeholder_explanations:
-        log(f"dropped {stats.placeholder_explanations} placeholder explanations (such as 请等待更新, 'awaiting "
-            "update'); those examples keep their answer")
+        log.warning(f"dropped {stats.placeholder_explanations} placeholder explanations (such as 请等待更新, "
+                    "'awaiting update'); those examples keep their answer")
     manifest = _manifest(kind, source, info, template, seq_len, stats, writer, target_tokens)
     if hub:
         manifest["hub"] = hub  # which hub ids and commits the inputs and the tokenizer came from

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from medtrain.core import __version__ as MEDTRAIN_VERSION
 from medtrain.core.digest import sha256_file
+from medtrain.core.log import get_logger
 from medtrain.core.publish import staged_dir
 from medtrain.core.templates import TEMPLATES, get_template
 from medtrain.eval.choice import adds_bos, encode, harness_pairs, score_harness, score_original
@@ -22,6 +23,8 @@ from medtrain.eval.metrics import accuracy, breakdown, mean, score
 from medtrain.eval.shard import ONE, Shard
 from medtrain.eval.tables import results_table
 from medtrain.eval.task import GenerateTask, MultipleChoiceTask, PromptStyle, TaskError, load_task
+
+log = get_logger(__name__)
 
 
 def model_lineage(model_dir: Path | None) -> dict | None:
@@ -131,7 +134,7 @@ def run_generate(task_name: str, data: Path, out: Path, *, model_dir: Path | Non
             batch_size, why = auto_batch_size(model, generation_row_bytes(model, longest, max_new), len(prompts), 16)
             batch_size = shard.smallest(batch_size)
             if shard.is_main:
-                print(f"batch size auto: {why}", file=sys.stderr, flush=True)
+                log.info(f"batch size auto: {why}")
         outputs = generate(model, tok, prompts, batch_size=batch_size, max_new_tokens=max_new, shard=shard)
     seconds = time.perf_counter() - start
     extracted = [extract(o, q.options, mode, task.no_answer) for o, q in zip(outputs, questions, strict=True)]

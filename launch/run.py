@@ -14,6 +14,7 @@ from pathlib import Path
 
 from medtrain.core import hub
 from medtrain.core.ds_config import PRESETS, write_ds_config
+from medtrain.core.log import get_logger
 from medtrain.core.publish import publish_text
 from medtrain.core.recipe import RecipeError, dump_recipe, load_recipe
 from medtrain.launch.hostfile import read_hostfile
@@ -29,6 +30,8 @@ from medtrain.launch.launcher import (
 from medtrain.launch.plan import Plan, make_plan
 from medtrain.launch.run_lock import RunLock, refuse_if_held
 from medtrain.launch.slurm import SlurmOptions
+
+log = get_logger(__name__)
 
 
 @dataclass
@@ -103,7 +106,7 @@ def prepare_launch(recipe_path: Path, hosts: Path | None, launcher: str, *, over
                           f"{plan.gpu_bytes / 2**30:.1f}); fits with {plan.advice()} (`medtrain plan` shows the "
                           "components)")
     for said in plan.warnings:
-        print(f"warning: {said}", file=sys.stderr, flush=True)
+        log.warning(f"warning: {said}")
     run_dir = Path(recipe.output_dir).resolve()
     if entry is None:
         entry = ["--module", "--no_local_rank", "medtrain", "train", recipe.stage,
@@ -130,7 +133,7 @@ def prepare_launch(recipe_path: Path, hosts: Path | None, launcher: str, *, over
     if earlier and not resume:
         aside = aside_name(run_dir)
         run_dir.rename(aside)
-        print(f"medtrain: moved the earlier run in {run_dir} ({earlier}) aside to {aside}", flush=True)
+        log.info(f"medtrain: moved the earlier run in {run_dir} ({earlier}) aside to {aside}")
     prepared.lock = RunLock(run_dir).acquire()
     try:
         write_run_files(prepared)
@@ -168,8 +171,8 @@ def check_inputs(recipe, download: bool):
         raise RecipeError(f"{recipe.source}: tokenizer '{recipe.tokenizer_dir}' does not exist; point tokenizer "
                           "(or model) at the tokenizer directory the data was prepared with")
     else:
-        print(f"note: '{recipe.tokenizer_dir}' is no directory here nor in the Hugging Face cache; the launch "
-              "downloads it as a hub id and checks that it splits text as the data's tokenizer did", flush=True)
+        log.info(f"note: '{recipe.tokenizer_dir}' is no directory here nor in the Hugging Face cache; the launch "
+                 "downloads it as a hub id and checks that it splits text as the data's tokenizer did")
     return recipe
 
 

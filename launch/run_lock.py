@@ -21,10 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medtrain.core.errors import UserError
+from medtrain.core.log import get_logger
 
 LOCK_NAME = ".medtrain.lock"
 REFRESH_SECONDS = 15.0
 STALE_SECONDS = 120.0
+
+log = get_logger(__name__)
 
 
 class RunLockedError(UserError):
@@ -97,10 +100,9 @@ _TOKEN_ENV = "MEDTRAIN_RUN_LOCK"
 class RunLock:
     """Held from before the run's files are written until the job has ended on every node."""
 
-    def __init__(self, run_dir: Path, say=lambda s: print(s, file=sys.stderr, flush=True)):
+    def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / LOCK_NAME
-        self.say = say
         self.token = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -125,10 +127,10 @@ class RunLock:
         if holder is not None and is_alive(holder):
             raise RunLockedError(_held_line(self.run_dir, holder))
         if holder is not None:
-            self.say(f"medtrain: taking over the lock of {self.run_dir} from {holder.describe()}: that launch is "
-                     "gone (" + ("its job left the queue" if holder.slurm_job else
-                                 "its process no longer exists" if holder.host == socket.gethostname() else
-                                 f"not refreshed for {holder.age_s:.0f} s") + ")")
+            log.warning(f"medtrain: taking over the lock of {self.run_dir} from {holder.describe()}: that launch "
+                        "is gone (" + ("its job left the queue" if holder.slurm_job else
+                                       "its process no longer exists" if holder.host == socket.gethostname() else
+                                       f"not refreshed for {holder.age_s:.0f} s") + ")")
         tmp = self.path.with_name(f".{LOCK_NAME}.{os.getpid()}")
         tmp.write_text(record, encoding="utf-8")
         os.replace(tmp, self.path)

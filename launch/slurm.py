@@ -21,8 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medtrain.core.heartbeat import Beat
+from medtrain.core.log import get_logger
 from medtrain.core.rank import STOP_SIGNAL
 from medtrain.launch.launcher import LaunchError, LaunchSpec, ranks_env
+
+log = get_logger(__name__)
 
 _SAFE = re.compile(r"^[\w.:,+=/@%-]+$")
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL",
@@ -144,11 +147,10 @@ class SlurmJob:
 
     remote = True
 
-    def __init__(self, spec: LaunchSpec, opts: SlurmOptions, job_name: str, env: dict, say=print,
-                 echo: bool = True):
+    def __init__(self, spec: LaunchSpec, opts: SlurmOptions, job_name: str, env: dict, echo: bool = True):
         from medtrain.core.publish import publish_text
 
-        self.spec, self.env, self.say, self.echo = spec, env, say, echo
+        self.spec, self.env, self.echo = spec, env, echo
         script = publish_text(spec.run_dir / "launch.sbatch", render_sbatch(spec, job_name, opts))
         self.job_id = submit(script, env)
         self.log = spec.run_dir / f"slurm-{self.job_id}.out"
@@ -158,7 +160,7 @@ class SlurmJob:
         self.console = None
         """The supervisor's console (launch/console.py): the job's log goes through it when set."""
         if echo:
-            say(f"medtrain: submitted batch job {self.job_id}; its log: {self.log}")
+            log.info(f"medtrain: submitted batch job {self.job_id}; its log: {self.log}")
 
     def host_of(self, rank: int) -> str:
         """The node a rank runs on, from its heartbeat (Slurm places the tasks, not the hostfile)."""

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from medtrain.core.checkpoint_files import MARKER, newest_good, step_of
 from medtrain.core.heartbeat import ATTEMPT_ENV, DIR_ENV
+from medtrain.core.log import get_logger, redirect_console
 from medtrain.core.rank import STOP_SIGNAL, STOPPED_CODE, TIMEOUT_ENV
 from medtrain.launch.console import Console, logs_dir
 from medtrain.launch.job import Job
@@ -55,11 +56,13 @@ class _Stop:
 
 FAILURES_BEFORE_REPLACING = 2
 
+log = get_logger(__name__)
+
 
 def supervise(spec: LaunchSpec, *, allow: Allowances, max_restarts: int, resume: bool,
               replan: Callable[[OrderedDict[str, int]], None] | None = None, spare_hosts: OrderedDict[str, int]
               | None = None, allow_shrink: bool = False, start_job: Callable[[LaunchSpec], Job] | None = None,
-              say=None) -> int:
+              ) -> int:
     """Launch, watch, restart; return the exit code `medtrain launch` exits with (0 ok, 1 failed, 2 a user
     error in a rank, 128+N stopped by signal N).
 
@@ -68,12 +71,12 @@ def supervise(spec: LaunchSpec, *, allow: Allowances, max_restarts: int, resume:
     run spec for the new pool, and the ranks re-split the checkpoint)."""
     run_dir = spec.run_dir
     console = Console(run_dir)
-    say = say or console.say
     spares = OrderedDict(spare_hosts or {})
     blamed: Counter[str] = Counter()
     beats_dir = run_dir / "heartbeats"
     stop = _Stop()
     failures: list[dict] = []
+    undo_redirect = redirect_console(console.say)  # medtrain's own lines reach the console and launch.log alike
     try:
         attempt = 0
         while True:
@@ -91,20 +94,20 @@ def supervise(spec: LaunchSpec, *, allow: Allowances, max_restarts: int, resume:
                 job = Job(build_command(spec), launch_environment(spec), spec.pool, spec.launcher, spec.master_port,
                           console=console)
             dog = Watchdog(beats_dir, attempt, spec.world_size, allow, started)
-            code, hang, first_dead = _watch(job, dog, stop, run_dir, beats_dir, say)
+            code, hang, first_dead = _watch(job, dog, stop, run_dir, beats_dir)
             job.release_shm()
             if code == 0:
                 return 0
             if stop.signum is not None:
-                say(f"medtrain: stopped by {signal.Signals(stop.signum).name}; the job was ended on every node")
+                log.info(f"medtrain: stopped by {signal.Signals(stop.signum).name}; the job was ended on every node")
                 return 128 + stop.signum
             if any(b.phase == "exited" and b.code == 2 for b in dog.beats().values()):
                 code = 2  # a rank reported a problem the user fixes; whatever code the launcher passed on
             record = _record(run_dir, attempt, started, code, hang, first_dead, dog, job)
             console.unmute()
-            _say_where_the_traceback_is(record, run_dir, say)
+            _say_where_the_traceback_is(record, run_dir)
             if stop.save_and_stop and record["cause"]["kind"] == "stopped":
-                say(f"medtrain: stopped at step {record['resume_step']} as asked (SIGUSR1); checkpoint in "
+                log.info(f"medtrain: stopped at step {record['resume_step']} as asked (SIGUSR1); checkpoint in "
                     f"{run_dir / 'checkpoints'}; resume with --resume")
                 return 128 + signal.SIGUSR1
             failures.append(record)
@@ -114,41 +117,42 @@ def supervise(spec: LaunchSpec, *, allow: Allowances, max_restarts: int, resume:
             if give_up:
                 if code == 2:
                     return 2
-                say(f"error: run failed {len(failures)} time(s), restart budget {max_restarts} spent; last: "
+                log.error(f"error: run failed {len(failures)} time(s), restart budget {max_restarts} spent; last: "
                     f"{record['cause']['text']} (see {run_dir / 'restarts.jsonl'})")
                 return 1
             if record["cause"]["kind"] in ("time_limit", "preempted"):  # not a crash: go on at once
                 attempt += 1
-                say(f"medtrain: {record['cause']['text']}; resuming from step {record['resume_step']} "
+                log.info(f"medtrain: {record['cause']['text']}; resuming from step {record['resume_step']} "
                     f"(attempt {attempt + 1}, restart budget {max_restarts})")
                 continue
             host = record.get("culprit_host")
             if host and (spares or allow_shrink) and len(spec.pool) > 1:
                 blamed[host] += 1
                 if blamed[host] >= FAILURES_BEFORE_REPLACING:
-                    spec = _replace_host(spec, host, spares, allow_shrink, replan, say)
+                    spec = _replace_host(spec, host, spares, allow_shrink, replan)
             attempt += 1
             wait = min(BACKOFF_SECONDS * 2 ** (attempt - 1), 30.0)
-            say(f"medtrain: {record['cause']['text']}; restart {attempt}/{max_restarts} in {wait:.0f} s from "
+            log.info(f"medtrain: {record['cause']['text']}; restart {attempt}/{max_restarts} in {wait:.0f} s from "
                 f"{'step ' + str(record['resume_step']) if record['resume_step'] else 'step 0'}")
             time.sleep(wait)
             if stop.signum is not None:
                 return 128 + stop.signum
     finally:
         stop.restore()
+        undo_redirect()
         console.close()
 
 
-def _say_where_the_traceback_is(record: dict, run_dir: Path, say) -> None:
+def _say_where_the_traceback_is(record: dict, run_dir: Path) -> None:
     """The first failing rank's own log, where its traceback is (its peers' follow-on errors are elsewhere)."""
     for rank in record.get("ranks", [])[:1]:
-        log = logs_dir(run_dir) / f"rank{rank}.log"
-        if log.is_file() and log.stat().st_size:
-            say(f"medtrain: rank {rank}'s output and traceback: {log} (`medtrain logs {run_dir} --rank {rank}`)")
+        path = logs_dir(run_dir) / f"rank{rank}.log"
+        if path.is_file() and path.stat().st_size:
+            log.info(f"medtrain: rank {rank}'s output and traceback: {path} (`medtrain logs {run_dir} --rank {rank}`)")
 
 
 def _replace_host(spec: LaunchSpec, host: str, spares: OrderedDict[str, int], allow_shrink: bool,
-                  replan: Callable[[OrderedDict[str, int]], None] | None, say) -> LaunchSpec:
+                  replan: Callable[[OrderedDict[str, int]], None] | None) -> LaunchSpec:
     """The pool without `host`: a spare with its slots in its place, else (allow_shrink) nothing in its place."""
     from medtrain.core.errors import UserError
     from medtrain.launch.hostfile import write_hostfile
@@ -156,7 +160,7 @@ def _replace_host(spec: LaunchSpec, host: str, spares: OrderedDict[str, int], al
     slots = spec.pool[host]
     spare = next((h for h, n in spares.items() if n == slots), None)
     if spare is None and not allow_shrink:
-        say(f"medtrain: {host} keeps failing and no spare host has {slots} slots; keeping it")
+        log.info(f"medtrain: {host} keeps failing and no spare host has {slots} slots; keeping it")
         return spec
     pool = OrderedDict((spare if h == host else h, n) for h, n in spec.pool.items() if h != host or spare)
     if spare is not None:
@@ -165,12 +169,12 @@ def _replace_host(spec: LaunchSpec, host: str, spares: OrderedDict[str, int], al
         if replan is not None:
             replan(pool)  # RunSpec for the new world: raises when no micro x accumulation gives the global batch
     except UserError as e:
-        say(f"medtrain: cannot go on without {host}: {e}; keeping it")
+        log.info(f"medtrain: cannot go on without {host}: {e}; keeping it")
         return spec
     hostfile = spec.run_dir / "hostfile"
     write_hostfile("".join(f"{h} slots={n}\n" for h, n in pool.items()), hostfile)
     what = f"replaced by spare {spare}" if spare else f"dropped: {sum(pool.values())} ranks go on"
-    say(f"medtrain: {host} failed {FAILURES_BEFORE_REPLACING} times; {what} (hostfile {hostfile})")
+    log.info(f"medtrain: {host} failed {FAILURES_BEFORE_REPLACING} times; {what} (hostfile {hostfile})")
     return replace(spec, pool=pool, hostfile=hostfile)
 
 
@@ -184,8 +188,8 @@ def _is_training(entry: list[str]) -> bool:
     return "train" in entry and "medtrain" in entry
 
 
-def _watch(job: Job, dog: Watchdog, stop: _Stop, run_dir: Path, beats_dir: Path, say) -> tuple[int, Hang | None,
-                                                                                               list[int]]:
+def _watch(job: Job, dog: Watchdog, stop: _Stop, run_dir: Path, beats_dir: Path) -> tuple[int, Hang | None,
+                                                                                          list[int]]:
     """Poll the launcher and the heartbeats until the job ends, hangs or we are told to stop."""
     first_dead: list[int] = []
     while True:
@@ -197,7 +201,7 @@ def _watch(job: Job, dog: Watchdog, stop: _Stop, run_dir: Path, beats_dir: Path,
             _end_quietly(job, list(beats.values()))
             return 128 + stop.signum, None, first_dead
         if stop.save_and_stop and not stop.forwarded:
-            say("medtrain: SIGUSR1: every rank saves at the end of its step and stops")
+            log.info("medtrain: SIGUSR1: every rank saves at the end of its step and stops")
             job.signal_ranks(list(beats.values()), STOP_SIGNAL)
             stop.forwarded = True
         if not first_dead and not job.remote:
@@ -205,7 +209,7 @@ def _watch(job: Job, dog: Watchdog, stop: _Stop, run_dir: Path, beats_dir: Path,
         hang = dog.check(beats=beats)
         if hang is not None:
             out = collect_stacks(job, hang, run_dir, beats_dir)
-            say(f"medtrain: hang detected: {hang.summary()}; stacks of every rank in {out}; ending the job on "
+            log.info(f"medtrain: hang detected: {hang.summary()}; stacks of every rank in {out}; ending the job on "
                 "every node")
             hang.stacks_dir = str(out)
             _end_quietly(job, list(hang.beats.values()))
@@ -295,4 +299,4 @@ def _append(path: Path, record: dict) -> None:
             f.flush()
             os.fsync(f.fileno())
     except OSError as e:  # the run's own disk may be what failed: the record still reaches the console
-        print(f"medtrain: could not append to {path} ({e}): {line}", end="", file=sys.stderr, flush=True)
+        log.warning(f"medtrain: could not append to {path} ({e}): {line.rstrip()}")

@@ -15,7 +15,10 @@ from typing import Any
 
 from medtrain.core import __version__
 from medtrain.core.digest import folder_digest, sha256_file, sizes_digest
+from medtrain.core.log import get_logger
 from medtrain.core.publish import publish_json
+
+log = get_logger(__name__)
 
 CELL_FILE = "cell.json"
 
@@ -57,7 +60,7 @@ def changes(old: Any, new: Any, path: str = "") -> list[str]:
     return []
 
 
-def prepare(cell: Path, identity: dict[str, Any], done: Path, say) -> str:
+def prepare(cell: Path, identity: dict[str, Any], done: Path) -> str:
     """'reuse' when `done` exists and the cell was made with this identity; 'resume' when an unfinished cell was
     started with it (a training run continues from its checkpoints); else 'fresh', after removing what was made
     otherwise and saying what changed."""
@@ -67,12 +70,12 @@ def prepare(cell: Path, identity: dict[str, Any], done: Path, say) -> str:
         diff = changes(json.loads(recorded.read_text(encoding="utf-8")), identity)
         if not diff:
             if done.exists():
-                say(f"{cell} done with the same settings, reusing")
+                log.info(f"{cell} done with the same settings, reusing")
                 return "reuse"
             return "resume"
-        say(f"{cell} was made with other settings ({'; '.join(diff)}); making it again")
+        log.info(f"{cell} was made with other settings ({'; '.join(diff)}); making it again")
     elif done.exists():
-        say(f"{cell} has no record of the settings it was made with; making it again")
+        log.info(f"{cell} has no record of the settings it was made with; making it again")
     if cell.exists():
         shutil.rmtree(cell)
     return "fresh"

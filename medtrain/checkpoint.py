@@ -16,9 +16,9 @@ a newer one has verified.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -36,8 +36,11 @@ from medtrain.core.checkpoint_files import (
     writer_of,
 )
 from medtrain.core.errors import UserError
+from medtrain.core.log import get_logger, log_rank_zero
 from medtrain.core.publish import publish_json
 from medtrain.state import TrainerState
+
+log = get_logger(__name__)
 
 
 class DiskFullError(UserError):
@@ -116,13 +119,14 @@ def _prune(root: Path, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def pick_for_resume(root: Path, say: Callable[[str], None]) -> Path | None:
+def pick_for_resume(root: Path) -> Path | None:
     """All ranks together: the newest checkpoint whose every file verifies. Each rank reads back only the files
     of its share (rank r checks the writers r, r + W, ...), so the check costs what one save cost."""
     rank, world = dist.get_rank(), dist.get_world_size()
     for path in reversed(checkpoint_dirs(root)):
         if not (path / MARKER).is_file():
-            say(f"warning: ignoring incomplete checkpoint {path} (no {MARKER} marker: the run died while saving)")
+            log_rank_zero(log, f"warning: ignoring incomplete checkpoint {path} (no {MARKER} marker: the run died "
+                          "while saving)", logging.WARNING)
             continue
         verdict = verify(path, mine=lambda writer: writer % world == rank, marker=False)  # marker seen above
         problems: list[str] = [""] * world
@@ -130,7 +134,7 @@ def pick_for_resume(root: Path, say: Callable[[str], None]) -> Path | None:
         bad = [p for p in problems if p]
         if not bad:
             return path
-        say(f"warning: checkpoint {path} is damaged ({bad[0]}); trying the one before")
+        log_rank_zero(log, f"warning: checkpoint {path} is damaged ({bad[0]}); trying the one before", logging.WARNING)
     return None
 
 

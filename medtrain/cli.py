@@ -38,7 +38,10 @@ def main(version: Annotated[bool, typer.Option("--version", callback=_version, i
     """Continual pretraining, SFT and evaluation of Llama-2 for medical QA on DeepSpeed ZeRO-3."""
     import os
 
+    from medtrain.core.log import setup_logging
     from medtrain.core.provenance import untested_versions
+
+    setup_logging()
 
     old = untested_versions() if os.environ.get("RANK", "0") == "0" else []  # once per job, not per rank
     if old:

@@ -15,8 +15,11 @@ import time
 from pathlib import Path
 
 from medtrain.core.errors import RunFailed
+from medtrain.core.log import get_logger
 from medtrain.data_prep.samples import DIR as SAMPLES
 from medtrain.recipes import DIR as RECIPES
+
+log = get_logger(__name__)
 
 SIZES = {
     # continual: 63 packed 128-token blocks of the Huatuo-style sample per epoch = 8 steps at batch 8;
@@ -35,7 +38,7 @@ class DemoError(RunFailed):
 
 
 def medtrain_cmd(*args: str, cwd: Path) -> None:
-    print(f"\n$ medtrain {shlex.join(args)}", flush=True)
+    log.info(f"\n$ medtrain {shlex.join(args)}")
     proc = subprocess.run([sys.executable, "-m", "medtrain", *args], cwd=cwd)
     if proc.returncode != 0:
         raise DemoError(f"`medtrain {shlex.join(args)}` exited with {proc.returncode}")
@@ -57,13 +60,13 @@ def run_demo(workdir: Path, size: str = "full") -> Path:
     hosts.write_text("localhost slots=2\n")
 
     if (tok / "tokenizer.json").is_file():
-        print(f"reusing tokenizer {tok}")
+        log.info(f"reusing tokenizer {tok}")
     else:
         inputs = [SAMPLES / "huatuo_sample.jsonl", SAMPLES / "cmexam_train.csv", *sorted(SAMPLES.glob("*mmlu/*/*.csv"))]
         medtrain_cmd("tokenizer", *[x for p in inputs for x in ("--input", str(p))], "--out", str(tok),
                      "--vocab-size", "1500", cwd=workdir)
     if (base / "config.json").is_file():
-        print(f"reusing base model {base}")
+        log.info(f"reusing base model {base}")
     else:
         medtrain_cmd("init-model", "--config", "tiny-wide", "--tokenizer", str(tok), "--out", str(base), cwd=workdir)
     # 5% of the Huatuo-style documents held out (data/huatuo/val): the validation curve beside the training loss
@@ -72,14 +75,14 @@ def run_demo(workdir: Path, size: str = "full") -> Path:
                       (data_c, ["prep", "cmexam", "--input", str(SAMPLES / "cmexam_train.csv"), "--mode",
                                 "with_reasoning"])):
         if (out / "manifest.json").is_file() and (out is not data_h or (out / "val" / "manifest.json").is_file()):
-            print(f"reusing prepared data {out} (delete it to prepare again)")
+            log.info(f"reusing prepared data {out} (delete it to prepare again)")
         else:
             medtrain_cmd(*args, "--tokenizer", str(tok), "--out", str(out), "--seq-len", "512", "--overwrite",
                          cwd=workdir)
 
     common = [f"tokenizer={tok}"]
     if (cont / "export" / "config.json").is_file():
-        print(f"reusing continual run {cont}")
+        log.info(f"reusing continual run {cont}")
     else:
         medtrain_cmd("launch", "--hosts", str(hosts), "--launcher", "local", "--recipe",
                      str(RECIPES / "tiny/continual.yaml"),
@@ -95,6 +98,6 @@ def run_demo(workdir: Path, size: str = "full") -> Path:
                  *sets([*common, f"data={data_c}", *cfg["sft"]]), cwd=workdir)
     medtrain_cmd("report", str(cont), str(sweep_dir), "--out", str(report), "--overwrite", cwd=workdir)
     minutes = (time.perf_counter() - start) / 60
-    print(f"\ndemo finished in {minutes:.1f} min\n  report: {report / 'report.md'}\n  loss curve: "
-          f"{report / 'loss_curve.png'}", flush=True)
+    log.info(f"\ndemo finished in {minutes:.1f} min\n  report: {report / 'report.md'}\n  loss curve: "
+          f"{report / 'loss_curve.png'}")
     return report / "report.md"

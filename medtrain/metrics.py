@@ -4,13 +4,15 @@ TensorBoard scalars."""
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from medtrain.core.flops import flops_per_token, utilisation
+from medtrain.core.log import get_logger
 from medtrain.core.model_specs import LlamaShape
+
+log = get_logger(__name__)
 
 
 def fmt_seconds(s: float) -> str:
@@ -30,7 +32,7 @@ class MetricsLogger:
 
                 self._tb = SummaryWriter(log_dir=str(out_dir / "tensorboard"))
             except ImportError:  # tensorboard is a dependency; keep training if an install lacks it
-                print("warning: tensorboard not installed; metrics go to metrics.jsonl only", file=sys.stderr)
+                log.warning("warning: tensorboard not installed; metrics go to metrics.jsonl only")
 
     def log(self, record: dict) -> None:
         if not self.enabled:
@@ -47,12 +49,12 @@ class MetricsLogger:
         if "tflops_per_gpu" in record:
             mfu = f" MFU {100 * record['mfu']:.1f}% HFU {100 * record['hfu']:.1f}%" if "mfu" in record else ""
             scale += f" {record['tflops_per_gpu']:.3g} TFLOP/s/GPU{mfu}"
-        print(f"step {record['step']}/{record['total_steps']} loss {record['loss']:.4f} lr {record['lr']:.3e}"
+        log.info(f"step {record['step']}/{record['total_steps']} loss {record['loss']:.4f} lr {record['lr']:.3e}"
               f"{scale} gnorm {record['grad_norm']:.3f} {record['tokens_per_s']:,.0f} tok/s "
               f"{record['samples_per_s']:.2f} samples/s data {100 * record['data_wait_frac']:.2f}% "
               f"elapsed {fmt_seconds(record['elapsed_s'])} eta {fmt_seconds(record['eta_s'])}"
               + (f" val_loss {record['val_loss']:.4f} ({record['val_tokens']:,} tokens)" if "val_loss" in record
-                 else ""), flush=True)
+                 else ""))
 
     def close(self) -> None:
         if self._tb is not None:

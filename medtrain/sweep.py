@@ -17,9 +17,12 @@ from medtrain import cells
 from medtrain.core.checkpoint_files import MARKER, CheckpointError, checkpoint_dirs, step_of, tag_for, verify
 from medtrain.core.digest import sha256_file
 from medtrain.core.errors import RunFailed
+from medtrain.core.log import get_logger
 from medtrain.core.publish import publish_json, publish_text
 from medtrain.eval.tables import PAPER_COLUMNS, conventions, paper_cells, paper_columns
 from medtrain.metrics import fmt_seconds
+
+log = get_logger(__name__)
 
 
 @dataclass
@@ -36,10 +39,6 @@ class EvalData:
     batch_size: int | str = 16
     across: tuple[Path, str] | None = None
     """(hostfile, launcher): spread each eval over the ranks of the sweep's hosts instead of this process."""
-
-
-def say(msg: str) -> None:
-    print(f"[sweep] {msg}", flush=True)
 
 
 def eval_identity(model_id: dict, task: str, data: EvalData) -> dict:
@@ -64,10 +63,10 @@ def evaluate(model: Path, model_id: dict, out: Path, data: EvalData) -> list[dic
     for task in ("cmexam", "mmlu", "cmmlu"):
         cell = out / f"eval_{task}"
         identity = eval_identity(model_id, task, data)
-        if cells.prepare(cell, identity, cell / "results.json", say) == "reuse":
+        if cells.prepare(cell, identity, cell / "results.json") == "reuse":
             results.append(json.loads((cell / "results.json").read_text()))
             continue
-        say(f"eval {task}: {model}" + (f" across {data.across[0]}" if data.across else ""))
+        log.info(f"sweep: eval {task}: {model}" + (f" across {data.across[0]}" if data.across else ""))
         if task == "cmexam":
             kwargs = {"data": data.cmexam, "model_dir": model, "limit": data.limit,
                       "max_new_tokens": data.max_new_tokens, "batch_size": data.batch_size}
@@ -102,8 +101,8 @@ def continual_model(continual: Path, step: int, out: Path) -> tuple[Path, dict]:
     else:
         raise CheckpointError(f"{ckpt}: no complete checkpoint for step {step}; the continual run keeps "
                               f"{sorted(p.name for p in (continual / 'checkpoints').glob('step_*'))}")
-    if cells.prepare(target, identity, target / "config.json", say) != "reuse":
-        say(f"export {ckpt} -> {target}")
+    if cells.prepare(target, identity, target / "config.json") != "reuse":
+        log.info(f"sweep: export {ckpt} -> {target}")
         export_checkpoint(ckpt, target)
         cells.record(target, identity)
     return target, identity
@@ -177,7 +176,8 @@ def sweep(continual: Path, sft_recipe: Path, checkpoints: list[int], hosts: Path
     for k, step in enumerate(checkpoints):
         elapsed = time.perf_counter() - started
         eta = f", ETA {fmt_seconds(elapsed / k * (len(checkpoints) - k))}" if k else ""
-        say(f"cell {k + 1} of {len(checkpoints)}: continual step {step} (elapsed {fmt_seconds(elapsed)}{eta})")
+        log.info(f"sweep: cell {k + 1} of {len(checkpoints)}: continual step {step} (elapsed "
+                 f"{fmt_seconds(elapsed)}{eta})")
         cell = out / f"step_{step:06d}"
         base, base_id = continual_model(continual, step, cell)
         if eval_continual:
@@ -186,9 +186,9 @@ def sweep(continual: Path, sft_recipe: Path, checkpoints: list[int], hosts: Path
         sft_dir = cell / "sft"
         sft_overrides = [*(overrides or []), f"model={base}", f"output_dir={sft_dir}", f"continual_step={step}"]
         sft_id = sft_identity(sft_recipe, sft_overrides, base_id)
-        state = cells.prepare(sft_dir, sft_id, sft_dir / "export" / "config.json", say)
+        state = cells.prepare(sft_dir, sft_id, sft_dir / "export" / "config.json")
         if state != "reuse":
-            say(f"SFT from step {step}: {base}" + (" (resuming)" if state == "resume" else ""))
+            log.info(f"sweep: SFT from step {step}: {base}" + (" (resuming)" if state == "resume" else ""))
             cells.record(sft_dir, sft_id)
             prepared = prepare_launch(sft_recipe, hosts, launcher, overrides=sft_overrides, env=[],
                                       resume=state == "resume", dry_run=False)

@@ -23,6 +23,7 @@ from medtrain.core.checkpoint_files import newest_good, tag_for
 from medtrain.core.digest import sha256_file
 from medtrain.core.errors import RunFailed
 from medtrain.core.heartbeat import heartbeat
+from medtrain.core.log import get_logger, log_rank_zero
 from medtrain.core.model_specs import resolve_shape
 from medtrain.core.publish import publish_json
 from medtrain.core.rank import Stopped, stop_requested
@@ -35,6 +36,8 @@ from medtrain.metrics import MetricsLogger, StepMetrics
 from medtrain.model_dir import write_hf_dir
 from medtrain.modeling import build_model, hf_config, release_hf_deepspeed_config, save_hf_config
 from medtrain.state import TrainerState
+
+log = get_logger(__name__)
 
 
 class TrainingError(RunFailed):
@@ -177,10 +180,6 @@ class Trainer:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def say(self, msg: str) -> None:
-        if self.is_main:
-            print(msg, flush=True)
-
     # ----- setup ----------------------------------------------------------------------------------------------
 
     def setup(self) -> None:
@@ -207,8 +206,8 @@ class Trainer:
             data_manifest_sha256=sha256_file(Path(r.data) / "manifest.json"),
             vocab_size=tok["vocab_size"], bos_id=tok["bos_id"], eos_id=tok["eos_id"], pad_id=tok.get("pad_id"),
             world_size=self.world, template=self.samples.data.manifest.get("template"))
-        self.say(f"medtrain: {self.stage} from {r.weights}")
-        self.say(f"medtrain: {self.stage} on {self.world} ranks, {len(self.samples):,} samples/epoch, "
+        log_rank_zero(log, f"medtrain: {self.stage} from {r.weights}")
+        log_rank_zero(log, f"medtrain: {self.stage} on {self.world} ranks, {len(self.samples):,} samples/epoch, "
                  f"{self.spec.total_steps} steps{self._of_schedule()}, batch {self.spec.batch_equation()}, "
                  f"{r.precision}")
 
@@ -254,16 +253,16 @@ class Trainer:
         self.watch = LossScaleWatch(ds_config.get("fp16", {}).get("min_loss_scale", 1), r.loss_scale_patience)
 
     def _resume(self) -> None:
-        path = checkpoint.pick_for_resume(self.ckpt_root, self.say)
+        path = checkpoint.pick_for_resume(self.ckpt_root)
         if path is None:
-            self.say(f"--resume: no verified checkpoint under {self.ckpt_root}; starting from step 0")
+            log_rank_zero(log, f"--resume: no verified checkpoint under {self.ckpt_root}; starting from step 0")
             return
         from medtrain.reshard import written_world_size
 
         written = written_world_size(path)
         self.start_step = checkpoint.load(self.engine, path, self.recipe.precision).step
         moved = f", re-split from {written} to {self.world} ranks" if written != self.world else ""
-        self.say(f"resumed from {path} at step {self.start_step}{moved}")
+        log_rank_zero(log, f"resumed from {path} at step {self.start_step}{moved}")
 
     # ----- the loop -------------------------------------------------------------------------------------------
 
@@ -353,7 +352,7 @@ class Trainer:
         checkpoint.save(self.engine, self.ckpt_root, self.state_at(step),
                         lambda path: save_hf_config(self.cfg, path, self.recipe.precision),
                         self.recipe.keep_checkpoints)
-        self.say(f"checkpoint {self.ckpt_root / tag_for(step)}")
+        log_rank_zero(log, f"checkpoint {self.ckpt_root / tag_for(step)}")
 
     # ----- export ---------------------------------------------------------------------------------------------
 
@@ -391,7 +390,7 @@ class Trainer:
         diff = (hf_logits - engine_logits).abs().max().item()
         torch.save({"input_ids": probe, "logits": engine_logits}, self.out / "engine_probe.pt")
         (out / "export_check.json").write_text(json.dumps({"probe_tokens": probe.shape[1], "max_abs_diff": diff}))
-        print(f"exported {out} (logits vs engine: max abs diff {diff:.2e})", flush=True)
+        log.info(f"exported {out} (logits vs engine: max abs diff {diff:.2e})")
         return diff
 
     def cleanup(self) -> None:

@@ -28,6 +28,22 @@ def check(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     return proc
 
 
+@contextmanager
+def said(name: str = "medtrain"):
+    """The messages medtrain logged (core/log.py) while inside, as a list that fills as they come."""
+    import logging
+
+    got: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: got.append(record.getMessage())
+    logger = logging.getLogger(name)
+    logger.addHandler(handler)
+    try:
+        yield got
+    finally:
+        logger.removeHandler(handler)
+
+
 def make_tiny_data(root: Path) -> dict[str, Path]:
     from medtrain.core.templates import ALPACA_HEADER
     from medtrain.data_prep.pipeline import prep
@@ -36,7 +52,7 @@ def make_tiny_data(root: Path) -> dict[str, Path]:
     texts = (SAMPLES / "huatuo_sample.jsonl").read_text().splitlines()
     texts += (SAMPLES / "cmexam_train.csv").read_text().splitlines() + [ALPACA_HEADER] * 20
     tok = train_bpe_tokenizer(texts, root / "tok", vocab_size=800)
-    quiet = {"log": lambda s: None, "workers": 1}
+    quiet = {"workers": 1}
     prep("huatuo", [SAMPLES / "huatuo_sample.jsonl"], tok, root / "huatuo", seq_len=64, **quiet)
     prep("cmexam", [SAMPLES / "cmexam_train.csv"], tok, root / "cmexam", mode="with_reasoning", seq_len=512, **quiet)
     return {"tok": tok, "huatuo": root / "huatuo", "cmexam": root / "cmexam"}

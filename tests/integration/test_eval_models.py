@@ -160,7 +160,7 @@ def test_cmmlu_pointed_at_the_mmlu_folder_is_one_line(hf_model, tmp_path):
 # ----- tables that never mix conventions; sweep cells that never go stale ----------------------------------------
 
 
-def test_a_sweep_eval_cell_reruns_when_its_settings_change_and_says_what_changed(hf_model, tmp_path, capsys):
+def test_a_sweep_eval_cell_reruns_when_its_settings_change_and_says_what_changed(hf_model, tmp_path, caplog):
     from medtrain import cells
     from medtrain.sweep import EvalData, evaluate
 
@@ -169,9 +169,10 @@ def test_a_sweep_eval_cell_reruns_when_its_settings_change_and_says_what_changed
     first = evaluate(hf_model, model_id, tmp_path / "cell", data)
     again = evaluate(hf_model, model_id, tmp_path / "cell", data)
     assert [r["metrics"] for r in first] == [r["metrics"] for r in again]
-    assert capsys.readouterr().out.count("same settings, reusing") == 3
+    assert caplog.text.count("same settings, reusing") == 3
+    caplog.clear()
     data.limit = 2
     changed = evaluate(hf_model, model_id, tmp_path / "cell", data)
-    out = capsys.readouterr().out
+    out = caplog.text
     assert out.count("made with other settings (eval.limit: 1 -> 2)") == 3
     assert changed[0]["metrics"]["n"] == 2 and changed[0]["data"]["limit"] == 2

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import shared_data
+from train_fixtures import said
 from typer.testing import CliRunner
 
 from medtrain.cli import app
@@ -28,7 +29,6 @@ def bpe_tok(tiny) -> Path:
 
 
 def _quiet(*args, **kw):
-    kw.setdefault("log", lambda s: None)
     kw.setdefault("workers", 2)
     return prep(*args, **kw)
 
@@ -65,8 +65,8 @@ def test_huatuo_formats_nested_variants_and_bad_records_are_counted(tmp_path, bp
     gz.write_bytes(gzip.compress(raw))
     arr = tmp_path / "h.json"
     arr.write_text(json.dumps([good, {"questions": ["x"], "answers": ["y"]}], ensure_ascii=False, indent=2))
-    logs = []
-    m = _quiet("huatuo", [jsonl, gz, arr], bpe_tok, tmp_path / "out", log=logs.append)
+    with said() as logs:
+        m = _quiet("huatuo", [jsonl, gz, arr], bpe_tok, tmp_path / "out")
     assert m["stats"]["records"] == 6
     assert m["stats"]["skipped"] == {"malformed_json": 2, "no_answers": 2, "non_utf8": 2}
     per_file = {Path(s["path"]).name: s for s in m["sources"]}
@@ -260,9 +260,9 @@ def test_byte_ranges_keep_line_numbers_and_bytes_whatever_the_cut(tmp_path, bpe_
                                     ensure_ascii=False))
     f = tmp_path / "h.jsonl"
     f.write_text("\r\n".join(lines))  # CRLF and no newline at the end
-    logs_small, logs_big = [], []
-    _quiet("huatuo", [f], bpe_tok, tmp_path / "small", chunk_bytes=100, log=logs_small.append)
-    m = _quiet("huatuo", [f], bpe_tok, tmp_path / "big", log=logs_big.append)
+    with said() as logs_small:
+        _quiet("huatuo", [f], bpe_tok, tmp_path / "small", chunk_bytes=100)
+    m = _quiet("huatuo", [f], bpe_tok, tmp_path / "big")
     assert _digest(tmp_path / "small") == _digest(tmp_path / "big")
     assert m["stats"]["skipped"] == {"malformed_json": 5} and m["num_docs"] == 200 - 5 - 3
     assert [line.strip().split(" (")[0] for line in logs_small[1:]] == [f"{f}:{n}: malformed_json"

@@ -6,6 +6,7 @@ import csv
 import json
 
 import pytest
+from train_fixtures import said
 from typer.testing import CliRunner
 
 from medtrain.cli import app
@@ -33,9 +34,9 @@ def _csv(path, rows, header=HEADER, literal_newlines=False):
 
 
 def _prep(*args, **kw):
-    logs = []
     kw.setdefault("workers", 1)
-    m = prep(*args, log=logs.append, **kw)
+    with said() as logs:
+        m = prep(*args, **kw)
     return m, "\n".join(logs)
 
 

@@ -39,7 +39,7 @@ def test_data_prepared_with_tokenizer_model_trains_with_its_tokenizer_json(llama
     from medtrain.data_prep.samples import DIR
 
     out = tmp_path / "h"
-    prep("huatuo", [DIR / "huatuo_sample.jsonl"], llama2_model_only, out, seq_len=256, log=lambda s: None, workers=1)
+    prep("huatuo", [DIR / "huatuo_sample.jsonl"], llama2_model_only, out, seq_len=256, workers=1)
     fast = shared_data("tokenizers", "llama2", "derived_hf_fast")
     TokenDataset(out, expect_tokenizer=tokenizer_identity(fast))  # accepted: the same ids
     with pytest.raises(DatasetError, match="split text into different ids"):

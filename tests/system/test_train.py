@@ -47,10 +47,12 @@ def test_continual_loss_decreases_and_steps_match_the_plan(continual_run, tiny):
 
 
 # The tiny continual run's per-step losses (2 ranks, ZeRO-3, fp32, Adafactor; 12 max_steps of the full 54-step
-# schedule, recorded 2026-11-28; the core/ restructuring left the earlier curve bit-identical). A refactor that
-# changes the data order, masking, schedule or optimizer moves them by far more than the CPU's run-to-run noise.
-RECORDED_CONTINUAL_LOSSES = [6.722652, 6.644866, 6.455636, 6.363865, 6.033291, 5.88132, 5.734465, 5.718168,
-                             5.205611, 5.109142, 4.803425, 4.606367]
+# schedule). Recorded 2026-12-06, when the optimizer took the HF Trainer's two parameter groups (decay, no decay):
+# under ZeRO-3 Adafactor clips its update by the RMS of each group's flat partition, so from step 3 on the curve
+# moved by up to 0.2% (steps 1-2 are bit-identical to the 2026-11-28 curve). A refactor that changes the data
+# order, masking, schedule or optimizer moves them by far more than the CPU's run-to-run noise.
+RECORDED_CONTINUAL_LOSSES = [6.722652, 6.644866, 6.455681, 6.364225, 6.034507, 5.883969, 5.737907, 5.721837,
+                             5.210938, 5.115406, 4.811122, 4.61453]
 
 
 @pytest.mark.launch

@@ -43,27 +43,26 @@ def test_a_second_launch_is_refused_naming_the_holder_and_release_frees_it(tmp_p
     RunLock(tmp_path / "run").acquire().release()
 
 
-def test_a_lock_whose_process_died_on_this_host_is_taken_over_with_a_line(tmp_path):
+def test_a_lock_whose_process_died_on_this_host_is_taken_over_with_a_line(tmp_path, caplog):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     foreign_lock(tmp_path, host=socket.gethostname(), pid=dead.pid)
-    said = []
-    lock = RunLock(tmp_path, say=said.append).acquire()
+    lock = RunLock(tmp_path).acquire()
+    said = caplog.messages
     assert said and "taking over" in said[0] and "no longer exists" in said[0] and f"pid {dead.pid}" in said[0]
     assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
     lock.release()
 
 
-def test_another_hosts_fresh_lock_is_refused_and_a_stale_one_taken_over(tmp_path):
+def test_another_hosts_fresh_lock_is_refused_and_a_stale_one_taken_over(tmp_path, caplog):
     foreign_lock(tmp_path, age=5)
     with pytest.raises(RunLockedError, match="node07 \\(pid 4242"):
         RunLock(tmp_path).acquire()
     with pytest.raises(RunLockedError):
         refuse_if_held(tmp_path)  # what a dry run and --check ask
     foreign_lock(tmp_path, age=STALE_SECONDS + 60)
-    said = []
-    RunLock(tmp_path, say=said.append).acquire().release()
-    assert "not refreshed for" in said[0]
+    RunLock(tmp_path).acquire().release()
+    assert "not refreshed for" in caplog.messages[0]
 
 
 def test_a_detached_slurm_job_keeps_the_lock_after_the_launch_returns(tmp_path):
