@@ -61,6 +61,32 @@ def index_base(seen: set[int]) -> int | None:
     return None
 
 
+MEDMCQA_OPTION_KEYS = ("opa", "opb", "opc", "opd", "ope")  # MedMCQA's four; CNMLEQA adds ope
+
+
+def cop_of(rec: dict) -> int | None:
+    """MedMCQA's answer index as a file stores it, a number or its digits ("3"); None when absent or not one."""
+    cop = rec.get("cop")
+    if isinstance(cop, bool):
+        return None
+    if isinstance(cop, int):
+        return cop
+    if isinstance(cop, str) and cop.strip().lstrip("-").isdigit():
+        return int(cop.strip())
+    return None
+
+
+def medmcqa_answer(rec: dict, base: int) -> str:
+    """The answer letter of a MedMCQA-layout record: `cop` counted from `base` (index_base reads it from the file),
+    else CNMLEQA's "answer": "opX"; "" when neither names an option key (the unlabelled test split's -1)."""
+    keys = MEDMCQA_OPTION_KEYS
+    cop = cop_of(rec)
+    if cop is not None and 0 <= cop - base < len(keys):
+        return "ABCDE"[cop - base]
+    answer = rec.get("answer")
+    return "ABCDE"[keys.index(answer)] if isinstance(answer, str) and answer in keys else ""
+
+
 def canonical_answer(letters: str, options: dict[str, str]) -> str:
     """An answer as a set of letters in option order: "BA", "A,B" and "AB" are the same answer."""
     seen = set(letters.upper())

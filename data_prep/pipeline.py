@@ -22,9 +22,10 @@ from tqdm import tqdm
 
 from medtrain.core import __version__ as MEDTRAIN_VERSION
 from medtrain.core.digest import sha256_file
+from medtrain.core.disk import disk_full_as_error, disk_full_error, is_disk_full
 from medtrain.core.log import get_logger
 from medtrain.core.templates import MODE_TEMPLATES, get_template
-from medtrain.data_prep.format import DatasetError, DatasetWriter, check_token_range
+from medtrain.data_prep.format import DatasetError, DatasetWriter, check_token_range, read_manifest
 from medtrain.data_prep.sources import (
     SOURCES,
     ByteCounter,
@@ -37,6 +38,7 @@ from medtrain.data_prep.sources import (
     iter_raw_chunks,
     to_record,
 )
+from medtrain.data_prep.split import SplitWriter, check_fraction
 from medtrain.data_prep.tokenizer import Encoder, encode_chunk
 
 log = get_logger(__name__)
@@ -141,27 +143,21 @@ def _chunks(items: Iterator, size: int) -> Iterator[list]:
         yield chunk
 
 
-def _raise_if_disk_full(e: BaseException, out: Path, input_bytes: int, writer: DatasetWriter) -> None:
-    """A full disk as one line with the room a dataset of these inputs takes: ids at the writer's width for about
-    one token per 3 bytes of input (Chinese UTF-8 text; English runs ~4), the staging already removed."""
-    from medtrain.core.disk import disk_full_error, is_disk_full
-
-    if is_disk_full(e):
-        raise disk_full_error(out, needed=input_bytes * writer.dtype.itemsize // 3) from e
-
-
 def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: str | None = None,
          seq_len: int = 4096, workers: int | None = None, overwrite: bool = False,
          target_tokens: int = PAPER_TARGET_TOKENS, chunk_size: int = 512, chunk_bytes: int = 1 << 20,
-         hub: dict | None = None,
-         answer_index: int | None = None, allow_missing_explanations: bool = False) -> dict:
+         hub: dict | None = None, answer_index: int | None = None, allow_missing_explanations: bool = False,
+         val_fraction: float = 0.0) -> dict:
     """Prepare one dataset; returns its manifest. Raises DatasetError (nothing written) on unusable input.
 
     JSON Lines inputs travel to the workers as raw lines (parsing is spread over every core); CSV, JSON arrays
     and plain text are parsed here and only their texts travel. `hub` (the ids and revisions of hub inputs and
-    tokenizer) is recorded in the manifest."""
+    tokenizer) is recorded in the manifest. `val_fraction` holds that share of the documents out as OUT/val
+    (data_prep/split.py); the manifest returned is the training side's."""
     if source not in SOURCES:
         raise DatasetError(f"unknown source '{source}'; one of {', '.join(SOURCES)}")
+    if val_fraction:
+        check_fraction(val_fraction)
     src = SOURCES[source]
     kind = src.kind
     answers = None
@@ -217,6 +213,11 @@ def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: s
             encoder.agree_or_fall_back(texts)
     info = encoder.info
     writer = DatasetWriter(out, info.vocab_size, sft=kind == "sft")
+    if val_fraction:
+        writer = SplitWriter(writer, val_fraction)
+    # what a full disk's line says the dataset needs: ids at the writer's width for about one token per 3 bytes
+    # of input (Chinese UTF-8 text; English runs ~4)
+    needed = total_bytes * writer.dtype.itemsize // 3
     bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc=f"prep {source}", file=sys.stderr,
                mininterval=0.5 if sys.stderr.isatty() else 10.0, dynamic_ncols=True)
     pool = None
@@ -250,8 +251,9 @@ def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: s
             drain(keep=2 * workers)
         drain(keep=0)
     except BaseException as e:
-        writer.abort()
-        _raise_if_disk_full(e, out, total_bytes, writer)
+        writer.abort()  # the staging goes, whatever stopped us
+        if is_disk_full(e):
+            raise disk_full_error(out, needed) from e
         raise
     finally:
         if pool:
@@ -285,13 +287,9 @@ def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: s
         manifest["hub"] = hub  # which hub ids and commits the inputs and the tokenizer came from
     if answers:
         manifest["answer_index"] = answers  # MedMCQA's cop: counted from 0 or 1, and how that was decided
-    try:
+    with disk_full_as_error(out, needed):
         writer.finalize(manifest, overwrite=overwrite)
-    except Exception as e:
-        _raise_if_disk_full(e, out, total_bytes, writer)
-        raise
-    manifest.update({"num_docs": writer.num_docs, "num_tokens": writer.num_tokens})
-    return manifest
+    return read_manifest(out)
 
 
 def _write_chunk(writer: DatasetWriter, r: ChunkResult, path: str, seq_len: int, stats: PrepStats) -> None:

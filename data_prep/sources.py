@@ -19,7 +19,17 @@ from typing import Literal
 
 import orjson
 
-from medtrain.core.templates import OptionError, Template, canonical_answer, index_base, parse_options, render_huatuo
+from medtrain.core.templates import (
+    MEDMCQA_OPTION_KEYS,
+    OptionError,
+    Template,
+    canonical_answer,
+    cop_of,
+    index_base,
+    medmcqa_answer,
+    parse_options,
+    render_huatuo,
+)
 from medtrain.data_prep.format import DatasetError
 
 csv.field_size_limit(1 << 30)
@@ -364,36 +374,15 @@ def _medqa_options(raw) -> dict[str, str] | None:
     return None
 
 
-_MEDMCQA_KEYS = ("opa", "opb", "opc", "opd", "ope")
-
-
 def medmcqa_record(rec: dict, where: str, template: Template, answer_base: int = 1) -> Example | Skip:
     """MedMCQA: question, opa..opd, cop and exp; also CNMLEQA's opa..ope with answer "opX". `cop` counts from 1
     in the official release (its loader does cop - 1) and from 0 in the Hugging Face copy (a ClassLabel a-d; -1 on
     the unlabelled test split): `answer_base` says which (detect_answer_base reads it from the files)."""
-    keys = _MEDMCQA_KEYS
-    options = {"ABCDE"[i]: str(rec[k]) for i, k in enumerate(keys) if rec.get(k) not in (None, "")}
-    answer = ""
-    cop = _cop(rec)
-    if cop == -1:
+    options = {"ABCDE"[i]: str(rec[k]) for i, k in enumerate(MEDMCQA_OPTION_KEYS) if rec.get(k) not in (None, "")}
+    if cop_of(rec) == -1:
         return Skip("unlabelled_test_record", where)
-    if cop is not None and 0 <= cop - answer_base < len(keys):
-        answer = "ABCDE"[cop - answer_base]
-    elif isinstance(rec.get("answer"), str) and rec["answer"] in keys:
-        answer = "ABCDE"[keys.index(rec["answer"])]
+    answer = medmcqa_answer(rec, answer_base)
     return mcq_example(str(rec.get("question", "")), options, answer, str(rec.get("exp") or ""), template, where)
-
-
-def _cop(rec: dict) -> int | None:
-    """MedMCQA's answer index, whether stored as a number or as its digits ("3")."""
-    cop = rec.get("cop")
-    if isinstance(cop, bool):
-        return None
-    if isinstance(cop, int):
-        return cop
-    if isinstance(cop, str) and cop.strip().lstrip("-").isdigit():
-        return int(cop.strip())
-    return None
 
 
 def detect_answer_base(paths: list[Path]) -> tuple[int, str]:
@@ -403,7 +392,7 @@ def detect_answer_base(paths: list[Path]) -> tuple[int, str]:
     seen: set[int] = set()
     for path in paths:
         for _, rec in iter_json_records(path):
-            if isinstance(rec, dict) and (cop := _cop(rec)) is not None:
+            if isinstance(rec, dict) and (cop := cop_of(rec)) is not None:
                 seen.add(cop)
     try:
         base = index_base(seen)

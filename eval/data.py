@@ -8,7 +8,14 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medtrain.core.templates import OptionError, canonical_answer, index_base
+from medtrain.core.templates import (
+    MEDMCQA_OPTION_KEYS,
+    OptionError,
+    canonical_answer,
+    cop_of,
+    index_base,
+    medmcqa_answer,
+)
 from medtrain.core.templates import parse_options as parse_cell
 from medtrain.eval.task import MultipleChoiceTask, TaskError
 
@@ -91,7 +98,7 @@ def read_records(task: MultipleChoiceTask, path: Path, subject: str) -> list[Que
     base = None
     if task.layout.records == "medmcqa":
         try:
-            base = index_base({int(r["cop"]) for r in records if str(r.get("cop", "")).lstrip("-").isdigit()})
+            base = index_base({cop for r in records if (cop := cop_of(r)) is not None})
         except OptionError as e:
             raise TaskError(f"{path}: {e}") from None
         if base is None:
@@ -122,10 +129,10 @@ def _medqa(rec: dict) -> tuple[dict[str, str], str]:
 
 
 def _medmcqa(rec: dict, base: int) -> tuple[dict[str, str], str]:
-    options = {letter: str(rec[k]) for letter, k in zip("ABCD", ("opa", "opb", "opc", "opd"), strict=True)
+    """lm-eval's medmcqa: always the four options opa..opd, empty ones too."""
+    options = {letter: str(rec[k]) for letter, k in zip("ABCD", MEDMCQA_OPTION_KEYS[:4], strict=True)
                if rec.get(k) is not None}
-    cop = int(rec["cop"]) - base if str(rec.get("cop", "")).lstrip("-").isdigit() else -1
-    return options, "ABCD"[cop] if 0 <= cop < 4 else ""
+    return options, medmcqa_answer(rec, base)
 
 
 def mc_subjects(task: MultipleChoiceTask, root: Path) -> list[str]:

@@ -362,22 +362,13 @@ def _prep(source: str, inputs: list[str] | None, tokenizer: str, out: Path | Non
     with user_errors(out):
         refuse_existing(out, overwrite)  # before anything is resolved or downloaded
         tok = hub.resolve_tokenizer(tokenizer, what="--tokenizer")
-        whole = out.with_name(f".{out.name}.whole") if val_fraction else out  # split below, then removed
         with staged_inputs(inputs, split, out) as found:
             origins = {"inputs": found.origins, "tokenizer": tok.provenance()} if found.origins or tok.hub_id else None
-            m = prep(source, found.files, tok.path, whole, mode=mode, seq_len=seq_len, workers=workers or None,
-                     overwrite=overwrite or bool(val_fraction), hub=origins,
+            m = prep(source, found.files, tok.path, out, mode=mode, seq_len=seq_len, workers=workers or None,
+                     overwrite=overwrite, hub=origins, val_fraction=val_fraction,
                      answer_index=None if answer_index == "auto" else int(answer_index),
                      allow_missing_explanations=allow_missing_explanations)
         if val_fraction:
-            import shutil
-
-            from medtrain.data_prep.split import split_validation
-
-            try:
-                m = {**split_validation(whole, out, val_fraction, overwrite), "stats": m["stats"]}
-            finally:
-                shutil.rmtree(whole, ignore_errors=True)
             typer.echo(f"held out {m['split']['val_docs']:,} documents ({val_fraction:.2%}) as {out / 'val'}; "
                        f"train with val_data: {out / 'val'}", err=True)
     skipped, used = sum(m["stats"]["skipped"].values()), m["stats"]["records"]

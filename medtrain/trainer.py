@@ -88,21 +88,30 @@ def forward(engine, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return engine(input_ids=batch["input_ids"], attention_mask=None if full else mask).logits
 
 
-def accumulate(engine, batches: list[dict[str, torch.Tensor]], reduction: str, world: int) -> tuple[float, int]:
+def step_agreement(batches: list[dict[str, torch.Tensor]], device) -> tuple[int, bool]:
+    """The step's one collective before its forward, what every rank must agree on: the labelled tokens of the
+    whole global batch (the token-weighted loss's denominator) and whether any rank was asked to stop (the
+    signal reaches ranks at different moments; all must stop at the same step boundary, or the ones that go on
+    would wait forever in the next collective)."""
+    mine = torch.tensor([float(sum(labelled(b["labels"]) for b in batches)), float(stop_requested())],
+                        dtype=torch.float64, device=device)
+    dist.all_reduce(mine)
+    return int(mine[0].item()), mine[1].item() > 0
+
+
+def accumulate(engine, batches: list[dict[str, torch.Tensor]], reduction: str, world: int,
+               global_labelled: int) -> tuple[float, int]:
     """Forward and backward every micro-batch of one optimizer step on this rank, and step the engine (which
     applies the optimizer at the last one). Returns (loss, labelled tokens of this rank): with reduction "token"
     the loss summed over this rank's labelled tokens, with "micro_batch" the mean of its micro-batch means.
 
     token: DeepSpeed divides each backward by the accumulation steps and averages the gradients over the ranks;
-    the scale below undoes both and divides by the labelled tokens of the whole global batch (one small
-    all-reduce), so the step's gradient is the sum of every labelled token's gradient over their count, whichever
-    micro-batch and rank a token sits in (torchtune's and transformers >= 4.46's normalisation)."""
+    the scale below undoes both and divides by the labelled tokens of the whole global batch (`global_labelled`,
+    from step_agreement), so the step's gradient is the sum of every labelled token's gradient over their count,
+    whichever micro-batch and rank a token sits in (torchtune's and transformers >= 4.46's normalisation)."""
     device = engine.device
     counts = [labelled(b["labels"]) for b in batches]
-    if reduction == "token":
-        total = torch.tensor([float(sum(counts))], dtype=torch.float64, device=device)
-        dist.all_reduce(total)
-        scale = len(batches) * world / max(total.item(), 1.0)
+    scale = len(batches) * world / max(global_labelled, 1)
     loss_sum = 0.0
     for batch in batches:
         batch = {k: v.to(device) for k, v in batch.items()}
@@ -266,14 +275,21 @@ class Trainer:
 
     # ----- the loop -------------------------------------------------------------------------------------------
 
-    def train_step(self, step: int) -> tuple[float, int, int, int, float]:
+    def train_step(self, step: int, saved: bool) -> tuple[float, int, int, int, float]:
         """One optimizer step: (this rank's loss as accumulate() returns it, labelled tokens, tokens, real
-        samples, seconds spent collating)."""
+        samples, seconds spent collating). Raises Stopped, before any forward, when a rank was asked to stop
+        since the last step (`saved`: that step's checkpoint is already written)."""
         t0 = time.perf_counter()
         micro = self.plan.micro_ids(step, self.rank)
         batches = [collate(self.samples, ids, self.state.pad_or_eos) for ids in micro]
         data_seconds = time.perf_counter() - t0
-        loss, labels = accumulate(self.engine, batches, self.recipe.loss_reduction, self.world)
+        global_labelled, stop = step_agreement(batches, self.engine.device)
+        if stop and step > self.start_step:
+            if not saved:
+                self.save(step)
+            raise Stopped(f"stopped at step {step} of {self.spec.total_steps} as asked; checkpoint "
+                          f"{self.ckpt_root / tag_for(step)}; continue with --resume")
+        loss, labels = accumulate(self.engine, batches, self.recipe.loss_reduction, self.world, global_labelled)
         tokens = sum(int(b["attention_mask"].sum()) for b in batches)
         real = sum(int((ids >= 0).sum()) for ids in micro)
         return loss, labels, tokens, real, data_seconds
@@ -285,11 +301,12 @@ class Trainer:
                               r.peak, token_weighted=r.loss_reduction == "token")
         self.engine.train()
         beat = heartbeat()
+        saved = False
         for step in range(self.start_step, total):
             beat.beat("step", step)
             t0 = time.perf_counter()
             lr = self.engine.get_lr()[0]
-            loss, labels, tokens, real, data_seconds = self.train_step(step)
+            loss, labels, tokens, real, data_seconds = self.train_step(step, saved)
             metrics.add(loss, labels, tokens, real, time.perf_counter() - t0, data_seconds)
             done = step + 1
             validate = self.val_samples is not None and ((r.eval_every and done % r.eval_every == 0)
@@ -302,11 +319,6 @@ class Trainer:
             saved = bool(r.checkpoint_every and done % r.checkpoint_every == 0 and done != total)
             if saved:
                 self.save(done)
-            if done != total and self._all_asked_to_stop():
-                if not saved:
-                    self.save(done)
-                raise Stopped(f"stopped at step {done} of {total} as asked; checkpoint {self.ckpt_root / tag_for(done)}"
-                              "; continue with --resume")
         if self.start_step < total or newest_good(self.ckpt_root, deep=False) is None:
             self.save(total)
 
@@ -331,13 +343,6 @@ class Trainer:
         sums = torch.tensor([loss_sum, float(count)], dtype=torch.float64, device=self.engine.device)
         dist.all_reduce(sums)
         return {"val_loss": sums[0].item() / max(sums[1].item(), 1.0), "val_tokens": int(sums[1].item())}
-
-    def _all_asked_to_stop(self) -> bool:
-        """Whether any rank was asked to stop (the signal reaches ranks at different steps): all of them stop at
-        the same step boundary, or the ones that go on would wait forever in the next collective."""
-        flag = torch.tensor([1.0 if stop_requested() else 0.0], device=self.engine.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
 
     def _loss_scale(self) -> dict:
         if not self.fp16:

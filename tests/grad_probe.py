@@ -15,7 +15,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from medtrain.batches import IGNORE
 from medtrain.core.ds_config import build_ds_config
 from medtrain.core.rank import export_rank_env
-from medtrain.trainer import accumulate, labelled, token_loss, token_loss_sum
+from medtrain.trainer import accumulate, labelled, step_agreement, token_loss, token_loss_sum
 
 ACCUMULATION, MICRO, SEQ, VOCAB = 2, 2, 24, 64
 KEEP = {0: [[1, 2], [22, 20]], 1: [[10, 11], [22, 22]]}  # labelled targets per row: 3, 42, 21, 44 per micro-batch
@@ -48,7 +48,8 @@ def main(out_path: str, reduction: str) -> None:
                                 world_size=world, hidden_size=32, max_grad_norm=0.0)
     engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=1.0),
                                       config=ds_config)
-    loss, labels = accumulate(engine, batches_of(rank), reduction, world)
+    batches = batches_of(rank)
+    loss, labels = accumulate(engine, batches, reduction, world, step_agreement(batches, engine.device)[0])
     sums = torch.tensor([loss, float(labels)], dtype=torch.float64)
     dist.all_reduce(sums)
     with deepspeed.zero.GatheredParameters(list(engine.module.parameters())):

@@ -35,7 +35,7 @@ def _quiet(*args, **kw):
 
 def _digest(root: Path) -> dict:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.iterdir())
-            if not p.name.startswith(".")}  # the output marker records when and by which process
+            if p.is_file() and not p.name.startswith(".")}  # the output marker records when and by which process
 
 
 def test_huatuo_sample_decodes_back_to_rendered_documents(tmp_path, bpe_tok):
@@ -415,3 +415,37 @@ def test_a_cmexam_spreadsheet_is_refused_with_the_conversion(tmp_path, bpe_tok):
                                  "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "save it as CSV first" in r.output and "read_excel" in r.output
     assert not (tmp_path / "o").exists()
+
+
+def test_val_fraction_holds_documents_out_by_their_ids_whatever_the_chunking(tmp_path, bpe_tok):
+    """Each document goes to one side as prep writes it: the held-out set is exactly the documents whose id hash
+    falls below the fraction (the rule the whole set would give), in order, the same for any workers or chunks."""
+    from medtrain.data_prep.split import document_keys
+
+    src = [SAMPLES / "huatuo_sample.jsonl"]
+    whole = TokenDataset(_quiet("huatuo", src, bpe_tok, tmp_path / "whole", seq_len=64) and tmp_path / "whole")
+    docs = [np.asarray(whole[i]) for i in range(len(whole))]
+    keys = document_keys(np.concatenate(docs), np.array([len(d) for d in docs]), docs[0].dtype)
+    want_val = keys < np.uint64(0.1 * float(2**64 - 1))
+    m = _quiet("huatuo", src, bpe_tok, tmp_path / "a", seq_len=64, val_fraction=0.1, chunk_bytes=2000)
+    _quiet("huatuo", src, bpe_tok, tmp_path / "b", seq_len=64, val_fraction=0.1, workers=1)
+    for side in ("", "val"):  # the manifests name their own folders
+        a, b = (_digest(tmp_path / run / side) for run in "ab")
+        assert a.pop("manifest.json") and b.pop("manifest.json") and a == b
+    train, val = TokenDataset(tmp_path / "a"), TokenDataset(tmp_path / "a" / "val")
+    assert [list(val[i]) for i in range(len(val))] == [list(d) for d, v in zip(docs, want_val, strict=True) if v]
+    assert [list(train[i]) for i in range(len(train))] == [list(d) for d, v in zip(docs, want_val, strict=True)
+                                                          if not v]
+    assert 10 < len(val) < 50 and m["num_docs"] == len(train) == len(whole) - len(val)
+    assert m["split"] == {"fraction": 0.1, "method": "blake2b of each document's token ids < fraction",
+                          "train_docs": len(train), "val_docs": len(val), "side": "train",
+                          "val_data": str(tmp_path / "a" / "val")}
+    assert val.manifest["split"]["side"] == "validation" and val.manifest["stats"] == m["stats"]
+
+
+def test_a_val_fraction_too_small_for_the_data_is_refused_with_nothing_left(tmp_path, bpe_tok):
+    with pytest.raises(DatasetError, match="cannot be split 0.000% held out"):
+        _quiet("huatuo", [SAMPLES / "huatuo_sample.jsonl"], bpe_tok, tmp_path / "o", val_fraction=1e-9)
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(DatasetError, match="must be above 0 and below 0.5"):
+        _quiet("huatuo", [SAMPLES / "huatuo_sample.jsonl"], bpe_tok, tmp_path / "o", val_fraction=0.7)
