@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import IO
 
@@ -17,6 +18,32 @@ LOG_DIR = "logs"
 
 def logs_dir(run_dir: Path) -> Path:
     return Path(run_dir) / LOG_DIR
+
+
+def run_log(run_dir: Path, rank: int | None = None) -> Path:
+    """The run's console log, or rank `rank`'s own; a missing one is a UserError naming the logs there are."""
+    from medtrain.core.errors import UserError
+
+    path = logs_dir(run_dir) / ("launch.log" if rank is None else f"rank{rank}.log")
+    if not path.is_file():
+        have = sorted(p.name for p in logs_dir(run_dir).glob("*.log")) if logs_dir(run_dir).is_dir() else []
+        found = ", ".join(have) or "no logs (not a run started by medtrain launch)"
+        raise UserError(f"{path}: no such log; {run_dir} has {found}")
+    return path
+
+
+def copy_log(path: Path, out: IO[bytes], follow: bool = False) -> None:
+    """Copy a log to `out` as it is; with `follow`, keep copying what is appended (as `tail -f`) until stopped."""
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(65536)
+            if chunk:
+                out.write(chunk)
+                out.flush()
+            elif not follow:
+                return
+            else:
+                time.sleep(0.5)
 
 
 class Console:

@@ -278,26 +278,11 @@ def logs(run_dir: Annotated[Path, typer.Argument(help="A training run directory.
 
     Example: medtrain logs runs/continual_llama2_13b --rank 15
     """
-    import time
-
-    from medtrain.launch.console import logs_dir
+    from medtrain.launch.console import copy_log, run_log
 
     with user_errors():
-        path = logs_dir(run_dir) / ("launch.log" if rank is None else f"rank{rank}.log")
-        if not path.is_file():
-            have = sorted(p.name for p in logs_dir(run_dir).glob("*.log")) if logs_dir(run_dir).is_dir() else []
-            found = ", ".join(have) or "no logs (not a run started by medtrain launch)"
-            raise ConfigError(f"{path}: no such log; {run_dir} has {found}")
-    with open(path, "rb") as f:
-        while True:
-            chunk = f.read(65536)
-            if chunk:
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.flush()
-            elif not follow:
-                return
-            else:
-                time.sleep(0.5)
+        path = run_log(run_dir, rank)
+    copy_log(path, sys.stdout.buffer, follow)
 
 
 @app.command()
