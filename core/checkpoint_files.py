@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import re
-import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from medtrain.core.errors import UserError
+from medtrain.core.log import get_logger
+
+log = get_logger(__name__)
 
 MARKER = "COMPLETE"
 MANIFEST = "manifest.json"
@@ -135,17 +137,17 @@ def complete_checkpoints(root: Path, *, deep: bool = False) -> list[Path]:
         if v.usable:
             good.append(v.path)
         else:
-            warnings.warn(_skipped(v), stacklevel=2)
+            log.warning(_skipped(v))
     return good
 
 
-def newest_good(root: Path, *, deep: bool = True, warn: Callable[[str], None] | None = None) -> Path | None:
+def newest_good(root: Path, *, deep: bool = True, say_skipped: bool = False) -> Path | None:
     """The checkpoint `--resume` picks: the newest that verifies. Checked from the newest down, so the older
-    ones are not read (a 13B checkpoint is ~100 GB); each one skipped is told to `warn` when given."""
+    ones are not read (a 13B checkpoint is ~100 GB); with `say_skipped`, each one skipped is a warning."""
     for path in reversed(checkpoint_dirs(root)):
         v = verify(path, deep=deep)
         if v.usable:
             return path
-        if warn is not None:
-            warn(_skipped(v))
+        if say_skipped:
+            log.warning(_skipped(v))
     return None

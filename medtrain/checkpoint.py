@@ -119,6 +119,15 @@ def _prune(root: Path, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def optimizer_groups(path: Path | None) -> int | None:
+    """How many optimizer groups a checkpoint's optimizer state holds (None: no checkpoint): a resume builds the
+    optimizer the same way. Only the pickle is read; the tensors stay memory-mapped."""
+    from medtrain.reshard import load_zero_file
+
+    files = sorted(path.glob("*zero_pp_rank_0_mp_rank_00_optim_states.pt")) if path is not None else []
+    return len(load_zero_file(files[0])["optimizer_state_dict"]["param_groups"]) if files else None
+
+
 def pick_for_resume(root: Path) -> Path | None:
     """All ranks together: the newest checkpoint whose every file verifies. Each rank reads back only the files
     of its share (rank r checks the writers r, r + W, ...), so the check costs what one save cost."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 from medtrain.core.checkpoint_files import MARKER, CheckpointError, newest_good, verify
@@ -21,7 +20,7 @@ def resolve_checkpoint(path: Path) -> Path:
                                   "checkpoints RUN_DIR` lists them)")
         return path
     for root in (path, path / "checkpoints"):
-        newest = newest_good(root, deep=True, warn=lambda text: warnings.warn(text, stacklevel=3))
+        newest = newest_good(root, deep=True, say_skipped=True)
         if newest is not None:
             return newest
     raise CheckpointError(f"{path}: no complete checkpoint (a step_* directory with a {MARKER} marker)")

@@ -6,11 +6,12 @@ reads exp_avg and exp_avg_sq by name for stage 3), and Hugging Face's Adafactor 
 `RMS`. Dropping the optimizer state silently is not an option, so it is carried here.
 
 Under ZeRO-3 every parameter is split on its own into W equal parts (the last padded), and rank q's flat fp32
-group is the concatenation of its parts in `param_shapes` order; the base optimizer sees only those flat groups,
-so its per-element state (Adafactor's `exp_avg_sq`: the group is one-dimensional, so not factored; AdamW's
-`exp_avg`, `exp_avg_sq`) has the same layout. Re-splitting is therefore exact: rebuild one parameter at a time from
-the W old parts (memory-mapped: a rank reads only what it needs) and cut this rank's part of W'. Scalars (`step`)
-are the same on every rank; Adafactor's `RMS` is recomputed at every step before it is read.
+group (one per optimizer group: decay, no decay) is the concatenation of its parts in `param_shapes` order; the
+base optimizer sees only those flat groups, so its per-element state (Adafactor's `exp_avg_sq`: the group is
+one-dimensional, so not factored; AdamW's `exp_avg`, `exp_avg_sq`) has the same layout. Re-splitting is therefore
+exact: rebuild one parameter at a time from the W old parts (memory-mapped: a rank reads only what it needs) and cut
+this rank's part of W'. Scalars (`step`) are the same on every rank; Adafactor's `RMS` is recomputed at every step
+before it is read.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch.distributed as dist
 from medtrain.core.checkpoint_files import CheckpointError
 
 
-def _load(path: Path) -> dict:
+def load_zero_file(path: Path) -> dict:
     """weights_only, with the three DeepSpeed classes its files pickle allowed by name."""
     from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
     from deepspeed.runtime.zero.config import ZeroStageEnum
@@ -39,14 +40,14 @@ def written_world_size(path: Path) -> int:
 
 def _old_layout(path: Path, world: int) -> tuple[list[tuple[str, int]], list[dict]]:
     """(name, numel) in the order the flat groups hold them, and every old rank's optimizer file."""
-    model = _load(path / "zero_pp_rank_0_mp_rank_00_model_states.pt")
+    model = load_zero_file(path / "zero_pp_rank_0_mp_rank_00_model_states.pt")
     shapes = [(name, math.prod(shape)) for group in model["param_shapes"] for name, shape in group.items()]
     optims = []
     for q in range(world):
         files = list(path.glob(f"*zero_pp_rank_{q}_mp_rank_00_optim_states.pt"))
         if len(files) != 1:
             raise CheckpointError(f"{path}: expected one optimizer shard of rank {q}, found {len(files)}")
-        optims.append(_load(files[0])["optimizer_state_dict"])
+        optims.append(load_zero_file(files[0])["optimizer_state_dict"])
     return shapes, optims
 
 
@@ -70,17 +71,19 @@ def load_resharded(engine, path: Path) -> None:
     """Fill a freshly initialised ZeRO-3 engine of any world size from a checkpoint written by another."""
     old, new, rank = written_world_size(path), dist.get_world_size(), dist.get_rank()
     shapes, optims = _old_layout(path, old)
-    flat = [torch.cat(list(o["fp32_flat_groups"])) for o in optims]
-    states = [o["optimizer_state_dict"]["state"] for o in optims]
-    if any(len(s) != 1 for s in states):
-        raise CheckpointError(f"{path}: optimizer state spread over {len(states[0])} sub-groups; re-splitting "
-                              "supports the one sub-group medtrain's presets use")
-    state0 = states[0][0]
-    per_element = {k for k, v in state0.items() if torch.is_tensor(v) and v.numel() == flat[0].numel()}
-    fp32 = _parts(flat, shapes, old, new, rank)
-    element_state = {k: _parts([s[0][k].float() for s in states], shapes, old, new, rank) for k in per_element}
-
     zero = engine.optimizer
+    groups = len(optims[0]["fp32_flat_groups"])  # one flat group per optimizer group (decay, no decay)
+    states = [o["optimizer_state_dict"]["state"] for o in optims]
+    if any(len(s) != groups for s in states) or len(zero.fp16_groups) != groups:
+        raise CheckpointError(f"{path}: optimizer state in {len(states[0])} sub-groups for {groups} flat groups, "
+                              f"this run has {len(zero.fp16_groups)}; re-splitting supports one sub-group per "
+                              "optimizer group, as medtrain's presets give")
+    sizes = [int(f.numel()) for f in optims[0]["fp32_flat_groups"]]
+    per_element = {k for k, v in states[0][0].items() if torch.is_tensor(v) and v.numel() == sizes[0]}
+    # every old rank's groups end to end: the layout `param_shapes` walks
+    fp32 = _parts([torch.cat(list(o["fp32_flat_groups"])) for o in optims], shapes, old, new, rank)
+    element_state = {k: _parts([torch.cat([s[g][k].float() for g in range(groups)]) for s in states], shapes, old,
+                               new, rank) for k in per_element}
     names = {id(p): n for n, p in engine.module.named_parameters()}
     for i, params in enumerate(zero.fp16_groups):
         order = [names[id(p)] for p in params]
@@ -92,9 +95,10 @@ def load_resharded(engine, path: Path) -> None:
         with torch.no_grad():
             master.copy_(values.to(master.dtype))
             zero.fp16_partitioned_groups_flat[i].copy_(values.to(zero.fp16_partitioned_groups_flat[i].dtype))
-        state = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in state0.items() if k not in per_element}
+        saved = states[0][i]
+        state = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in saved.items() if k not in per_element}
         for k in per_element:
-            state[k] = torch.cat([element_state[k][n] for n in order]).to(state0[k].dtype)
+            state[k] = torch.cat([element_state[k][n] for n in order]).to(saved[k].dtype)
         zero.optimizer.state[master] = state
     old_groups = optims[0]["optimizer_state_dict"]["param_groups"]
     for group, saved in zip(zero.optimizer.param_groups, old_groups, strict=True):
@@ -103,13 +107,13 @@ def load_resharded(engine, path: Path) -> None:
 
 
 def _load_counters(engine, path: Path) -> None:
-    model = _load(path / "zero_pp_rank_0_mp_rank_00_model_states.pt")
+    model = load_zero_file(path / "zero_pp_rank_0_mp_rank_00_model_states.pt")
     if engine.lr_scheduler is not None and model.get("lr_scheduler") is not None:
         engine.lr_scheduler.load_state_dict(model["lr_scheduler"])
     engine.global_steps = model["global_steps"]
     engine.global_samples = model["global_samples"]
     engine.skipped_steps = model["skipped_steps"]
     scaler = getattr(engine.optimizer, "loss_scaler", None)
-    saved = _load(next(path.glob("*zero_pp_rank_0_mp_rank_00_optim_states.pt")))["optimizer_state_dict"]
+    saved = load_zero_file(next(path.glob("*zero_pp_rank_0_mp_rank_00_optim_states.pt")))["optimizer_state_dict"]
     if scaler is not None and saved.get("loss_scaler") is not None:
         engine.optimizer.loss_scaler = saved["loss_scaler"]

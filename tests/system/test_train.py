@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from train_fixtures import CONT_RECIPE, CONTINUAL, SFT_RECIPE, check, cli, launch_args, run_and_kill_after
+from train_fixtures import CONT_RECIPE, CONTINUAL, SFT_RECIPE, check, cli, launch_args, run_and_kill_after, said
 
 from medtrain.core.recipe import load_recipe
 from medtrain.launch.hostfile import read_hostfile
@@ -119,18 +119,16 @@ def test_killed_run_resumes_with_identical_losses(continual_run, tiny, tmp_path)
 @pytest.mark.launch
 def test_incomplete_checkpoint_is_ignored_with_a_warning(continual_run, tmp_path):
     import shutil
-    import warnings
 
     from medtrain.core.checkpoint_files import complete_checkpoints
 
     root = tmp_path / "checkpoints"
     shutil.copytree(continual_run / "checkpoints", root)
     (root / "step_000012" / "COMPLETE").unlink()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with said() as caught:
         done = complete_checkpoints(root)
     assert [d.name for d in done] == ["step_000008"]
-    assert any("incomplete checkpoint" in str(w.message) for w in caught)
+    assert any("incomplete checkpoint" in line for line in caught)
 
 
 @pytest.mark.launch
