@@ -125,7 +125,7 @@ def optimizer_groups(path: Path | None) -> int | None:
     from medtrain.reshard import load_zero_file
 
     files = sorted(path.glob("*zero_pp_rank_0_mp_rank_00_optim_states.pt")) if path is not None else []
-    return len(load_zero_file(files[0])["optimizer_state_dict"]["param_groups"]) if files else None
+    return len(load_zero_file(files[0])["optimizer_state_dict"]["fp32_flat_groups"]) if files else None
 
 
 def pick_for_resume(root: Path) -> Path | None:

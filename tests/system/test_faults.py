@@ -167,7 +167,14 @@ def test_a_full_disk_during_a_save_names_the_disk_and_keeps_the_previous_checkpo
         assert len(records) == 1 and '"gave_up"' in records[0], "a full disk is not retried"
 
 
-def assert_close_losses(run: Path, reference: Path, since: int, tol: float = 1e-6) -> float:
+# Adafactor under ZeRO-3 clips its update by the RMS of each rank's partition of an optimizer group, so the same
+# steps on another world size move the loss from step 3 on even from scratch: measured 2026-12-06, a 1-rank run
+# against the 2-rank continual_run, same data order, max |difference| 1.7e-5 over 12 steps. Re-split state that
+# was wrong (lost, or mis-ordered between parameters) changes the update itself, by far more.
+ACROSS_WORLD_SIZES = 1e-4
+
+
+def assert_close_losses(run: Path, reference: Path, since: int, tol: float = ACROSS_WORLD_SIZES) -> float:
     got = {r["step"]: r for r in read_metrics(run / "metrics.jsonl")}
     want = {r["step"]: r for r in read_metrics(reference / "metrics.jsonl")}
     assert sorted(got) == sorted(want)
@@ -180,7 +187,7 @@ def assert_close_losses(run: Path, reference: Path, since: int, tol: float = 1e-
 @pytest.mark.launch
 def test_a_two_rank_checkpoint_resumes_on_one_rank_with_its_optimizer_state(continual_run, tiny, tmp_path):
     """Weights, Adafactor's exp_avg_sq, schedule and counters re-split from 2 ranks to 1: the losses after the
-    step-8 checkpoint match the uninterrupted 2-rank run's (a different reduction order: not bit-identical)."""
+    step-8 checkpoint match the uninterrupted 2-rank run's to ACROSS_WORLD_SIZES (not bit-identical: see there)."""
     out = tmp_path / "shrunk"
     shutil.copytree(continual_run, out, ignore=shutil.ignore_patterns("export", "heartbeats", "step_000012"))
     one = tmp_path / "one"
