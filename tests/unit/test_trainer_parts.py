@@ -62,3 +62,23 @@ def test_loss_curve_labels_tell_runs_with_the_same_name_apart(tmp_path):
     assert run_labels([tmp_path / "a" / "continual", tmp_path / "b" / "continual"]) == ["a/continual",
                                                                                       "b/continual"]
     assert run_labels([tmp_path / "x", tmp_path / "y"]) == ["x", "y"]
+
+
+def test_weight_decay_groups_are_the_hf_trainers():
+    """Matrices and embeddings decay, norms do not, in the Trainer's order (its get_decay_parameter_names); a
+    one-group checkpoint keeps one group."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
+
+    from medtrain.trainer import param_groups
+
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                         num_attention_heads=2, num_key_value_heads=2))
+    decay, keep = param_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    trainer = Trainer(model=model, args=TrainingArguments(output_dir="/nonexistent", report_to=[], use_cpu=True))
+    want = set(trainer.get_decay_parameter_names(model))
+    assert [names[id(p)] for p in decay["params"]] == [n for n, _ in model.named_parameters() if n in want]
+    assert {names[id(p)] for p in keep["params"]} == {n for n, _ in model.named_parameters()} - want
+    assert decay["weight_decay"] == 0.1 and keep["weight_decay"] == 0.0 and keep["params"]
+    [whole] = param_groups(model, 0.1, split=False)
+    assert len(whole["params"]) == len(list(model.parameters())) and whole["weight_decay"] == 0.1
