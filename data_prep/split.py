@@ -42,7 +42,6 @@ class SplitWriter:
     dataset's staging, so both are published by one rename)."""
 
     def __init__(self, train: DatasetWriter, fraction: float):
-        check_fraction(fraction)
         self.train, self.fraction = train, fraction
         self.val = DatasetWriter(train.tmp / VAL_DIR, train.vocab_size, sft=train.prompt_lens is not None)
         self._cut = np.uint64(fraction * float(2**64 - 1))
@@ -58,13 +57,10 @@ class SplitWriter:
 
     def add_many(self, flat: np.ndarray, lengths: np.ndarray, prompt_lens: np.ndarray | None = None) -> None:
         held = document_keys(flat, lengths, self.dtype) < self._cut
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         for writer, keep in ((self.train, ~held), (self.val, held)):
             if keep.any():
-                idx = np.flatnonzero(keep)
-                parts = [flat[starts[i]:starts[i] + lengths[i]] for i in idx]
-                writer.add_many(np.concatenate(parts), lengths[idx],
-                                prompt_lens[idx] if prompt_lens is not None else None)
+                writer.add_many(flat[np.repeat(keep, lengths)], lengths[keep],
+                                prompt_lens[keep] if prompt_lens is not None else None)
 
     def add_shard(self, shard: Path, lengths: np.ndarray, prompt_lens: np.ndarray | None = None) -> None:
         flat = np.fromfile(shard, dtype=self.dtype)

@@ -108,7 +108,7 @@ def supervise(spec: LaunchSpec, *, allow: Allowances, max_restarts: int, resume:
             _say_where_the_traceback_is(record, run_dir)
             if stop.save_and_stop and record["cause"]["kind"] == "stopped":
                 log.info(f"medtrain: stopped at step {record['resume_step']} as asked (SIGUSR1); checkpoint in "
-                    f"{run_dir / 'checkpoints'}; resume with --resume")
+                         f"{run_dir / 'checkpoints'}; resume with --resume")
                 return 128 + signal.SIGUSR1
             failures.append(record)
             give_up = attempt >= max_restarts or code == 2
@@ -118,12 +118,12 @@ def supervise(spec: LaunchSpec, *, allow: Allowances, max_restarts: int, resume:
                 if code == 2:
                     return 2
                 log.error(f"error: run failed {len(failures)} time(s), restart budget {max_restarts} spent; last: "
-                    f"{record['cause']['text']} (see {run_dir / 'restarts.jsonl'})")
+                          f"{record['cause']['text']} (see {run_dir / 'restarts.jsonl'})")
                 return 1
             if record["cause"]["kind"] in ("time_limit", "preempted"):  # not a crash: go on at once
                 attempt += 1
                 log.info(f"medtrain: {record['cause']['text']}; resuming from step {record['resume_step']} "
-                    f"(attempt {attempt + 1}, restart budget {max_restarts})")
+                         f"(attempt {attempt + 1}, restart budget {max_restarts})")
                 continue
             host = record.get("culprit_host")
             if host and (spares or allow_shrink) and len(spec.pool) > 1:
@@ -133,7 +133,7 @@ def supervise(spec: LaunchSpec, *, allow: Allowances, max_restarts: int, resume:
             attempt += 1
             wait = min(BACKOFF_SECONDS * 2 ** (attempt - 1), 30.0)
             log.info(f"medtrain: {record['cause']['text']}; restart {attempt}/{max_restarts} in {wait:.0f} s from "
-                f"{'step ' + str(record['resume_step']) if record['resume_step'] else 'step 0'}")
+                     f"{'step ' + str(record['resume_step']) if record['resume_step'] else 'step 0'}")
             time.sleep(wait)
             if stop.signum is not None:
                 return 128 + stop.signum
@@ -210,7 +210,7 @@ def _watch(job: Job, dog: Watchdog, stop: _Stop, run_dir: Path, beats_dir: Path)
         if hang is not None:
             out = collect_stacks(job, hang, run_dir, beats_dir)
             log.info(f"medtrain: hang detected: {hang.summary()}; stacks of every rank in {out}; ending the job on "
-                "every node")
+                     "every node")
             hang.stacks_dir = str(out)
             _end_quietly(job, list(hang.beats.values()))
             return -1, hang, first_dead

@@ -122,10 +122,11 @@ def _prune(root: Path, keep: int) -> None:
 def optimizer_groups(path: Path | None) -> int | None:
     """How many optimizer groups a checkpoint's optimizer state holds (None: no checkpoint): a resume builds the
     optimizer the same way. Only the pickle is read; the tensors stay memory-mapped."""
-    from medtrain.reshard import load_zero_file
+    from medtrain.reshard import load_zero_file, optim_file
 
-    files = sorted(path.glob("*zero_pp_rank_0_mp_rank_00_optim_states.pt")) if path is not None else []
-    return len(load_zero_file(files[0])["optimizer_state_dict"]["fp32_flat_groups"]) if files else None
+    if path is None:
+        return None
+    return len(load_zero_file(optim_file(path, 0))["optimizer_state_dict"]["fp32_flat_groups"])
 
 
 def pick_for_resume(root: Path) -> Path | None:

@@ -50,11 +50,11 @@ class MetricsLogger:
             mfu = f" MFU {100 * record['mfu']:.1f}% HFU {100 * record['hfu']:.1f}%" if "mfu" in record else ""
             scale += f" {record['tflops_per_gpu']:.3g} TFLOP/s/GPU{mfu}"
         log.info(f"step {record['step']}/{record['total_steps']} loss {record['loss']:.4f} lr {record['lr']:.3e}"
-              f"{scale} gnorm {record['grad_norm']:.3f} {record['tokens_per_s']:,.0f} tok/s "
-              f"{record['samples_per_s']:.2f} samples/s data {100 * record['data_wait_frac']:.2f}% "
-              f"elapsed {fmt_seconds(record['elapsed_s'])} eta {fmt_seconds(record['eta_s'])}"
-              + (f" val_loss {record['val_loss']:.4f} ({record['val_tokens']:,} tokens)" if "val_loss" in record
-                 else ""))
+                 f"{scale} gnorm {record['grad_norm']:.3f} {record['tokens_per_s']:,.0f} tok/s "
+                 f"{record['samples_per_s']:.2f} samples/s data {100 * record['data_wait_frac']:.2f}% "
+                 f"elapsed {fmt_seconds(record['elapsed_s'])} eta {fmt_seconds(record['eta_s'])}"
+                 + (f" val_loss {record['val_loss']:.4f} ({record['val_tokens']:,} tokens)" if "val_loss" in record
+                    else ""))
 
     def close(self) -> None:
         if self._tb is not None:

@@ -38,17 +38,19 @@ def written_world_size(path: Path) -> int:
     return len(list(Path(path).glob("*zero_pp_rank_*_mp_rank_00_optim_states.pt")))
 
 
+def optim_file(path: Path, rank: int) -> Path:
+    """Rank `rank`'s optimizer shard of a ZeRO-3 checkpoint (its name carries DeepSpeed's dtype prefix)."""
+    files = list(Path(path).glob(f"*zero_pp_rank_{rank}_mp_rank_00_optim_states.pt"))
+    if len(files) != 1:
+        raise CheckpointError(f"{path}: expected one optimizer shard of rank {rank}, found {len(files)}")
+    return files[0]
+
+
 def _old_layout(path: Path, world: int) -> tuple[list[tuple[str, int]], list[dict]]:
     """(name, numel) in the order the flat groups hold them, and every old rank's optimizer file."""
     model = load_zero_file(path / "zero_pp_rank_0_mp_rank_00_model_states.pt")
     shapes = [(name, math.prod(shape)) for group in model["param_shapes"] for name, shape in group.items()]
-    optims = []
-    for q in range(world):
-        files = list(path.glob(f"*zero_pp_rank_{q}_mp_rank_00_optim_states.pt"))
-        if len(files) != 1:
-            raise CheckpointError(f"{path}: expected one optimizer shard of rank {q}, found {len(files)}")
-        optims.append(load_zero_file(files[0])["optimizer_state_dict"])
-    return shapes, optims
+    return shapes, [load_zero_file(optim_file(path, q))["optimizer_state_dict"] for q in range(world)]
 
 
 def _parts(flats: list[torch.Tensor], shapes: list[tuple[str, int]], old: int, new: int, rank: int) -> dict:
@@ -114,6 +116,6 @@ def _load_counters(engine, path: Path) -> None:
     engine.global_samples = model["global_samples"]
     engine.skipped_steps = model["skipped_steps"]
     scaler = getattr(engine.optimizer, "loss_scaler", None)
-    saved = load_zero_file(next(path.glob("*zero_pp_rank_0_mp_rank_00_optim_states.pt")))["optimizer_state_dict"]
+    saved = load_zero_file(optim_file(path, 0))["optimizer_state_dict"]
     if scaler is not None and saved.get("loss_scaler") is not None:
         engine.optimizer.loss_scaler = saved["loss_scaler"]

@@ -52,9 +52,8 @@ def make_tiny_data(root: Path) -> dict[str, Path]:
     texts = (SAMPLES / "huatuo_sample.jsonl").read_text().splitlines()
     texts += (SAMPLES / "cmexam_train.csv").read_text().splitlines() + [ALPACA_HEADER] * 20
     tok = train_bpe_tokenizer(texts, root / "tok", vocab_size=800)
-    quiet = {"workers": 1}
-    prep("huatuo", [SAMPLES / "huatuo_sample.jsonl"], tok, root / "huatuo", seq_len=64, **quiet)
-    prep("cmexam", [SAMPLES / "cmexam_train.csv"], tok, root / "cmexam", mode="with_reasoning", seq_len=512, **quiet)
+    prep("huatuo", [SAMPLES / "huatuo_sample.jsonl"], tok, root / "huatuo", seq_len=64, workers=1)
+    prep("cmexam", [SAMPLES / "cmexam_train.csv"], tok, root / "cmexam", mode="with_reasoning", seq_len=512, workers=1)
     return {"tok": tok, "huatuo": root / "huatuo", "cmexam": root / "cmexam"}
 
 
