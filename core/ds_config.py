@@ -34,19 +34,21 @@ class Preset:
     """Ranks need a GPU each (a scheduler is asked for them)."""
     gpu_mem_gb: float = 32.0
     """Memory per device that `plan` and `launch` size against unless told otherwise."""
+    capability: tuple[int, int] | None = None
+    """The GPU generation's CUDA compute capability (what `plan` names the attention kernel for)."""
 
 
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
         Preset("v100-zero3-fp16", "fp16", ("fp16", "fp32"), True, "V100 32GB: no bf16, fp16 with dynamic loss scaling",
-               125.0, gpu_mem_gb=32.0),
+               125.0, gpu_mem_gb=32.0, capability=(7, 0)),
         Preset("a100-40gb-zero3-bf16", "bf16", ("bf16", "fp16", "fp32"), True, "A100 40GB: bf16, no loss scaling",
-               312.0, gpu_mem_gb=40.0),
+               312.0, gpu_mem_gb=40.0, capability=(8, 0)),
         Preset("a100-zero3-bf16", "bf16", ("bf16", "fp16", "fp32"), True, "A100 80GB: bf16, no loss scaling", 312.0,
-               gpu_mem_gb=80.0),
+               gpu_mem_gb=80.0, capability=(8, 0)),
         Preset("h100-zero3-bf16", "bf16", ("bf16", "fp16", "fp32"), True, "H100 80GB (an H200 has 141): bf16, no "
-               "loss scaling", 989.0, gpu_mem_gb=80.0),
+               "loss scaling", 989.0, gpu_mem_gb=80.0, capability=(9, 0)),
         Preset("cpu-zero3", "fp32", ("fp32", "bf16", "fp16"), False, "DeepSpeed CPU accelerator over gloo (tests)",
                gpu=False, gpu_mem_gb=32.0),
     )

@@ -69,6 +69,37 @@ def untested_versions() -> list[str]:
     return below_bounds(wanted, installed)
 
 
+def missing_requirements() -> list[str]:
+    """medtrain's declared runtime dependencies that this environment lacks, as `pip install` arguments. A rank
+    imports some of them only deep inside transformers (accelerate for a model loaded into ZeRO-3 shards); an
+    install with --no-deps, or a cluster module missing one, would otherwise fail minutes into every rank."""
+    from importlib.metadata import PackageNotFoundError, requires, version
+
+    from packaging.requirements import Requirement
+
+    try:
+        wanted = [Requirement(r) for r in requires("medtrain") or []]
+    except PackageNotFoundError:  # a bare source tree: nothing declared to check against
+        return []
+    missing = []
+    for req in wanted:
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue  # an optional extra
+        try:
+            version(req.name)
+        except PackageNotFoundError:
+            missing.append(str(req))
+    return missing
+
+
+def missing_requirements_problem() -> str | None:
+    missing = missing_requirements()
+    if not missing:
+        return None
+    return (f"missing Python package(s) {', '.join(missing)}; install with: pip install "
+            + " ".join(f"'{m}'" for m in missing))
+
+
 def versions() -> dict[str, str]:
     return {
         "python": platform.python_version(),

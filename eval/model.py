@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from medtrain.core.gpu_build import auto_dtype
 from medtrain.eval.task import TaskError
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -54,9 +55,13 @@ def choose_placement(model_dir: Path, device: str = "auto", dtype: str = "auto")
     if dtype == "auto":
         dtype = stored_dtype(model_dir)
         if device == "cuda" and dtype == "fp32":
-            dtype = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            # by architecture: is_bf16_supported() counts emulation and says True on a V100
+            dtype = auto_dtype(torch.cuda.get_device_capability())
         elif device == "cpu" and dtype == "fp16":
             dtype = "fp32"
+    elif device == "cuda" and dtype == "bf16" and auto_dtype(torch.cuda.get_device_capability()) != "bf16":
+        raise TaskError(f"--dtype bf16: {torch.cuda.get_device_name()} has no bf16 tensor cores (compute capability "
+                        "below 8.0, bf16 only emulated); use --dtype fp16 or auto")
     return Placement(device, dtype)
 
 

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from medtrain.core.digest import sha256_file, sizes_digest
+from medtrain.core.ds_config import PRESETS
 from medtrain.core.recipe import Recipe, RecipeError
 
 ENV = "MEDTRAIN_PREFLIGHT_EXPECT"
@@ -44,12 +45,14 @@ DIGESTS = {"data": _data_digest, "tokenizer": _tokenizer_digest, "model": _model
 
 
 def expectations(recipe: Recipe, disk_bytes: float) -> dict:
-    """What every host must see: each input path with its digest here, and the output dir with the bytes the
-    plan will write into it."""
+    """What every host must see: each input path with its digest here, the output dir with the bytes the plan
+    will write into it, and the precision its GPUs must run (core.environment)."""
     paths = {"data": Path(recipe.data), "tokenizer": Path(recipe.tokenizer_dir)}
     if recipe.init != "random":
         paths["model"] = Path(recipe.model)
-    expect: dict = {"paths": {}, "output": {"path": str(Path(recipe.output_dir).resolve()), "bytes": int(disk_bytes)}}
+    preset = PRESETS.get(recipe.preset)
+    expect: dict = {"paths": {}, "output": {"path": str(Path(recipe.output_dir).resolve()), "bytes": int(disk_bytes)},
+                    "precision": recipe.precision, "wants_gpu": bool(preset and preset.gpu)}
     for what, path in paths.items():
         path = path.resolve()
         if not path.is_dir():

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from medtrain.core.ds_config import PRESETS, precision_warning
 from medtrain.core.flops import TokenFlops, flops_per_token
+from medtrain.core.gpu_build import attention_kernel
 from medtrain.core.model_specs import LlamaShape, resolve_shape
 from medtrain.core.recipe import Recipe, RecipeError
 from medtrain.core.run_spec import DataSize, RunSpec
@@ -54,6 +55,14 @@ class Plan:
     from the recipe's expected size, checkpoint_every beyond the run."""
 
     world_size = property(lambda self: self.spec.world_size)
+
+    @property
+    def attention(self) -> str:
+        """The kernel the preset's GPU generation gets (flash needs compute capability 8.0; a V100 gets SDPA's
+        memory-efficient one), so a recipe is read with the attention it will really run."""
+        preset = PRESETS.get(self.recipe.preset)
+        capability = preset.capability if preset is not None and preset.gpu else None
+        return attention_kernel(self.recipe.attn_implementation, capability, self.recipe.precision)
     accumulation = property(lambda self: self.spec.accumulation)
     data = property(lambda self: self.spec.data)
     steps_per_epoch = property(lambda self: self.spec.steps_per_epoch)
@@ -103,6 +112,7 @@ class Plan:
                       f"(warmup {self.warmup})" + (f"; this launch stops after max_steps {self.total_steps:,}"
                                                    if self.total_steps < self.spec.schedule_steps else "")),
             ("tokens", f"{self.data.tokens * r.epochs:,}"),
+            ("attention", self.attention),
             ("disk", f"{self.disk_bytes / GiB:.2f} GiB in {r.output_dir}: {self.checkpoint_bytes / GiB:.2f} GiB per "
                      f"checkpoint x {self.checkpoints_at_once} at once, and the export"),
         ]

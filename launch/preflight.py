@@ -13,6 +13,7 @@ import signal
 import subprocess
 from dataclasses import dataclass, field
 
+from medtrain.core.gpu_build import DeviceFacts
 from medtrain.core.provenance import versions
 from medtrain.launch.launcher import LaunchSpec, build_command, launch_environment, write_env_file
 from medtrain.launch.preflight_rank import MARKER
@@ -51,13 +52,15 @@ class Preflight:
         unreachable ranks are one line, not 120 copies of it cut to the column's width."""
         groups = self.problem_groups()
         number = {text: i for i, text in enumerate(groups, start=1)}
-        head = f"{'host':<24} {'ranks':>5}  " + "  ".join(f"{c:<12}" for c in COMPARED) + "  status"
+        head = (f"{'host':<24} {'ranks':>5}  " + "  ".join(f"{c:<12}" for c in COMPARED)
+                + "  status  GPUs and torch build")
         lines = [head]
         for h in self.hosts:
             first = h.ranks[0] if h.ranks else {}
             cells = "  ".join(f"{str(first.get(c, '-'))[:12]:<12}" for c in COMPARED)
             status = "ok" if not h.problems else " ".join(f"[{number[_generic(p, h.host)]}]" for p in h.problems)
-            lines.append(f"{h.host:<24} {len(h.ranks):>2}/{h.expected_ranks:<2}  {cells}  {status}")
+            device = DeviceFacts.from_dict(first["device"]).describe() if "device" in first else "-"
+            lines.append(f"{h.host:<24} {len(h.ranks):>2}/{h.expected_ranks:<2}  {cells}  {status:<6}  {device}")
         for text, hosts in groups.items():
             shown = ", ".join(hosts[:8]) + (f" and {len(hosts) - 8} more" if len(hosts) > 8 else "")
             lines.append(f"[{number[text]}] {text} — {len(hosts)} host(s): {shown}")

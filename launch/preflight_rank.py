@@ -10,6 +10,8 @@ import os
 import socket
 from datetime import timedelta
 
+from medtrain.core.environment import environment_problems
+from medtrain.core.gpu_build import DeviceFacts
 from medtrain.core.provenance import versions
 from medtrain.core.rank import export_rank_env, run_rank
 
@@ -28,6 +30,7 @@ def rank_info() -> dict:
         "node_rank": int(os.environ.get("CROSS_RANK", os.environ.get("SLURM_NODEID", "0"))),
         "world_size": int(os.environ.get("WORLD_SIZE", "1")),
         "hostname": socket.gethostname(),
+        "device": DeviceFacts.here().to_dict(),
         **versions(),
     }
 
@@ -47,13 +50,17 @@ def all_reduce_once(info: dict) -> None:
 
 
 def host_problems(info: dict) -> list[str]:
-    """The host checks (launch.host_checks), run by each host's first rank when the launch asked for them."""
+    """Each host's first rank: the packages and the GPUs against the torch build (core.environment), then the
+    launch's own expectations (launch.host_checks) when it gave some."""
     from medtrain.launch.host_checks import ENV, check_host, decode
 
-    if info["local_rank"] != 0 or not os.environ.get(ENV):
+    if info["local_rank"] != 0:
         return []
     try:
-        return check_host(decode(os.environ[ENV]))
+        expect = decode(os.environ[ENV]) if os.environ.get(ENV) else {}
+        problems = environment_problems(expect.get("precision"), bool(expect.get("wants_gpu")),
+                                        DeviceFacts.from_dict(info["device"]))
+        return problems + (check_host(expect) if expect else [])
     except Exception as e:  # a check that breaks is a finding too, not a silent pass
         return [f"host checks failed here ({type(e).__name__}: {e})"]
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from medtrain.core import hub
 from medtrain.core.ds_config import PRESETS, write_ds_config
 from medtrain.core.log import get_logger
+from medtrain.core.provenance import missing_requirements_problem
 from medtrain.core.publish import publish_text
 from medtrain.core.recipe import RecipeError, dump_recipe, load_recipe
 from medtrain.launch.hostfile import read_hostfile
@@ -116,6 +117,9 @@ def prepare_launch(recipe_path: Path, hosts: Path | None, launcher: str, *, over
     spec = LaunchSpec(pool=pool, hostfile=Path(hosts or run_dir / "hostfile"), launcher=launcher, entry=entry,
                       run_dir=run_dir, master_port=free_port(), env=parse_env(env))
     validate(spec, dry_run=dry_run)  # the hosts, launcher and env first: they need nothing read or fetched
+    missing = missing_requirements_problem()
+    if missing and not dry_run:  # here first; every rank checks its own host again before it loads a model
+        raise LaunchError(f"this host: {missing}")
     plan.recipe = recipe = check_inputs(recipe, download=not dry_run or check)
     command = build_command(spec)
     prepared = PreparedLaunch(spec, plan, command, dry_run, slurm)

@@ -96,6 +96,16 @@ def refuse_existing(out: Path, overwrite: bool, what: str = "directory") -> None
 RecipeOpt = Annotated[str, typer.Option("--recipe", help="Run recipe: a YAML path or a built-in name such as "
                                         "paper/continual_llama2_13b (`medtrain recipes` lists them).")]
 PAPER_CONTINUAL = "paper/continual_llama2_13b"
+
+
+def _paper_recipe_unless(recipe: str | None) -> str:
+    """`plan` and `launch` with no --recipe take the paper's continual run, and say so."""
+    if recipe is None:
+        typer.echo(f"recipe: {PAPER_CONTINUAL} (the paper's continual pretraining; --recipe to choose another)",
+                   err=True)
+    return recipe or PAPER_CONTINUAL
+
+
 HostsOpt = Annotated[Path, typer.Option("--hosts", help="Hostfile ('host slots=N' lines).")]
 OverrideOpt = Annotated[list[str] | None, typer.Option("--set", help="Recipe override key=value (repeatable).")]
 
@@ -150,8 +160,9 @@ def hostfile(
 
 @app.command()
 def plan(
-    recipe: RecipeOpt,
     hosts: HostsOpt,
+    recipe: Annotated[str | None, typer.Option("--recipe", help="Run recipe: a YAML path or a built-in name "
+                                               f"(default: {PAPER_CONTINUAL}, as for launch).")] = None,
     gpu_mem_gb: Annotated[float, typer.Option(help="Memory per GPU in GB (default: the recipe's preset's: V100 32, "
                                               "A100 40 or 80, H100 80).")] = 0.0,
     peak_tflops: Annotated[float, typer.Option(help="Peak TFLOPS per GPU in the training dtype (default: the "
@@ -166,6 +177,7 @@ def plan(
     """
     from medtrain.launch.plan import Hardware, make_plan
 
+    recipe = _paper_recipe_unless(recipe)
     with user_errors():
         if not (0 < mfu <= 1):
             raise ConfigError(f"--mfu {mfu} must be in (0, 1]")
@@ -225,10 +237,7 @@ def launch(
     """
     from medtrain.launch.run import prepare_launch, start
 
-    if recipe is None:
-        recipe = PAPER_CONTINUAL
-        typer.echo(f"recipe: {PAPER_CONTINUAL} (the paper's continual pretraining; --recipe to choose another)",
-                   err=True)
+    recipe = _paper_recipe_unless(recipe)
     overrides = list(set_ or [])
     if tokenizer is not None:
         overrides.append(f"tokenizer={tokenizer}")

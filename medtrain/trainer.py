@@ -21,6 +21,8 @@ from medtrain import checkpoint
 from medtrain.batches import IGNORE, StepPlan, collate
 from medtrain.core.checkpoint_files import newest_good, tag_for
 from medtrain.core.digest import sha256_file
+from medtrain.core.ds_config import PRESETS
+from medtrain.core.environment import check_environment
 from medtrain.core.errors import RunFailed
 from medtrain.core.heartbeat import heartbeat
 from medtrain.core.log import get_logger, log_rank_zero
@@ -409,7 +411,10 @@ class Trainer:
 
 
 def train(recipe_path: Path, stage: str, run_spec: Path | None = None, resume: bool = False) -> dict:
-    trainer = Trainer(load_recipe(recipe_path), stage, run_spec, resume)
+    recipe = load_recipe(recipe_path)
+    preset = PRESETS.get(recipe.preset)
+    check_environment(recipe.precision, wants_gpu=bool(preset and preset.gpu))  # before any weight loads
+    trainer = Trainer(recipe, stage, run_spec, resume)
     trainer.setup()
     trainer.train()
     result = trainer.export()
