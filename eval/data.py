@@ -40,6 +40,13 @@ def parse_options(cell: str, where: str) -> dict[str, str]:
 def read_cmexam(path: Path) -> list[Question]:
     """Every row becomes a question (rows without a gold answer are kept and reported; they count as wrong)."""
     path = Path(path)
+    if path.is_dir():
+        if (path / "manifest.json").is_file():
+            raise TaskError(f"{path} is a prepared (tokenized) training dataset; eval reads CMExam's CSV itself "
+                            "(Question, Options, Answer), e.g. data/cmexam/test_with_annotations.csv")
+        found = sorted(p.name for p in path.glob("*.csv"))
+        raise TaskError(f"{path} is a folder; pass the CMExam CSV itself"
+                        + (f" (here: {', '.join(found[:4])})" if found else " (Question, Options, Answer)"))
     if not path.is_file():
         raise TaskError(f"{path}: no such CMExam CSV")
     with open(path, encoding="utf-8", newline="") as f:
@@ -60,7 +67,8 @@ def read_cmexam(path: Path) -> list[Question]:
     return out
 
 
-def read_mc_subject(task: MultipleChoiceTask, root: Path, subject: str, split: str) -> list[Question]:
+def read_mc_subject(task: MultipleChoiceTask, root: Path, subject: str, split: str,
+                    answer_index: int | None = None) -> list[Question]:
     layout = task.layout
     if layout.kind == "records":
         name = getattr(layout, split)
@@ -69,7 +77,7 @@ def read_mc_subject(task: MultipleChoiceTask, root: Path, subject: str, split: s
                 return []  # zero-shot needs no dev file; --shots > 0 is refused by the caller, naming the count
             raise TaskError(f"{root}: no {name}; {task.task} reads {layout.test} (and {layout.dev or 'no dev'} for "
                             "few-shot) in its released schema")
-        return read_records(task, Path(root) / name, subject)
+        return read_records(task, Path(root) / name, subject, answer_index)
     path = Path(root) / getattr(layout, split).format(subject=subject)
     with open(path, encoding="utf-8", newline="") as f:
         rows = list(csv.reader(f))
@@ -87,27 +95,31 @@ def read_mc_subject(task: MultipleChoiceTask, root: Path, subject: str, split: s
     return out
 
 
-def read_records(task: MultipleChoiceTask, path: Path, subject: str) -> list[Question]:
-    """A JSON Lines file (or JSON array) of questions, each with its own number of options."""
+def read_records(task: MultipleChoiceTask, path: Path, subject: str, answer_index: int | None = None
+                 ) -> list[Question]:
+    """A JSON Lines file (or JSON array) of questions, each with its own number of options. MedMCQA's `cop`
+    counts from `answer_index` when given (--answer-index), else from what the file's values show."""
     text = path.read_text(encoding="utf-8").lstrip("\ufeff")
     try:
         records = json.loads(text) if text.lstrip().startswith("[") else [json.loads(x) for x in text.splitlines()
                                                                            if x.strip()]
     except json.JSONDecodeError as e:
         raise TaskError(f"{path}: not JSON Lines nor a JSON array ({e.msg}, line {e.lineno})") from None
-    base = None
-    if task.layout.records == "medmcqa":
+    base = answer_index
+    if task.layout.records == "medmcqa" and base is None:
         try:
             base = index_base({cop for r in records if (cop := cop_of(r)) is not None})
         except OptionError as e:
             raise TaskError(f"{path}: {e}") from None
         if base is None:
             raise TaskError(f"{path}: cop holds only 1-3, which fits both MedMCQA's official release (from 1) and its "
-                            "Hugging Face copy (from 0); evaluate on a file that shows which (the validation split "
-                            "of either has all four)")
+                            "Hugging Face copy (from 0); say which with --answer-index 1 or 0")
     out = []
     for i, rec in enumerate(records):
         options, answer = (_medqa(rec) if task.layout.records == "medqa" else _medmcqa(rec, base))
+        if task.layout.records == "medmcqa" and cop_of(rec) == -1:
+            raise TaskError(f"{path}:{i + 1}: an unlabelled test record (cop -1): MedMCQA's test split has no "
+                            "answers; evaluate on its validation split")
         if not options or answer not in options:
             raise TaskError(f"{path}:{i + 1}: no {task.layout.records} options and answer in this record (keys: "
                             f"{', '.join(sorted(rec))[:120]})")

@@ -75,6 +75,7 @@ def load_model(model_dir: Path, trust_remote_code: bool = False, device: str = "
     """(model, tokenizer, placement) in eval mode; a directory that is not a model is a TaskError."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     model_dir = Path(model_dir)
+    refuse_training_dir(model_dir)
     if not (model_dir / "config.json").is_file():
         raise TaskError(f"{model_dir}: not a Hugging Face model directory (no config.json); pass an exported "
                         "model, e.g. runs/NAME/export")
@@ -104,6 +105,23 @@ def load_model(model_dir: Path, trust_remote_code: bool = False, device: str = "
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return model, tok, placement
+
+
+def refuse_training_dir(path: Path) -> None:
+    """A checkpoint or run directory holds ZeRO-3 shards, not a model transformers can load (a checkpoint's
+    config.json makes it look like one, and the tokenizer error that follows misleads): name the export."""
+    from medtrain.core.checkpoint_files import MARKER
+
+    if (path / MARKER).is_file() or (path / "trainer_state.json").is_file():
+        run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        raise TaskError(f"{path} is a training checkpoint (ZeRO-3 shards), not a Hugging Face model; export it first: "
+                        f"medtrain export --checkpoint {path} --out {run / ('export-' + path.name)}")
+    if (path / "checkpoints").is_dir() and not (path / "config.json").is_file():
+        export = path / "export"
+        if (export / "config.json").is_file():
+            raise TaskError(f"{path} is a training run; its model is {export} (pass --model {export})")
+        raise TaskError(f"{path} is a training run without an export; export its newest checkpoint first: medtrain "
+                        f"export --checkpoint {path} --out {export}")
 
 
 def trained_with_bos(model_dir: Path) -> tuple[bool | None, str]:

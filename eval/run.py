@@ -99,9 +99,9 @@ def run_task(name: str, out: Path, *, shard: Shard = ONE, **kwargs) -> dict:
 
 
 def run_generate(task_name: str, data: Path, out: Path, *, model_dir: Path | None = None,
-                 predictions: Path | None = None, template: str | None = None, extract_mode: str | None = None,
-                 batch_size: int | str = 16, max_new_tokens: int | None = None, limit: int | None = None,
-                 device: str = "auto", dtype: str = "auto", shard: Shard = ONE) -> dict:
+                 model_source: dict | None = None, predictions: Path | None = None, template: str | None = None,
+                 extract_mode: str | None = None, batch_size: int | str = 16, max_new_tokens: int | None = None,
+                 limit: int | None = None, device: str = "auto", dtype: str = "auto", shard: Shard = ONE) -> dict:
     task = load_task(task_name)
     if not isinstance(task, GenerateTask):
         raise TaskError(f"task {task_name} declares output {task.output}; run_generate runs generate tasks")
@@ -148,8 +148,8 @@ def run_generate(task_name: str, data: Path, out: Path, *, model_dir: Path | Non
             metrics.setdefault("by", {})[column] = breakdown(gold, pred, [q.meta[column] for q in questions])
     results = {
         "task": task.task, "task_version": task.version, "template": tpl.describe(), "extract": mode,
-        "model": str(model_dir) if model_dir else None, "predictions_file": str(predictions) if predictions else None,
-        "lineage": model_lineage(model_dir),
+        "model": str(model_dir) if model_dir else None, "model_source": model_source,
+        "predictions_file": str(predictions) if predictions else None, "lineage": model_lineage(model_dir),
         "data": {"path": str(data), "sha256": sha256_file(data), "limit": limit},
         "config": {"batch_size": batch_size, "max_new_tokens": max_new, "do_sample": task.generation.do_sample,
                    "device": placement.describe() if placement else None, "ranks": shard.world},
@@ -180,9 +180,10 @@ def build_prompt(task: MultipleChoiceTask, style: PromptStyle, subject: str, sho
     return text + question(q)
 
 
-def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int = 5, scoring: str = "original",
+def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, model_source: dict | None = None,
+           shots: int = 5, scoring: str = "original",
            batch_size: int | str = 8, limit: int | None = None, subjects: list[str] | None = None,
-           device: str = "auto", dtype: str = "auto", shard: Shard = ONE) -> dict:
+           device: str = "auto", dtype: str = "auto", answer_index: int | None = None, shard: Shard = ONE) -> dict:
     """Multiple choice in four parts: prompts per question (build_prompt), their scores under one convention
     (score_choices), the metrics (aggregate_mc), and the outputs (write_outputs)."""
     if scoring not in ("original", "harness"):
@@ -190,7 +191,7 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
     task = load_task(task_name)
     if not isinstance(task, MultipleChoiceTask):
         raise TaskError(f"task {task_name} declares output {task.output}; run_mc runs multiple_choice tasks")
-    chosen, devs = mc_inputs(task, data, subjects, shots)
+    chosen, devs = mc_inputs(task, data, subjects, shots, answer_index)
     from medtrain.eval.model import context_length, load_model, parse_batch_size
 
     batch_size = parse_batch_size(batch_size)
@@ -202,7 +203,7 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
     bar = tqdm(chosen, unit="subject", desc=f"{task_name} {shots}-shot", file=sys.stderr,
                mininterval=0.5 if sys.stderr.isatty() else 10.0, disable=not shard.is_main)
     for subject in bar:
-        test = read_mc_subject(task, data, subject, "test")[:limit or None]
+        test = read_mc_subject(task, data, subject, "test", answer_index)[:limit or None]
         prompts = [build_prompt(task, style, subject, devs[subject][:shots], q) for q in test]
         letters = [tuple(q.options) for q in test]  # four for MMLU, four or five for MedQA
         scores, cut = score_choices(model, tok, style, scoring, prompts, letters, batch_size, max_len, shard)
@@ -214,8 +215,8 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
         bar.set_postfix_str(f"{len(preds) / (time.perf_counter() - start):.1f} q/s", refresh=False)
     bar.close()
     results = {"task": task_name, "task_version": task.version, "scoring": scoring, "shots": shots,
-               "model": str(model_dir), "lineage": model_lineage(model_dir),
-               "data": {"path": str(data), "subjects": len(chosen), "limit": limit,
+               "model": str(model_dir), "model_source": model_source, "lineage": model_lineage(model_dir),
+               "data": {"path": str(data), "subjects": len(chosen), "limit": limit, "answer_index": answer_index,
                         "only": sorted(chosen) if subjects else None,
                         "sha256": {s: sha256_file(Path(data) / task.layout.test.format(subject=s))
                                    for s in chosen}},
@@ -228,8 +229,8 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, shots: int
     return results
 
 
-def mc_inputs(task: MultipleChoiceTask, data: Path, subjects: list[str] | None,
-              shots: int) -> tuple[list[str], dict[str, list[Question]]]:
+def mc_inputs(task: MultipleChoiceTask, data: Path, subjects: list[str] | None, shots: int,
+              answer_index: int | None = None) -> tuple[list[str], dict[str, list[Question]]]:
     """The subjects to run and their few-shot examples, checked before any model is loaded."""
     all_subjects = mc_subjects(task, data)
     chosen = subjects or all_subjects
@@ -237,7 +238,7 @@ def mc_inputs(task: MultipleChoiceTask, data: Path, subjects: list[str] | None,
     if unknown:
         raise TaskError(f"{data}: no subject(s) {', '.join(unknown)} (there are {len(all_subjects)}, e.g. "
                         f"{', '.join(all_subjects[:3])}; a subject is a test file's stem)")
-    devs = {s: read_mc_subject(task, data, s, "dev") for s in chosen}
+    devs = {s: read_mc_subject(task, data, s, "dev", answer_index) for s in chosen}
     short = sorted(s for s, d in devs.items() if len(d) < shots)
     if short:
         raise TaskError(f"--shots {shots}: the dev split has only {len(devs[short[0]])} examples for {short[0]}"

@@ -14,6 +14,14 @@ PAPER_COLUMNS = ("CMExam Acc", "CMExam F1", "MMLU Acc", "CMMLU Acc")
 _ORDER = {"cmexam": 0, "mmlu": 1, "cmmlu": 2}
 
 
+def model_label(results: dict) -> str:
+    """How a table names the model of a results.json: `hub_id@revision` for a hub snapshot, else its path."""
+    source = results.get("model_source") or {}
+    if source.get("hub_id"):
+        return f"{source['hub_id']}@{str(source.get('revision') or '?')[:12]}"
+    return str(results.get("model") or results.get("predictions_file") or "?")
+
+
 def convention(r: dict) -> str:
     """What the number depends on besides the model, in words."""
     n = f"{r['metrics']['n']:,} q"
@@ -46,7 +54,7 @@ def results_table(results: list[dict]) -> str:
         label = convention(r)
         if len(tags[(r["task"], label)]) > 1:
             label += f", data {data_tag(r)}"
-        name = r.get("model") or r.get("predictions_file") or "?"
+        name = model_label(r)
         for column, value in _cells(r, label).items():
             rows.setdefault(name, {})[column] = value
             order.setdefault(column, (_ORDER.get(r["task"], 9), column))

@@ -495,13 +495,17 @@ ModelOpt = Annotated[str | None, typer.Option("--model", help="Hugging Face mode
                                               "cache, else downloaded).")]
 
 
-def _model_dir(model: str | None) -> Path | None:
-    """A hub id's snapshot folder (core.hub), or the directory as given."""
+def _model_dir(model: str | None) -> dict:
+    """`model_dir` (a hub id's snapshot folder, core.hub, or the directory as given) and, for a hub id,
+    `model_source` (id and revision, which results.json records and tables name it by)."""
     from medtrain.core import hub
 
     if model is None:
-        return None
-    return hub.resolve_model(model, what="--model").path
+        return {"model_dir": None}
+    resolved = hub.resolve_model(model, what="--model")
+    return {"model_dir": resolved.path, "model_source": resolved.provenance() if resolved.hub_id else None}
+
+
 DeviceOpt = Annotated[str, typer.Option(help="auto (the GPU when there is one) | cpu | cuda. A model larger than "
                                         "one GPU is spread over the node's GPUs.")]
 DtypeOpt = Annotated[str, typer.Option(help="auto (the stored dtype; fp32 checkpoints run in bf16/fp16 on a GPU) | "
@@ -528,9 +532,14 @@ def _run_eval(task: str, kwargs: dict, out: Path, hosts: Path | None, launcher: 
 
 @eval_app.command("cmexam")
 def eval_cmexam(
-    data: Annotated[Path, typer.Option(help="CMExam CSV (Question, Options, Answer[, annotations]).")],
-    out: EvalOutOpt,
-    model: ModelOpt = None,
+    data: Annotated[Path | None, typer.Option(help="CMExam CSV (Question, Options, Answer[, annotations]); default "
+                                              "data/cmexam/test_with_annotations.csv, the release's test split.")]
+    = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Directory for results.json, predictions.jsonl, table.md "
+                                             "(default results/cmexam/NAME).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Hugging Face model directory or hub id (default: the "
+                                              "export of the paper's SFT run, runs/sft_cmexam_reasoning/export).")]
+    = None,
     predictions: Annotated[Path | None, typer.Option(help="Score these outputs (jsonl: id, output) instead.")]
     = None,
     template: Annotated[str | None, typer.Option(help="Prompt template (default: the model's SFT template).")]
@@ -554,11 +563,18 @@ def eval_cmexam(
 ) -> None:
     """Greedy generation, answer extraction, accuracy and weighted F1.
 
+    Example: medtrain eval cmexam   (the paper's SFT export on data/cmexam/test_with_annotations.csv)
     Example: medtrain eval cmexam --model runs/sft/export --data test.csv --out results/sft-cmexam
     """
+    from medtrain.eval_defaults import cmexam_inputs
+
     with user_errors(out):
+        inputs = cmexam_inputs(model, predictions, data, out)
+        if inputs.chosen:
+            typer.echo(f"eval cmexam: {'; '.join(inputs.chosen)}", err=True)
+        out = inputs.out
         refuse_existing(out, overwrite)
-        r = _run_eval("cmexam", {"data": data, "model_dir": _model_dir(model), "predictions": predictions,
+        r = _run_eval("cmexam", {"data": inputs.data, **_model_dir(inputs.model), "predictions": predictions,
                                  "template": template,
                                  "extract_mode": extract, "batch_size": batch_size, "max_new_tokens": max_new_tokens,
                                  "limit": limit, "device": device, "dtype": dtype}, out, hosts, launcher)
@@ -569,12 +585,13 @@ def eval_cmexam(
 
 def _eval_mc(task: str, model: str | None, data: Path, out: Path, shots: int, scoring: str, batch_size: str,
              limit: int | None, subjects: list[str] | None, device: str, dtype: str, hosts: Path | None,
-             launcher: str, overwrite: bool) -> None:
+             launcher: str, overwrite: bool, answer_index: str = "auto") -> None:
+    extra = {} if answer_index == "auto" else {"answer_index": int(answer_index)}
     with user_errors(out):
         refuse_existing(out, overwrite)
-        r = _run_eval(task, {"model_dir": _model_dir(model), "data": data, "shots": shots, "scoring": scoring,
+        r = _run_eval(task, {**_model_dir(model), "data": data, "shots": shots, "scoring": scoring,
                              "batch_size": batch_size, "limit": limit, "subjects": subjects or None,
-                             "device": device, "dtype": dtype}, out, hosts, launcher)
+                             "device": device, "dtype": dtype, **extra}, out, hosts, launcher)
     m = r["metrics"]
     typer.echo(f"{task.upper()} {shots}-shot ({scoring}): acc {m['acc']:.2f} ({m['overall']}; micro "
                f"{m['acc_micro']:.2f}, macro {m['acc_macro']:.2f}), {m['n']} questions, "
@@ -592,16 +609,19 @@ SubjectOpt = Annotated[list[str] | None, typer.Option("--subject", help="Only th
 
 
 def _mc_command(task: str, title: str, layout: str, default_shots: int = 5) -> None:
-    """`medtrain eval mmlu|cmmlu|medqa|medmcqa`: the same options for every multiple-choice task."""
+    """`medtrain eval mmlu|cmmlu|medqa|medmcqa`: the same options for every multiple-choice task (MedMCQA adds
+    --answer-index, as `prep medmcqa` has)."""
     def command(model: Annotated[str, typer.Option(help="Hugging Face model directory or hub id.")],
                 data: Path, out: EvalOutOpt,
                 shots: ShotsOpt = default_shots, scoring: ScoringOpt = "original", batch_size: McBatchOpt = "auto",
                 limit: LimitOpt = None, subject: SubjectOpt = None, device: DeviceOpt = "auto",
                 dtype: DtypeOpt = "auto", hosts: EvalHostsOpt = None, launcher: EvalLauncherOpt = "local",
-                overwrite: ReplaceOpt = False) -> None:
+                overwrite: ReplaceOpt = False, answer_index: AnswerIndexOpt = AnswerIndex.auto) -> None:
         _eval_mc(task, model, data, out, shots, scoring, batch_size, limit, subject, device, dtype, hosts,
-                 launcher, overwrite)
+                 launcher, overwrite, answer_index.value)
     command.__annotations__["data"] = Annotated[Path, typer.Option(help=f"{title} folder with {layout}.")]
+    if task != "medmcqa":
+        command.__annotations__["answer_index"] = Annotated[AnswerIndex, typer.Option(hidden=True)]
     command.__doc__ = (f"{title}, {default_shots}-shot by default.\n\nExample: medtrain eval {task} --model "
                        f"runs/sft/export --data data/{task} --out results/{task}")
     eval_app.command(task)(command)

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from medtrain.core.disk import disk_full_as_error, require_space
+from medtrain.core.errors import UserError
 from medtrain.core.model_specs import resolve_shape
 from medtrain.core.provenance import versions
 from medtrain.core.publish import staged_dir
@@ -23,19 +24,42 @@ def lineage_for(state: TrainerState) -> dict:
     recipe = state.recipe
     base = recipe["model"]
     parent = Path(base) / "lineage.json"
+    base_lineage = json.loads(parent.read_text()) if parent.is_file() else None
+    continual = recipe.get("continual_step")
+    if continual is None and state.stage == "sft":
+        continual = continual_step_of(Path(base), base_lineage)
     if recipe.get("init") == "random":
         base = f"{base} (random init, seed {recipe['seed']})"
     return {
         "base_model": base,
-        "base_lineage": json.loads(parent.read_text()) if parent.is_file() else None,
+        "base_source": ((recipe.get("extra") or {}).get("hub") or {}).get("model"),
+        "base_lineage": base_lineage,
         "stage": state.stage,
         "template": state.template,
         "datasets": [{"path": recipe["data"], "manifest_sha256": state.data_manifest_sha256}],
         "recipe": recipe,
         "step": state.step,
-        "continual_checkpoint_step": recipe.get("continual_step"),
+        "continual_checkpoint_step": continual,
         "versions": versions(),
     }
+
+
+def continual_step_of(base: Path, base_lineage: dict | None) -> int | None:
+    """The continual-pretraining step an SFT run starts from, whether or not a sweep started it: the base's own
+    lineage (an export of a continual run), or the trainer state of a continual checkpoint; None for a model
+    that is not one of our continual runs (a hub model: step 0 of the paper's tables)."""
+    node = base_lineage
+    while node:
+        if node.get("stage") == "continual":
+            return int(node.get("step", 0))
+        node = node.get("base_lineage")
+    if (base / "trainer_state.json").is_file():
+        try:
+            state = TrainerState.read(base)
+        except UserError:
+            return None
+        return state.step if state.stage == "continual" else None
+    return None
 
 
 def write_hf_dir(state_dict: dict[str, torch.Tensor], config_dir: Path, state: TrainerState, out: Path) -> Path:

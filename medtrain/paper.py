@@ -42,7 +42,9 @@ def family(lineage: dict) -> tuple[str | None, str]:
     """The paper's model family of the model a lineage chain starts from, and that base model's name."""
     while lineage.get("base_lineage"):
         lineage = lineage["base_lineage"]
-    base = str(lineage.get("base_model", ""))
+    source = lineage.get("base_source") or {}
+    base = (f"{source['hub_id']}@{str(source.get('revision') or '?')[:12]}" if source.get("hub_id")
+            else str(lineage.get("base_model", "")))
     name = base.lower().replace("_", "-")
     if re.search(r"chinese-?llama-?2-13b", name):
         return "Chinese-Llama-2-13B", base
@@ -72,14 +74,29 @@ def _sft_data(lineage: dict) -> str | None:
     return None
 
 
-def cell_of(model: str, numbers: dict[str, float], conventions: str, step: int | None, sft: bool) -> Cell:
+def continual_step(lineage: dict) -> int:
+    """Where in the paper's continual axis a model sits, read from its lineage chain: an SFT model's recorded
+    start (sweep cells and SFT runs record it), else the nearest continual run it descends from; 0 for a model
+    with no continual pretraining (a base model)."""
+    if lineage.get("stage") == "sft" and lineage.get("continual_checkpoint_step") is not None:
+        return int(lineage["continual_checkpoint_step"])
+    node = lineage.get("base_lineage") if lineage.get("stage") == "sft" else lineage
+    while node:
+        if node.get("stage") == "continual":
+            return int(node.get("step", 0))
+        node = node.get("base_lineage")
+    return 0
+
+
+def cell_of(model: str, numbers: dict[str, float], conventions: str, step: int | None, sft: bool,
+            label: str | None = None) -> Cell:
     lineage = _lineage(model)
     fam, base = family(lineage)
     mode = None
     if sft:
         name = (lineage.get("template") or {}).get("name", "")
         mode = mode_of(name) or name or None
-    return Cell(model, numbers, conventions, fam, step, mode, _sft_data(lineage) if sft else None, base)
+    return Cell(label or model, numbers, conventions, fam, step, mode, _sft_data(lineage) if sft else None, base)
 
 
 def _keyed(columns: dict[str, float]) -> dict[str, float]:
@@ -97,7 +114,7 @@ def cells_from_sweep(rows: list[dict]) -> list[Cell]:
 def cells_from_results(results: list[dict]) -> list[Cell]:
     """Eval outputs grouped by model; step and SFT read from each model's lineage (a model without one is a base
     model: step 0, no SFT)."""
-    from medtrain.eval.tables import conventions, paper_columns
+    from medtrain.eval.tables import conventions, model_label, paper_columns
 
     by_model: dict[str, list[dict]] = {}
     for r in results:
@@ -105,10 +122,8 @@ def cells_from_results(results: list[dict]) -> list[Cell]:
     cells = []
     for model, rs in by_model.items():
         lineage = _lineage(model)
-        sft = lineage.get("stage") == "sft"
-        step = lineage.get("continual_checkpoint_step") if sft else lineage.get("step", 0)
-        cells.append(cell_of(model, _keyed(paper_columns(rs)), conventions(rs), step if step is not None else 0,
-                             sft))
+        cells.append(cell_of(model, _keyed(paper_columns(rs)), conventions(rs), continual_step(lineage),
+                             lineage.get("stage") == "sft", label=model_label(rs[0])))
     return cells
 
 

@@ -73,3 +73,31 @@ def test_cnmleqa_layout_needs_no_index(tmp_path):
     assert _letters(path) == ["E"]
     assert not isinstance(next(iter(SOURCES["medmcqa"].read(path, get_template("cmexam_answer_only"), None))),
                           Skip)
+
+
+def _eval_letters(path, answer_index=None) -> list:
+    from medtrain.eval.data import read_mc_subject
+    from medtrain.eval.task import load_task
+
+    return [q.answer for q in read_mc_subject(load_task("medmcqa"), path.parent, "medmcqa", "test", answer_index)]
+
+
+def test_eval_takes_answer_index_as_prep_does_for_a_file_that_fits_both(tmp_path):
+    from medtrain.eval.task import TaskError
+
+    path = tmp_path / "test.jsonl"
+    _write(path, [1, 2, 3, 2])
+    with pytest.raises(TaskError, match="--answer-index 1 or 0"):
+        _eval_letters(path)
+    assert _eval_letters(path, 1) == ["A", "B", "C", "B"] == _letters(path, base=1)
+    assert _eval_letters(path, 0) == ["B", "C", "D", "C"] == _letters(path, base=0)
+
+
+def test_eval_calls_an_unlabelled_test_record_unlabelled_as_prep_does(tmp_path):
+    from medtrain.eval.task import TaskError
+
+    path = tmp_path / "test.jsonl"
+    _write(path, [0, -1, 2])
+    with pytest.raises(TaskError, match=r"test.jsonl:2: an unlabelled test record \(cop -1\)"):
+        _eval_letters(path)
+    assert _letters(path)[1] == "unlabelled_test_record"
