@@ -25,6 +25,7 @@ class RecipeError(UserError):
     """A recipe the user can fix; the message names the file and the key."""
 
 
+AUTO_VAL = "auto"
 Stage = Literal["continual", "sft"]
 Precision = Literal["fp16", "bf16", "fp32"]
 Packing = Literal["packed", "per_document"]
@@ -78,9 +79,10 @@ class Recipe:
     """continual only: packed seq_len blocks, or one document per sample (the paper's ~3,000 steps)."""
     checkpoint_every: int = 0
     """Save a checkpoint every N optimizer steps (0: only at the end)."""
-    val_data: str | None = None
+    val_data: str | None = "auto"
     """A prepared held-out dataset (`medtrain prep ... --val-fraction F` writes DATA/val): its token-weighted loss,
-    over the whole split sharded over the ranks, is logged every `eval_every` steps and at the end."""
+    over the whole split sharded over the ranks, is logged every `eval_every` steps and at the end. auto: DATA/val
+    when prep wrote one, else none; null: no validation."""
     eval_every: int = 0
     """Validation every N optimizer steps (0 with val_data: at the end only)."""
     keep_checkpoints: int = 3
@@ -198,6 +200,13 @@ class Recipe:
         if not changes:
             return self
         return dataclasses.replace(self, **changes, extra={**self.extra, "hub": origins})
+
+    def with_validation(self) -> Recipe:
+        """`val_data: auto` made concrete: the split prep held out beside the data (DATA/val), else none."""
+        if self.val_data != AUTO_VAL:
+            return self
+        held_out = Path(self.data) / "val"
+        return dataclasses.replace(self, val_data=str(held_out) if (held_out / "manifest.json").is_file() else None)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

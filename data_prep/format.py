@@ -150,13 +150,13 @@ def recorded_ids(tokenizer: dict[str, Any]) -> str:
     return tokenizer.get("ids_sha256") or tokenizer["sha256"]
 
 
-FINGERPRINT = "fp2:"  # marks an ids hash taken by behaviour (tokenizer_fingerprint); older ones hash files
+FINGERPRINT = "fp3:"  # marks an ids hash taken by behaviour (tokenizer_fingerprint); older ones hash files
 
 
 @dataclass(frozen=True)
 class TokenizerId:
     """A tokenizer as a dataset's manifest records it: its files' hash, what it does (tokenizer_fingerprint,
-    "fp2:..."), and the older hash of its id-deciding files that manifests written before the fingerprint hold."""
+    "fp3:..."), and the older hash of its id-deciding files that manifests written before the fingerprint hold."""
     sha256: str
     ids_sha256: str
     files_ids_sha256: str = ""

@@ -57,9 +57,10 @@ def tokenizer_sha256(path: str | Path) -> str:
 
 # What a tokenizer is judged by: text that exercises what differs between tokenizers of one family (Chinese, the
 # paper's data; English; digits; runs of spaces, tabs and newlines inside a line; punctuation of both scripts;
-# characters outside the vocabulary, which byte fallback spells as bytes). A leading space and a literal "<s>"
-# are left out on purpose: SentencePiece and its own tokenizer.json treat them differently, and prep never
-# relies on either (BOS and EOS are placed by id, and prep checks agreement on its own records).
+# characters outside the vocabulary, which byte fallback spells as bytes; text that begins with spaces, where
+# transformers 5's Llama classes drop SentencePiece's dummy prefix: ' A' is [29871, 319] in SentencePiece and
+# [319] there). A literal "<s>" is left out on purpose: SentencePiece spells it as text, Hugging Face as BOS, and
+# prep never relies on either (BOS and EOS are placed by id).
 PROBE = [
     "患者，男，45岁。主诉：反复咳嗽、咳痰3年，加重1周。",
     "What is the first-line treatment for type 2 diabetes mellitus? Metformin 500 mg twice daily.",
@@ -67,7 +68,40 @@ PROBE = [
     "two  spaces, three   spaces,\ttab\tand\nnew\n\nlines",
     "Ünïcödé àccents ß ﬁ 𝔘 😀 ℃ ±",
     "答案: C\n解析: 慢性阻塞性肺疾病（COPD）的诊断需要肺功能检查。",
+    " A",
+    "  two spaces first",
+    " 答案：A",
 ]
+
+# SentencePiece's own space handling (add_dummy_prefix, spaces as "▁"), as Llama-2's released tokenizer.json
+# spells it; transformers 5's LlamaTokenizer replaces it with a Metaspace pre-tokenizer that skips the prefix
+# before a leading space
+SP_NORMALIZER = {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u2581"},
+                                                     {"type": "Replace", "pattern": {"String": " "},
+                                                      "content": "\u2581"}]}
+
+
+def is_sentencepiece_bpe(raw: dict) -> bool:
+    """A tokenizer.json that is a SentencePiece BPE (Llama's): byte fallback and "▁" for spaces, through a
+    Prepend normaliser or a non-splitting Metaspace pre-tokeniser."""
+    model = raw.get("model") or {}
+    if model.get("type") != "BPE" or not model.get("byte_fallback"):
+        return False
+
+    def parts(node: dict | None, key: str) -> list[dict]:
+        node = node or {}
+        return [node, *node.get(key, [])]
+
+    prepend = any(n.get("type") == "Prepend" for n in parts(raw.get("normalizer"), "normalizers"))
+    metaspace = any(n.get("type") == "Metaspace" and not n.get("split", True)
+                    for n in parts(raw.get("pre_tokenizer"), "pretokenizers"))
+    return prepend or metaspace
+
+
+def sentencepiece_spaces(raw: dict) -> dict:
+    """The tokenizer.json with SentencePiece's space handling (it gives SentencePiece's ids, leading spaces
+    included, under transformers 4.4x and 5.x alike when loaded as it is)."""
+    return {**raw, "normalizer": SP_NORMALIZER, "pre_tokenizer": None}
 
 
 def tokenizer_fingerprint(path: str | Path, sp=None, hf=None) -> str:
@@ -199,14 +233,24 @@ def _special_tokens(path: Path) -> dict:
     return {k: (v["content"] if isinstance(v, dict) else v) for k, v in raw.items()}
 
 
-def _load_hf(path: Path):
+def _load_hf(path: Path, as_sentencepiece: bool = True):
+    """The directory's Hugging Face tokenizer; a SentencePiece BPE (Llama's) with SentencePiece's own space
+    handling restored (`as_sentencepiece`), so medtrain's encoders give SentencePiece's ids whatever the
+    transformers version. `as_sentencepiece=False`: exactly what AutoTokenizer gives (what eval sees)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except Exception as e:  # transformers raises many types for a bad directory
         raise DatasetError(f"{path}: not a loadable tokenizer directory ({type(e).__name__}: {e})") from None
+    backend = getattr(tok, "backend_tokenizer", None)
+    if as_sentencepiece and backend is not None and is_sentencepiece_bpe(json.loads(backend.to_str())):
+        from tokenizers import Tokenizer
+
+        fixed = Tokenizer.from_str(json.dumps(sentencepiece_spaces(json.loads(backend.to_str()))))
+        backend.normalizer, backend.pre_tokenizer = fixed.normalizer, fixed.pre_tokenizer
+    return tok
 
 
 def write_hf_tokenizer(src: Path, dst: Path, lines: list[str] = ()) -> dict:
@@ -246,7 +290,7 @@ def write_hf_tokenizer(src: Path, dst: Path, lines: list[str] = ()) -> dict:
 
 
 def _compare_with_training(model_dir: Path, encoder: Encoder, lines: list[str]) -> dict:
-    got = _load_hf(model_dir)
+    got = _load_hf(model_dir, as_sentencepiece=False)  # as eval's AutoTokenizer will load the export
     bos = encoder.info.bos_id
     have = got(lines)["input_ids"]
     want = [([bos] if bos is not None else []) + ids for ids in encoder.encode_batch(lines)]
@@ -280,6 +324,17 @@ def _write_special_configs(dst: Path, encoder: Encoder) -> None:
         cfg.pop("add_prefix_space", None)
     if cfg.get("tokenizer_class") == "TokenizersBackend":  # transformers 5's name; 4.4x knows the same class as
         cfg["tokenizer_class"] = "PreTrainedTokenizerFast"  # PreTrainedTokenizerFast, an alias of it in 5.x
+    tok_json = dst / "tokenizer.json"
+    raw = json.loads(tok_json.read_text(encoding="utf-8")) if tok_json.is_file() else {}
+    if is_sentencepiece_bpe(raw):
+        # SentencePiece's space handling in the file, and a class that loads the file as it is: transformers 5's
+        # LlamaTokenizer would rebuild the pre-tokeniser and lose the prefix before a leading space
+        tok_json.write_text(json.dumps(sentencepiece_spaces(raw), ensure_ascii=False), encoding="utf-8")
+        cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+        cfg.pop("add_prefix_space", None)
+        cfg.pop("legacy", None)
+    elif not raw and (dst / "tokenizer.model").is_file() and cfg.get("tokenizer_class") == "PreTrainedTokenizerFast":
+        cfg["tokenizer_class"] = "LlamaTokenizer"  # SentencePiece's form alone: the Llama class converts it
     cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
     (dst / "special_tokens_map.json").write_text(json.dumps(special, indent=2, ensure_ascii=False) + "\n")
 

@@ -6,6 +6,7 @@ before any process starts on any node.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections import OrderedDict
@@ -17,7 +18,7 @@ from medtrain.core.ds_config import PRESETS, write_ds_config
 from medtrain.core.log import get_logger
 from medtrain.core.provenance import missing_requirements_problem
 from medtrain.core.publish import publish_text
-from medtrain.core.recipe import RecipeError, dump_recipe, load_recipe
+from medtrain.core.recipe import AUTO_VAL, RecipeError, dump_recipe, load_recipe
 from medtrain.launch.hostfile import read_hostfile
 from medtrain.launch.launcher import (
     LaunchError,
@@ -44,6 +45,8 @@ class PreparedLaunch:
     slurm: SlurmOptions | None = None
     lock: RunLock | None = None
     """Held from before the run's files are written until start() has seen the job end."""
+    finished: str = ""
+    """Set when --resume finds the run already complete: what to say instead of starting anything."""
 
     def describe(self) -> str:
         p = self.plan
@@ -124,6 +127,10 @@ def prepare_launch(recipe_path: Path, hosts: Path | None, launcher: str, *, over
     command = build_command(spec)
     prepared = PreparedLaunch(spec, plan, command, dry_run, slurm)
     refuse_if_held(run_dir)
+    if resume and not check:
+        prepared.finished = finished_run(run_dir, plan.total_steps)
+        if prepared.finished:
+            return prepared  # before the lock and the run's files: a finished run is left as it is
     earlier = earlier_run(run_dir)
     if earlier and not resume:
         if not overwrite:
@@ -156,6 +163,7 @@ def check_inputs(recipe, download: bool):
     if not (Path(recipe.data) / "manifest.json").is_file():
         raise RecipeError(f"{recipe.source}: data '{recipe.data}' is not a prepared dataset; run `medtrain prep` "
                           "first")
+    recipe = validation_of(recipe)
     recipe = recipe.resolved(download=download, missing_ok=not download)
     if recipe.init != "random" and Path(recipe.model).is_dir():
         from medtrain.core.model_files import verify_model_dir
@@ -177,6 +185,32 @@ def check_inputs(recipe, download: bool):
     else:
         log.info(f"note: '{recipe.tokenizer_dir}' is no directory here nor in the Hugging Face cache; the launch "
                  "downloads it as a hub id and checks that it splits text as the data's tokenizer did")
+    return recipe
+
+
+def finished_run(run_dir: Path, total_steps: int) -> str:
+    """What to say when a run has already trained all `total_steps` and exported them ('' when it has not): its
+    export's lineage records the step it holds. A recipe that asks for more steps (max_steps) is not finished."""
+    try:
+        step = json.loads((run_dir / "export" / "lineage.json").read_text(encoding="utf-8")).get("step")
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(step, int) or step < total_steps:
+        return ""
+    return (f"{run_dir} is already complete: step {step} of {total_steps}, exported to {run_dir / 'export'}; "
+            "nothing to resume (raise max_steps or epochs to train further, or --overwrite to start afresh)")
+
+
+def validation_of(recipe):
+    """The recipe with its validation split decided (`val_data: auto` takes the DATA/val that prep held out), said
+    in the launch's first lines; eval_every with nothing to validate on is a warning, not silence."""
+    auto = recipe.val_data == AUTO_VAL
+    recipe = recipe.with_validation()
+    if auto and recipe.val_data:
+        log.info(f"validation: val_data {recipe.val_data} (the split prep held out; val_data: null to skip)")
+    if recipe.eval_every and not recipe.val_data:
+        log.warning(f"warning: eval_every {recipe.eval_every} but no validation split: nothing is validated; prepare "
+                    "the data with `medtrain prep ... --val-fraction F` (it writes DATA/val) or set val_data")
     return recipe
 
 

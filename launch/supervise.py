@@ -99,7 +99,8 @@ def supervise(spec: LaunchSpec, *, allow: Allowances, max_restarts: int, resume:
             if code == 0:
                 return 0
             if stop.signum is not None:
-                log.info(f"medtrain: stopped by {signal.Signals(stop.signum).name}; the job was ended on every node")
+                _interrupted(_record(run_dir, attempt, started, code, None, [], dog, job), stop.signum, run_dir,
+                             console)
                 return 128 + stop.signum
             if any(b.phase == "exited" and b.code == 2 for b in dog.beats().values()):
                 code = 2  # a rank reported a problem the user fixes; whatever code the launcher passed on
@@ -141,6 +142,23 @@ def supervise(spec: LaunchSpec, *, allow: Allowances, max_restarts: int, resume:
         stop.restore()
         undo_redirect()
         console.close()
+
+
+def _interrupted(record: dict, signum: int, run_dir: Path, console: Console) -> None:
+    """Ctrl-C or SIGTERM on `medtrain launch`: the job is ended on every node; recorded in restarts.jsonl like any
+    other end, and said with where the run can go on from."""
+    name = signal.Signals(signum).name
+    record.update(cause={"kind": "interrupted", "signal": name,
+                         "text": f"stopped by {name}{' (Ctrl-C)' if signum == signal.SIGINT else ''}"},
+                  ranks=[], hosts=[], culprit_host=None, action="stopped")
+    _append(run_dir / "restarts.jsonl", record)
+    console.unmute()
+    ckpt = newest_good(run_dir / "checkpoints", deep=False)
+    where = (f"newest verified checkpoint: step {step_of(ckpt)} ({ckpt}); the same `medtrain launch` command with "
+             f"--resume continues from there" if ckpt else
+             "no checkpoint was written yet: the same `medtrain launch` command with --resume starts from step 0")
+    log.info(f"medtrain: {record['cause']['text']} after step {record['reached_step']}; the job was ended on every "
+             f"node; {where}")
 
 
 def _say_where_the_traceback_is(record: dict, run_dir: Path) -> None:

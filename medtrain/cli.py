@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from contextlib import contextmanager
 from enum import StrEnum
@@ -96,6 +97,9 @@ def refuse_existing(out: Path, overwrite: bool, what: str = "directory") -> None
 RecipeOpt = Annotated[str, typer.Option("--recipe", help="Run recipe: a YAML path or a built-in name such as "
                                         "paper/continual_llama2_13b (`medtrain recipes` lists them).")]
 PAPER_CONTINUAL = "paper/continual_llama2_13b"
+
+
+STOPPED_BY_SIGNAL = {128 + s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
 
 
 def _paper_recipe_unless(recipe: str | None) -> str:
@@ -253,6 +257,9 @@ def launch(
         prepared = prepare_launch(recipe, hosts, launcher, overrides=overrides, env=env or [], resume=resume,
                                   dry_run=dry_run or check, check=check, slurm=slurm, nodes=nodes,
                                   gpus_per_node=gpus_per_node, overwrite=overwrite)
+    if prepared.finished:
+        typer.echo(f"medtrain: {prepared.finished}")
+        return
     if dry_run:
         typer.echo(prepared.describe())
         return
@@ -273,7 +280,8 @@ def launch(
     with user_errors():
         code = start(prepared, resume=resume, spare_hosts=spare_hosts, allow_shrink=allow_shrink, detach=detach)
     if code != 0:
-        typer.echo(f"error: training exited with code {code}", err=True)
+        if code not in STOPPED_BY_SIGNAL:  # a stop the user asked for was said by the supervisor, with its resume
+            typer.echo(f"error: training exited with code {code}", err=True)
         raise typer.Exit(code=code if code in (1, 2) or code > 128 else 1)
 
 

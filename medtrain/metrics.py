@@ -11,6 +11,7 @@ from pathlib import Path
 from medtrain.core.flops import flops_per_token, utilisation
 from medtrain.core.log import get_logger
 from medtrain.core.model_specs import LlamaShape
+from medtrain.core.publish import publish_text
 
 log = get_logger(__name__)
 
@@ -25,14 +26,35 @@ class MetricsLogger:
         self.enabled = enabled
         self.path = out_dir / "metrics.jsonl"
         self._tb = None
+        self._tb_dir = out_dir / "tensorboard"
         if enabled:
             out_dir.mkdir(parents=True, exist_ok=True)
-            try:
-                from torch.utils.tensorboard import SummaryWriter
+            self._open_tensorboard()
 
-                self._tb = SummaryWriter(log_dir=str(out_dir / "tensorboard"))
-            except ImportError:  # tensorboard is a dependency; keep training if an install lacks it
-                log.warning("warning: tensorboard not installed; metrics go to metrics.jsonl only")
+    def _open_tensorboard(self, purge_step: int | None = None) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(self._tb_dir), purge_step=purge_step)
+        except ImportError:  # tensorboard is a dependency; keep training if an install lacks it
+            log.warning("warning: tensorboard not installed; metrics go to metrics.jsonl only")
+
+    def rewind(self, step: int) -> None:
+        """A resumed run logs again the steps after its checkpoint at `step`: what was logged after it is dropped
+        (metrics.jsonl rewritten beside itself and renamed; TensorBoard's purge_step), so every step is recorded
+        once, by the run that the weights continue."""
+        if not self.enabled:
+            return
+        if self.path.is_file():
+            lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+            kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+            if len(kept) != len(lines):
+                publish_text(self.path, "".join(kept))
+                log.info(f"medtrain: metrics.jsonl: dropped {len(lines) - len(kept)} record(s) after step {step}, "
+                         "logged before the run stopped; they are logged again as the run repeats them")
+        if self._tb is not None:
+            self._tb.close()
+            self._open_tensorboard(purge_step=step + 1)
 
     def log(self, record: dict) -> None:
         if not self.enabled:

@@ -202,6 +202,7 @@ class Trainer:
         self._setup_engine()
         if self.resume:
             self._resume()
+            self.logger.rewind(self.start_step)
 
     def _setup_data(self) -> None:
         r = self.recipe
@@ -411,7 +412,7 @@ class Trainer:
 
 
 def train(recipe_path: Path, stage: str, run_spec: Path | None = None, resume: bool = False) -> dict:
-    recipe = load_recipe(recipe_path)
+    recipe = load_recipe(recipe_path).with_validation()  # a launch has decided `auto` already; a rank by hand not
     preset = PRESETS.get(recipe.preset)
     check_environment(recipe.precision, wants_gpu=bool(preset and preset.gpu))  # before any weight loads
     trainer = Trainer(recipe, stage, run_spec, resume)

@@ -127,3 +127,32 @@ def shared_mmlu():
     from medtrain.data_prep.samples import DIR
 
     return DIR / "mmlu"
+
+
+LEADING_SPACES = [" A", "  two spaces", " 答案：A", "   three", " \tA tab", " "]
+
+
+def test_every_llama2_encoder_gives_sentencepieces_ids_on_text_that_begins_with_spaces(llama2_model_only, tmp_path):
+    """transformers 5's Llama class drops SentencePiece's dummy prefix before a leading space (' A' -> [319], where
+    SentencePiece and transformers 4.46 give [29871, 319]); medtrain's encoders and exports do not, from either
+    form of the real Llama-2 tokenizer, under either transformers version."""
+    import sentencepiece as spm
+    from transformers import AutoTokenizer
+
+    sp = spm.SentencePieceProcessor(model_file=str(llama2_model_only / "tokenizer.model"))
+    want = sp.encode(LEADING_SPACES)
+    assert want[0] == [29871, 319]
+    fast = shared_data("tokenizers", "llama2", "derived_hf_fast")
+    encoders = {"tokenizer.model": Encoder(llama2_model_only), "tokenizer.model via HF": Encoder(llama2_model_only,
+                backend="hf"), "tokenizer.json": Encoder(fast)}
+    assert encoders["tokenizer.json"].backend == "hf"
+    for name, enc in encoders.items():
+        assert enc.encode_batch(LEADING_SPACES) == want, name
+    for name, src in (("from tokenizer.model", llama2_model_only), ("from tokenizer.json", fast)):
+        out = tmp_path / name.replace(" ", "_")
+        out.mkdir()
+        write_hf_tokenizer(src, out)
+        with_bos = [[sp.bos_id(), *ids] for ids in want]
+        assert AutoTokenizer.from_pretrained(str(out), local_files_only=True)(LEADING_SPACES)["input_ids"] == \
+            with_bos, name
+        assert ids_under_transformers_4(out, LEADING_SPACES)["ids"] == with_bos, name
