@@ -1,6 +1,9 @@
 """SIGUSR1 to `medtrain launch` (no scheduler): every rank saves at the end of its step and stops, the launch
-says where and how to go on, and the resumed run trains exactly the uninterrupted run's steps."""
+says where and how to go on, and the resumed run trains exactly the uninterrupted run's steps. Ctrl-C ends the job
+on every node and is recorded and said the same way; the steps it logged after its checkpoint are logged once.
+`--resume` on the finished run starts nothing. One run, three launches, so the stop kinds share the set-up."""
 
+import json
 import os
 import signal
 import stat
@@ -37,10 +40,40 @@ def test_sigusr1_saves_and_stops_then_resume_matches_the_uninterrupted_run(tiny,
     assert "as asked (SIGUSR1)" in check(cli("logs", str(out))).stdout  # the console as the user saw it
     assert_modes(out, 0o002)
     assert_modes(continual_run, 0o022)  # the suite's shared run, under the usual umask
-    check(cli(*args, "--resume"))
+    interrupted_after_step_8_then_resumed(args, out)
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    steps = [json.loads(line)["step"] for line in lines if "loss" in json.loads(line)]
+    assert steps == sorted(set(steps)), steps  # each step once in the file itself, not only through read_metrics
     got, want = read_metrics(out / "metrics.jsonl"), read_metrics(continual_run / "metrics.jsonl")
     assert [r["step"] for r in got] == [r["step"] for r in want]
     assert [r["loss"] for r in got] == [r["loss"] for r in want]
+
+    started = sorted((out / "logs").glob("rank*.log"))
+    again = check(cli(*args, "--resume"))
+    assert f"{out} is already complete: step 12 of 12, exported to {out / 'export'}; nothing to resume" \
+        in again.stdout, again.stdout + again.stderr
+    assert sorted((out / "logs").glob("rank*.log")) == started and "plan:" not in again.stdout  # nothing started
+
+
+def interrupted_after_step_8_then_resumed(args: list[str], out) -> None:
+    """Resume, freeze both ranks once rank 0 has logged step 9 (the checkpoint at 8 written), Ctrl-C the launcher:
+    it ends the job, records the interruption in restarts.jsonl and launch.log, names checkpoint 8 and --resume;
+    the next resume rewinds metrics.jsonl to step 8 and finishes."""
+    run = LaunchedRun([*args, "--resume"], out)
+    for beat in [run.wait_for(0, at_step(10)), run.beat(1)]:
+        os.kill(beat["pid"], signal.SIGSTOP)  # the run cannot finish before the Ctrl-C lands
+    logged = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert max(logged) >= 9
+    run.proc.send_signal(signal.SIGINT)
+    assert run.wait() == 128 + signal.SIGINT, run.log[-3000:]
+    (record,) = [r for r in run.restarts() if r["cause"]["kind"] == "interrupted"]
+    assert record["cause"]["signal"] == "SIGINT" and record["action"] == "stopped" and record["resume_step"] == 8
+    said = [line for line in run.log.splitlines() if "stopped by SIGINT (Ctrl-C)" in line]
+    assert len(said) == 1 and "newest verified checkpoint: step 8" in said[0] and "--resume" in said[0], run.log
+    assert "error: training exited" not in run.log
+    assert said[0] in check(cli("logs", str(out))).stdout  # launch.log holds it too
+    resumed = check(cli(*args, "--resume"))
+    assert "after step 8, logged before the run stopped" in resumed.stdout + resumed.stderr
 
 
 def assert_modes(run, mask: int) -> None:

@@ -106,4 +106,27 @@ def test_the_same_host_problem_on_many_hosts_is_one_line_naming_them():
     assert len(grouped) == 2, text
     assert "connect to host <host> port 22: Connection refused) — 20 host(s): node01, node02" in grouped[0]
     assert grouped[0].endswith("and 12 more") and grouped[1].endswith("1 host(s): node01")
-    assert text.splitlines()[1].rstrip().endswith("[1] [2]")
+    assert "[1] [2]" in text.splitlines()[1]
+
+
+def test_preflight_reports_each_hosts_gpus_and_refuses_a_build_without_their_kernels(monkeypatch):
+    """What each host's first rank reports (preflight_rank.host_problems, fed the device facts a V100 host with
+    PyPI's CUDA 13 torch would give), grouped into one line for all such hosts with the fix."""
+    from medtrain.core.gpu_build import DeviceFacts, Gpu
+    from medtrain.launch.host_checks import ENV, encode
+    from medtrain.launch.preflight import HostReport, Preflight
+    from medtrain.launch.preflight_rank import host_problems
+
+    v100 = DeviceFacts("2.11.0", "13.0", ("sm_75", "sm_80", "sm_90", "sm_100", "sm_120"),
+                       (Gpu("Tesla V100-SXM2-32GB", (7, 0)),) * 6)
+    monkeypatch.setenv(ENV, encode({"precision": "fp16", "wants_gpu": True}))
+    problems = host_problems({"local_rank": 0, "device": v100.to_dict()})
+    assert len(problems) == 1 and "no kernels in torch 2.11.0 (CUDA 13.0" in problems[0] and "cu126" in problems[0]
+    assert host_problems({"local_rank": 3, "device": v100.to_dict()}) == []  # each host's first rank only
+    hosts = [HostReport(f"node{i:02d}", 6, ranks=[{"device": v100.to_dict()}], problems=list(problems))
+             for i in range(1, 4)]
+    text = Preflight(hosts, allreduce_ok=True, returncode=0, reference={}).render()
+    assert "6 x Tesla V100-SXM2-32GB (7.0); torch 2.11.0, CUDA 13.0 [sm_75" in text.splitlines()[1]
+    assert [line for line in text.splitlines() if line.startswith("[1]")][0].endswith("3 host(s): node01, node02, "
+                                                                                      "node03")
+    assert text.endswith("PREFLIGHT FAILED")
