@@ -91,6 +91,15 @@ print("torch", torch.__version__, "cuda", torch.version.cuda, "deepspeed", deeps
 import os
 if os.environ["REHEARSE"] == "0" and not torch.cuda.is_available():
     raise SystemExit("torch sees no CUDA device: every later stage would skip or fail")
+# the GPUs against the torch build, as preflight and every training rank check them (core.gpu_build)
+from medtrain.core.gpu_build import DeviceFacts, attention_kernel, auto_dtype, runtime_problems
+facts = DeviceFacts.here()
+cap = facts.gpus[0].capability if facts.gpus else None
+print("device check:", facts.describe(), "| eval dtype", auto_dtype(cap) if cap else "cpu",
+      "| attention", attention_kernel("sdpa", cap, auto_dtype(cap) if cap else "fp32"))
+problems = runtime_problems(facts, auto_dtype(cap) if cap else "fp32", wants_gpu=os.environ["REHEARSE"] == "0")
+if problems:
+    raise SystemExit("device check: " + "; ".join(problems))
 EOF
   ) || return
   medtrain --version
