@@ -38,6 +38,14 @@ class Resolved:
         return {"hub_id": self.hub_id, "revision": self.revision, "path": str(self.path)}
 
 
+def source_label(source: dict | None) -> str | None:
+    """How a hub snapshot is named in tables and lines: `owner/name@revision` (12 characters of the commit);
+    None for a source that is not a hub snapshot (Resolved.provenance() of a local path)."""
+    if not source or not source.get("hub_id"):
+        return None
+    return f"{source['hub_id']}@{str(source.get('revision') or '?')[:12]}"
+
+
 def is_hub_id(ref: str | os.PathLike) -> bool:
     """`owner/name` that is not a path on this machine (a local folder of that name wins, as in transformers)."""
     text = str(ref)

@@ -150,7 +150,7 @@ class Recipe:
         if self.model not in NAMED:
             origin = self.extra.get("hub", {}).get("model")
             if origin:
-                return f"pretrained weights from {origin['hub_id']}@{origin['revision'][:12]} ({self.model})"
+                return f"pretrained weights from {hub.source_label(origin)} ({self.model})"
             if hub.is_hub_id(self.model):
                 return (f"pretrained weights from the Hugging Face id {self.model} (not in the cache yet: the "
                         f"launch downloads it, or `{hub.fetch_command(self.model)}` first)")

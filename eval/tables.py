@@ -9,6 +9,7 @@ convention, the shots and the question count behind the number.
 from __future__ import annotations
 
 from medtrain.core.digest import sha256_json, sha256_text
+from medtrain.core.hub import source_label
 
 PAPER_COLUMNS = ("CMExam Acc", "CMExam F1", "MMLU Acc", "CMMLU Acc")
 _ORDER = {"cmexam": 0, "mmlu": 1, "cmmlu": 2}
@@ -16,10 +17,8 @@ _ORDER = {"cmexam": 0, "mmlu": 1, "cmmlu": 2}
 
 def model_label(results: dict) -> str:
     """How a table names the model of a results.json: `hub_id@revision` for a hub snapshot, else its path."""
-    source = results.get("model_source") or {}
-    if source.get("hub_id"):
-        return f"{source['hub_id']}@{str(source.get('revision') or '?')[:12]}"
-    return str(results.get("model") or results.get("predictions_file") or "?")
+    return source_label(results.get("model_source")) or str(results.get("model") or results.get("predictions_file")
+                                                             or "?")
 
 
 def convention(r: dict) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from medtrain.core.hub import source_label
 from medtrain.core.templates import mode_of
 
 PAPER = Path(__file__).resolve().parent / "guo_hua_2023.yaml"
@@ -42,9 +43,7 @@ def family(lineage: dict) -> tuple[str | None, str]:
     """The paper's model family of the model a lineage chain starts from, and that base model's name."""
     while lineage.get("base_lineage"):
         lineage = lineage["base_lineage"]
-    source = lineage.get("base_source") or {}
-    base = (f"{source['hub_id']}@{str(source.get('revision') or '?')[:12]}" if source.get("hub_id")
-            else str(lineage.get("base_model", "")))
+    base = source_label(lineage.get("base_source")) or str(lineage.get("base_model", ""))
     name = base.lower().replace("_", "-")
     if re.search(r"chinese-?llama-?2-13b", name):
         return "Chinese-Llama-2-13B", base
