@@ -53,14 +53,14 @@ class Preflight:
         groups = self.problem_groups()
         number = {text: i for i, text in enumerate(groups, start=1)}
         head = (f"{'host':<24} {'ranks':>5}  " + "  ".join(f"{c:<12}" for c in COMPARED)
-                + "  status  GPUs and torch build")
+                + f"  {'GPUs and torch build':<44}  status")
         lines = [head]
         for h in self.hosts:
             first = h.ranks[0] if h.ranks else {}
             cells = "  ".join(f"{str(first.get(c, '-'))[:12]:<12}" for c in COMPARED)
             status = "ok" if not h.problems else " ".join(f"[{number[_generic(p, h.host)]}]" for p in h.problems)
             device = DeviceFacts.from_dict(first["device"]).describe() if "device" in first else "-"
-            lines.append(f"{h.host:<24} {len(h.ranks):>2}/{h.expected_ranks:<2}  {cells}  {status:<6}  {device}")
+            lines.append(f"{h.host:<24} {len(h.ranks):>2}/{h.expected_ranks:<2}  {cells}  {device:<44}  {status}")
         for text, hosts in groups.items():
             shown = ", ".join(hosts[:8]) + (f" and {len(hosts) - 8} more" if len(hosts) > 8 else "")
             lines.append(f"[{number[text]}] {text} — {len(hosts)} host(s): {shown}")
