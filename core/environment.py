@@ -23,8 +23,8 @@ class EnvironmentProblem(UserError):
 
 
 def environment_problems(precision: str | None, wants_gpu: bool, facts: DeviceFacts | None = None) -> list[str]:
-    problems = [p for p in (missing_requirements_problem(),) if p]
-    return problems + runtime_problems(facts or DeviceFacts.here(), precision, wants_gpu)
+    missing = missing_requirements_problem()
+    return ([missing] if missing else []) + runtime_problems(facts or DeviceFacts.here(), precision, wants_gpu)
 
 
 def check_environment(precision: str, wants_gpu: bool) -> None:

@@ -11,6 +11,7 @@ machine without one; `DeviceFacts.here()` reads them from torch on a rank.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 BF16_MIN = (8, 0)
@@ -63,10 +64,7 @@ class DeviceFacts:
     def describe(self) -> str:
         """One cell of the preflight table: each distinct GPU with its capability, torch, CUDA and the build's
         architectures."""
-        kinds: dict[str, int] = {}
-        for g in self.gpus:
-            key = f"{g.name} ({g.capability[0]}.{g.capability[1]})"
-            kinds[key] = kinds.get(key, 0) + 1
+        kinds = Counter(f"{g.name} ({g.capability[0]}.{g.capability[1]})" for g in self.gpus)
         gpus = ", ".join(f"{n} x {k}" for k, n in kinds.items()) or "no GPU"
         build = f"CUDA {self.cuda}" if self.cuda else "CPU build"
         arch = f" [{' '.join(self.arch_list)}]" if self.arch_list else ""

@@ -50,22 +50,23 @@ def below_bounds(requirements: list[str], installed: dict[str, str]) -> list[str
     return out
 
 
+def declared_requirements() -> list[str] | None:
+    """medtrain's runtime requirements as its installed metadata states them (pyproject's dependencies); None
+    when running from a bare source tree, where nothing is declared to check against."""
+    try:
+        return metadata.requires("medtrain") or []
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def untested_versions() -> list[str]:
     """Installed versions below the bounds medtrain's own metadata states (pyproject's dependencies). pip keeps
     them out, but an install with --no-deps (the GPU machine's image, a cluster's module system) does not: one
     line then tells the user they are on versions nobody has tested, before a failure somewhere deep."""
-    from importlib.metadata import PackageNotFoundError, requires, version
-
-    try:
-        wanted = requires("medtrain") or []
-    except PackageNotFoundError:  # running from a bare source tree
+    wanted = declared_requirements()
+    if wanted is None:
         return []
-    installed = {}
-    for name in TESTED_PACKAGES:
-        try:
-            installed[name] = version(name)
-        except PackageNotFoundError:
-            pass
+    installed = {name: v for name in TESTED_PACKAGES if (v := package_version(name)) != "missing"}
     return below_bounds(wanted, installed)
 
 
@@ -73,23 +74,12 @@ def missing_requirements() -> list[str]:
     """medtrain's declared runtime dependencies that this environment lacks, as `pip install` arguments. A rank
     imports some of them only deep inside transformers (accelerate for a model loaded into ZeRO-3 shards); an
     install with --no-deps, or a cluster module missing one, would otherwise fail minutes into every rank."""
-    from importlib.metadata import PackageNotFoundError, requires, version
-
     from packaging.requirements import Requirement
 
-    try:
-        wanted = [Requirement(r) for r in requires("medtrain") or []]
-    except PackageNotFoundError:  # a bare source tree: nothing declared to check against
-        return []
-    missing = []
-    for req in wanted:
-        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
-            continue  # an optional extra
-        try:
-            version(req.name)
-        except PackageNotFoundError:
-            missing.append(str(req))
-    return missing
+    wanted = [Requirement(r) for r in declared_requirements() or []]
+    return [str(req) for req in wanted
+            if (req.marker is None or req.marker.evaluate({"extra": ""}))  # an optional extra is not needed
+            and package_version(req.name) == "missing"]
 
 
 def missing_requirements_problem() -> str | None:
@@ -98,6 +88,17 @@ def missing_requirements_problem() -> str | None:
         return None
     return (f"missing Python package(s) {', '.join(missing)}; install with: pip install "
             + " ".join(f"'{m}'" for m in missing))
+
+
+def continual_step_in(lineage: dict | None) -> int | None:
+    """The step of the nearest continual-pretraining run a lineage chain descends from (the node itself
+    first); None when no node of the chain is one."""
+    node = lineage
+    while node:
+        if node.get("stage") == "continual":
+            return int(node.get("step", 0))
+        node = node.get("base_lineage")
+    return None
 
 
 def versions() -> dict[str, str]:

@@ -201,6 +201,11 @@ class Recipe:
             return self
         return dataclasses.replace(self, **changes, extra={**self.extra, "hub": origins})
 
+    @property
+    def wants_gpu(self) -> bool:
+        """The preset's ranks each need a GPU (what every rank and preflight check the torch build against)."""
+        return self.preset in PRESETS and PRESETS[self.preset].gpu
+
     def with_validation(self) -> Recipe:
         """`val_data: auto` made concrete: the split prep held out beside the data (DATA/val), else none."""
         if self.val_data != AUTO_VAL:

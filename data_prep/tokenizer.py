@@ -245,10 +245,11 @@ def _load_hf(path: Path, as_sentencepiece: bool = True):
     except Exception as e:  # transformers raises many types for a bad directory
         raise DatasetError(f"{path}: not a loadable tokenizer directory ({type(e).__name__}: {e})") from None
     backend = getattr(tok, "backend_tokenizer", None)
-    if as_sentencepiece and backend is not None and is_sentencepiece_bpe(json.loads(backend.to_str())):
+    raw = json.loads(backend.to_str()) if as_sentencepiece and backend is not None else {}
+    if is_sentencepiece_bpe(raw):
         from tokenizers import Tokenizer
 
-        fixed = Tokenizer.from_str(json.dumps(sentencepiece_spaces(json.loads(backend.to_str()))))
+        fixed = Tokenizer.from_str(json.dumps(sentencepiece_spaces(raw)))
         backend.normalizer, backend.pre_tokenizer = fixed.normalizer, fixed.pre_tokenizer
     return tok
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from medtrain.core.checkpoint_files import MARKER
 from medtrain.core.gpu_build import auto_dtype
 from medtrain.eval.task import TaskError
 
@@ -110,8 +111,6 @@ def load_model(model_dir: Path, trust_remote_code: bool = False, device: str = "
 def refuse_training_dir(path: Path) -> None:
     """A checkpoint or run directory holds ZeRO-3 shards, not a model transformers can load (a checkpoint's
     config.json makes it look like one, and the tokenizer error that follows misleads): name the export."""
-    from medtrain.core.checkpoint_files import MARKER
-
     if (path / MARKER).is_file() or (path / "trainer_state.json").is_file():
         run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
         raise TaskError(f"{path} is a training checkpoint (ZeRO-3 shards), not a Hugging Face model; export it first: "

@@ -18,7 +18,6 @@ import tempfile
 from pathlib import Path
 
 from medtrain.core.digest import sha256_file, sizes_digest
-from medtrain.core.ds_config import PRESETS
 from medtrain.core.recipe import Recipe, RecipeError
 
 ENV = "MEDTRAIN_PREFLIGHT_EXPECT"
@@ -50,9 +49,8 @@ def expectations(recipe: Recipe, disk_bytes: float) -> dict:
     paths = {"data": Path(recipe.data), "tokenizer": Path(recipe.tokenizer_dir)}
     if recipe.init != "random":
         paths["model"] = Path(recipe.model)
-    preset = PRESETS.get(recipe.preset)
     expect: dict = {"paths": {}, "output": {"path": str(Path(recipe.output_dir).resolve()), "bytes": int(disk_bytes)},
-                    "precision": recipe.precision, "wants_gpu": bool(preset and preset.gpu)}
+                    "precision": recipe.precision, "wants_gpu": recipe.wants_gpu}
     for what, path in paths.items():
         path = path.resolve()
         if not path.is_dir():

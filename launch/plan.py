@@ -60,9 +60,8 @@ class Plan:
     def attention(self) -> str:
         """The kernel the preset's GPU generation gets (flash needs compute capability 8.0; a V100 gets SDPA's
         memory-efficient one), so a recipe is read with the attention it will really run."""
-        preset = PRESETS.get(self.recipe.preset)
-        capability = preset.capability if preset is not None and preset.gpu else None
-        return attention_kernel(self.recipe.attn_implementation, capability, self.recipe.precision)
+        preset = PRESETS.get(self.recipe.preset)  # the CPU preset has no capability: SDPA on the CPU
+        return attention_kernel(self.recipe.attn_implementation, preset and preset.capability, self.recipe.precision)
     accumulation = property(lambda self: self.spec.accumulation)
     data = property(lambda self: self.spec.data)
     steps_per_epoch = property(lambda self: self.spec.steps_per_epoch)

@@ -594,12 +594,13 @@ def eval_cmexam(
 def _eval_mc(task: str, model: str | None, data: Path, out: Path, shots: int, scoring: str, batch_size: str,
              limit: int | None, subjects: list[str] | None, device: str, dtype: str, hosts: Path | None,
              launcher: str, overwrite: bool, answer_index: str = "auto") -> None:
-    extra = {} if answer_index == "auto" else {"answer_index": int(answer_index)}
     with user_errors(out):
         refuse_existing(out, overwrite)
         r = _run_eval(task, {**_model_dir(model), "data": data, "shots": shots, "scoring": scoring,
                              "batch_size": batch_size, "limit": limit, "subjects": subjects or None,
-                             "device": device, "dtype": dtype, **extra}, out, hosts, launcher)
+                             "device": device, "dtype": dtype,
+                             "answer_index": None if answer_index == "auto" else int(answer_index)}, out, hosts,
+                            launcher)
     m = r["metrics"]
     typer.echo(f"{task.upper()} {shots}-shot ({scoring}): acc {m['acc']:.2f} ({m['overall']}; micro "
                f"{m['acc_micro']:.2f}, macro {m['acc_macro']:.2f}), {m['n']} questions, "

@@ -11,7 +11,7 @@ import torch
 from medtrain.core.disk import disk_full_as_error, require_space
 from medtrain.core.errors import UserError
 from medtrain.core.model_specs import resolve_shape
-from medtrain.core.provenance import versions
+from medtrain.core.provenance import continual_step_in, versions
 from medtrain.core.publish import staged_dir
 from medtrain.data_prep.samples import sample_lines
 from medtrain.data_prep.tokenizer import write_hf_tokenizer
@@ -48,11 +48,9 @@ def continual_step_of(base: Path, base_lineage: dict | None) -> int | None:
     """The continual-pretraining step an SFT run starts from, whether or not a sweep started it: the base's own
     lineage (an export of a continual run), or the trainer state of a continual checkpoint; None for a model
     that is not one of our continual runs (a hub model: step 0 of the paper's tables)."""
-    node = base_lineage
-    while node:
-        if node.get("stage") == "continual":
-            return int(node.get("step", 0))
-        node = node.get("base_lineage")
+    step = continual_step_in(base_lineage)
+    if step is not None:
+        return step
     if (base / "trainer_state.json").is_file():
         try:
             state = TrainerState.read(base)

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from medtrain.core.hub import source_label
+from medtrain.core.provenance import continual_step_in
 from medtrain.core.templates import mode_of
 
 PAPER = Path(__file__).resolve().parent / "guo_hua_2023.yaml"
@@ -77,14 +78,10 @@ def continual_step(lineage: dict) -> int:
     """Where in the paper's continual axis a model sits, read from its lineage chain: an SFT model's recorded
     start (sweep cells and SFT runs record it), else the nearest continual run it descends from; 0 for a model
     with no continual pretraining (a base model)."""
-    if lineage.get("stage") == "sft" and lineage.get("continual_checkpoint_step") is not None:
+    sft = lineage.get("stage") == "sft"
+    if sft and lineage.get("continual_checkpoint_step") is not None:
         return int(lineage["continual_checkpoint_step"])
-    node = lineage.get("base_lineage") if lineage.get("stage") == "sft" else lineage
-    while node:
-        if node.get("stage") == "continual":
-            return int(node.get("step", 0))
-        node = node.get("base_lineage")
-    return 0
+    return continual_step_in(lineage.get("base_lineage") if sft else lineage) or 0
 
 
 def cell_of(model: str, numbers: dict[str, float], conventions: str, step: int | None, sft: bool,

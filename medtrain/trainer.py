@@ -21,7 +21,6 @@ from medtrain import checkpoint
 from medtrain.batches import IGNORE, StepPlan, collate
 from medtrain.core.checkpoint_files import newest_good, tag_for
 from medtrain.core.digest import sha256_file
-from medtrain.core.ds_config import PRESETS
 from medtrain.core.environment import check_environment
 from medtrain.core.errors import RunFailed
 from medtrain.core.heartbeat import heartbeat
@@ -412,9 +411,8 @@ class Trainer:
 
 
 def train(recipe_path: Path, stage: str, run_spec: Path | None = None, resume: bool = False) -> dict:
-    recipe = load_recipe(recipe_path).with_validation()  # a launch has decided `auto` already; a rank by hand not
-    preset = PRESETS.get(recipe.preset)
-    check_environment(recipe.precision, wants_gpu=bool(preset and preset.gpu))  # before any weight loads
+    recipe = load_recipe(recipe_path).with_validation()  # `val_data: auto` decided here for a rank started by hand
+    check_environment(recipe.precision, wants_gpu=recipe.wants_gpu)  # before any weight loads
     trainer = Trainer(recipe, stage, run_spec, resume)
     trainer.setup()
     trainer.train()
