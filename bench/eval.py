@@ -29,7 +29,7 @@ SAMPLES = Path(__file__).resolve().parent.parent / "data_prep" / "samples"
 def tiny_model(root: Path, shape: str = "tiny-wide", tokenizer: Path | None = None) -> Path:
     """A real Hugging Face Llama (random weights) with the given tokenizer or one trained on the samples."""
     from medtrain.data_prep.tokenizer import train_bpe_tokenizer
-    from medtrain.model_dir import init_model_dir
+    from medtrain.train.model_dir import init_model_dir
 
     tok = tokenizer or train_bpe_tokenizer([p.read_text() for p in SAMPLES.rglob("*.csv")], root / "tok",
                                            vocab_size=1000)

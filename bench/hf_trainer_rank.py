@@ -3,15 +3,15 @@
 writes hf_run.json: per-step end times and the losses and gradient norms the Trainer logged.
 
 Same settings: steps, lr, schedule, optimizer, weight decay and gradient checkpointing come from the run's
-recipe.yaml and run_spec.json, and medtrain's optimizer groups are the Trainer's (medtrain.trainer.param_groups).
+recipe.yaml and run_spec.json, and medtrain's optimizer groups are the Trainer's (medtrain.train.trainer.param_groups).
 Two differences remain, both outside what a loss-curve comparison should run into: during warmup the Trainer
 trains step i at i / warmup of the peak where medtrain trains it at (i + 1) / warmup, and a `max_steps` that
 cuts a schedule short is the Trainer's whole schedule; compare runs without warmup, over a whole schedule.
 
-Same order: the Trainer gets medtrain's global order (medtrain.batches.StepPlan, read from the run's
+Same order: the Trainer gets medtrain's global order (medtrain.train.batches.StepPlan, read from the run's
 run_spec.json) through a sequential sampler, and accelerate hands out batch k to rank k % world — which is
 medtrain's layout (micro-batch m of rank r is slot m * world + r of the step), so every rank sees the same rows
-at the same micro-step on both sides, ghost slots included. Rows are collated by medtrain.batches.collate."""
+at the same micro-step on both sides, ghost slots included. Rows are collated by medtrain.train.batches.collate."""
 
 from __future__ import annotations
 
@@ -30,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def medtrain_run(run_dir: Path) -> dict:
     """What the Trainer needs from a medtrain run: its recipe, run spec, samples, pad id and the global sample ids
     of every step in medtrain's order."""
-    from medtrain.batches import StepPlan
     from medtrain.core.recipe import load_recipe
     from medtrain.core.run_spec import RunSpec
     from medtrain.data_prep.reader import open_samples
+    from medtrain.train.batches import StepPlan
 
     recipe = load_recipe(run_dir / "recipe.yaml")
     spec = RunSpec.read(run_dir / "run_spec.json")
@@ -52,7 +52,7 @@ def main() -> None:
     import deepspeed
     from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
 
-    from medtrain.batches import collate
+    from medtrain.train.batches import collate
 
     deepspeed.init_distributed()  # before TrainingArguments, so zero.Init sees the real world size
     args = json.loads(sys.argv[1])

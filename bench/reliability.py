@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from train_fixtures import CONT_RECIPE, CONTINUAL, LaunchedRun, at_step, launch_args, make_tiny_data  # noqa: E402
 
 from bench.common import save  # noqa: E402
-from medtrain.metrics import read_metrics  # noqa: E402
+from medtrain.train.metrics import read_metrics  # noqa: E402
 
 
 def run(tiny: dict, out: Path, *extra: str, fault: signal.Signals | None = None) -> dict:

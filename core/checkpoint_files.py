@@ -1,7 +1,7 @@
 """A checkpoint directory's files against its manifest: complete, incomplete, damaged, or unverified.
 
 Reading this needs no torch and no process group, so the launcher (which step will a restart resume from?),
-`medtrain checkpoints`, export and the sweep share it with the ranks. medtrain/checkpoint.py writes what this
+`medtrain checkpoints`, export and the sweep share it with the ranks. medtrain/train/checkpoint.py writes what this
 reads.
 """
 

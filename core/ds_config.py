@@ -126,3 +126,12 @@ def render_ds_config(config: dict[str, Any]) -> str:
 
 def write_ds_config(config: dict[str, Any], out: Path) -> None:
     publish_text(out, render_ds_config(config))
+
+
+def describe_ds_config(config: dict) -> tuple[str, str]:
+    """The precision a DeepSpeed JSON trains in, and one line of what it holds (stage, precision, batch split)."""
+    precision = "fp16" if config["fp16"]["enabled"] else "bf16" if config["bf16"]["enabled"] else "fp32"
+    micro, accum = config["train_micro_batch_size_per_gpu"], config["gradient_accumulation_steps"]
+    ranks = config["train_batch_size"] // (micro * accum)
+    return precision, (f"ZeRO stage {config['zero_optimization']['stage']}, {precision}, train_batch_size "
+                       f"{config['train_batch_size']} = {micro} micro x {accum} accum x {ranks} ranks")

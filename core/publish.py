@@ -85,6 +85,16 @@ def staging_dir(out: Path) -> Path:
     return tmp
 
 
+def refuse_existing(out: Path, overwrite: bool, what: str = "directory") -> None:
+    """One rule for every command that writes an output: an existing one is replaced only when asked, and only
+    when it is medtrain's own (check_replaceable), checked before any work starts (`medtrain sweep` is the
+    exception: it continues the sweep directory it is given)."""
+    if Path(out).exists() and not overwrite:
+        raise ExistsError(f"{out} already exists; pass --overwrite to replace it")
+    if overwrite:
+        check_replaceable(out, what=what)
+
+
 def check_replaceable(out: Path, *, what: str = "directory") -> None:
     """Refuse to replace anything medtrain did not make: `out` may go only when it is an empty directory or one
     carrying OUTPUT_MARKER (for a file output: a regular file), and never when it is the current directory, a

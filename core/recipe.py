@@ -236,6 +236,12 @@ def builtin_recipe(name: str) -> Path | None:
     return builtin_recipes().get(name.removesuffix(".yaml").removeprefix("recipes/"))
 
 
+def recipe_summary(path: Path) -> str:
+    """A recipe file's first comment line that is not a command (what `medtrain recipes` lists it by)."""
+    return next((line.lstrip("# ").strip() for line in path.read_text(encoding="utf-8").splitlines()
+                 if line.startswith("#") and "medtrain " not in line), "")
+
+
 def find_recipe(ref: str | Path) -> Path:
     """A recipe file by path, or a built-in one by name (with or without .yaml); a path that exists wins."""
     path = Path(ref)
@@ -248,9 +254,10 @@ def find_recipe(ref: str | Path) -> Path:
     return found
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read a recipe YAML (a path or a built-in name); `key=value` overrides land on the same fields and are
-    checked the same way."""
+def load_recipe(path: str | Path, overrides: list[str] | None = None, settings: dict[str, Any] | None = None
+                ) -> Recipe:
+    """Read a recipe YAML (a path or a built-in name); `key=value` overrides (`--set`) and typed `settings` (a
+    command's own flags, None meaning not given) land on the same fields and are checked the same way."""
     path = find_recipe(path)
     raw = read_yaml(path, RecipeError, "no such recipe file") or {}
     for item in overrides or []:
@@ -259,6 +266,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
             raise RecipeError(f"override '{item}' must look like key=value")
         if isinstance(raw, dict):
             raw[key.strip()] = yaml.safe_load(value)
+    if isinstance(raw, dict):
+        raw.update({k: v for k, v in (settings or {}).items() if v is not None})
     return recipe_from_dict(raw, source=str(path))
 
 

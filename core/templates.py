@@ -9,10 +9,7 @@ then "答：" and the answers joined by newlines.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-
-from medtrain.core.errors import UserError
 
 ALPACA_HEADER = (
     "Below is an instruction that describes a task, paired with an input that provides further context. "
@@ -21,76 +18,6 @@ ALPACA_HEADER = (
 MCQ_INSTRUCTION = "请回答下面的医学选择题，给出正确答案的选项字母。"
 ANSWER_PREFIX = "答案: "
 EXPLANATION_PREFIX = "解释: "
-
-
-_OPTION = re.compile(r"^\s*([A-Z])(?:[\s.．、:：)）]+|$)(.*)$")
-
-
-class OptionError(UserError):
-    """An options cell that cannot be read; the message names the line."""
-
-
-def parse_options(cell: str) -> dict[str, str]:
-    """CMExam's Options cell, one "A 内容" line per option. Prep and eval read options with this one parser."""
-    options: dict[str, str] = {}
-    # the upstream CMExam spreadsheet joins options with a literal backslash-n; read it as the line break it means
-    cell = cell.replace("\\r\\n", "\n").replace("\\n", "\n")
-    for line in cell.splitlines():
-        if not line.strip():
-            continue
-        m = _OPTION.match(line)
-        if not m:
-            raise OptionError(f"option line {line.strip()!r} has no letter; options are lines like 'A 内容'")
-        if m.group(1) in options:
-            raise OptionError(f"option letter {m.group(1)} appears twice")
-        options[m.group(1)] = m.group(2).strip()
-    return options
-
-
-def index_base(seen: set[int]) -> int | None:
-    """0 or 1: what a file's numbered answers count from, read from the values it holds (MedMCQA's cop: the
-    Hugging Face copy's 0-based ClassLabel, -1 on its unlabelled test split; the official release's 1-based
-    index, 4 with four options). None when every value fits both (all 1-3): a caller must not guess."""
-    zero, one = seen & {0, -1}, seen & {4}
-    if zero and one:
-        raise OptionError(f"answer indices {sorted(zero)} (counted from 0) and 4 (from 1) in one file; split it")
-    if zero:
-        return 0
-    if one or not seen:
-        return 1
-    return None
-
-
-MEDMCQA_OPTION_KEYS = ("opa", "opb", "opc", "opd", "ope")  # MedMCQA's four; CNMLEQA adds ope
-
-
-def cop_of(rec: dict) -> int | None:
-    """MedMCQA's answer index as a file stores it, a number or its digits ("3"); None when absent or not one."""
-    cop = rec.get("cop")
-    if isinstance(cop, bool):
-        return None
-    if isinstance(cop, int):
-        return cop
-    if isinstance(cop, str) and cop.strip().lstrip("-").isdigit():
-        return int(cop.strip())
-    return None
-
-
-def medmcqa_answer(rec: dict, base: int) -> str:
-    """The answer letter of a MedMCQA-layout record: `cop` counted from `base` (index_base reads it from the file),
-    else CNMLEQA's "answer": "opX"; "" when neither names an option key (the unlabelled test split's -1)."""
-    keys = MEDMCQA_OPTION_KEYS
-    cop = cop_of(rec)
-    if cop is not None and 0 <= cop - base < len(keys):
-        return "ABCDE"[cop - base]
-    answer = rec.get("answer")
-    return "ABCDE"[keys.index(answer)] if isinstance(answer, str) and answer in keys else ""
-
-
-def canonical_answer(letters: str, options: dict[str, str]) -> str:
-    """An answer as a set of letters in option order: "BA", "A,B" and "AB" are the same answer."""
-    seen = set(letters.upper())
-    return "".join(k for k in options if k in seen)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ import csv
 import gzip
 import itertools
 import json
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -19,17 +18,9 @@ from typing import Literal
 
 import orjson
 
-from medtrain.core.templates import (
-    MEDMCQA_OPTION_KEYS,
-    OptionError,
-    Template,
-    canonical_answer,
-    cop_of,
-    index_base,
-    medmcqa_answer,
-    parse_options,
-    render_huatuo,
-)
+from medtrain.core.benchmarks import cmexam, cnmleqa, medmcqa, medqa
+from medtrain.core.benchmarks.record import MCRecord, SchemaError
+from medtrain.core.templates import Template, render_huatuo
 from medtrain.data_prep.format import DatasetError
 
 csv.field_size_limit(1 << 30)
@@ -228,17 +219,6 @@ def is_json_lines(path: Path) -> bool:
     return head[:1] == b"{"
 
 
-def _options_or_none(cell: str) -> dict[str, str] | None:
-    try:
-        return parse_options(cell) or None
-    except OptionError:
-        return None
-
-
-CMEXAM_REQUIRED = ("Question", "Options", "Answer")
-CMEXAM_META = ("Disease Group", "Area of Competency", "Clinical Department", "Medical Discipline", "Difficulty level")
-
-
 class _CountingLines:
     """Feeds csv.reader decoded lines while counting bytes and remembering which lines were not UTF-8."""
 
@@ -263,14 +243,10 @@ def read_mcq_csv(path: Path, template: Template, counter: ByteCounter | None = N
     lines = _CountingLines(path, counter)
     reader = csv.reader(lines)
     try:
-        header = [h.strip().lstrip("\ufeff") for h in next(reader)]
+        header = next(reader)
     except StopIteration:
-        raise DatasetError(f"{path}: empty file; expected a CSV with columns {', '.join(CMEXAM_REQUIRED)}") from None
-    missing = [c for c in CMEXAM_REQUIRED if c not in header]
-    if missing:
-        raise DatasetError(f"{path}:1: missing column(s) {', '.join(missing)}; CMExam CSVs have "
-                           f"Question,Options,Answer,Explanation (found: {', '.join(header)})")
-    col = {h: i for i, h in enumerate(header)}
+        raise DatasetError(f"{path}: empty file; expected a CSV with columns {', '.join(cmexam.REQUIRED)}") from None
+    col = {h: i for i, h in enumerate(cmexam.check_header(header, path, DatasetError))}
     prev_line = reader.line_num
     for row in reader:
         first, prev_line = prev_line + 1, reader.line_num
@@ -278,10 +254,7 @@ def read_mcq_csv(path: Path, template: Template, counter: ByteCounter | None = N
         if any(n in lines.bad_lines for n in range(first, reader.line_num + 1)):
             yield Skip("non_utf8", where)
             continue
-        cell = {h: (row[i] if i < len(row) else "") for h, i in col.items()}
-        yield mcq_example(cell["Question"], _options_or_none(cell["Options"]), cell["Answer"],
-                          cell.get("Explanation", ""), template, where,
-                          {k: cell[k] for k in CMEXAM_META if k in cell})
+        yield cmexam_record({h: (row[i] if i < len(row) else "") for h, i in col.items()}, where, template)
 
 
 def read_cmexam(path: Path, template: Template, counter: ByteCounter | None = None) -> Iterator[Example | Skip]:
@@ -298,19 +271,8 @@ def read_cmexam(path: Path, template: Template, counter: ByteCounter | None = No
 
 
 def cmexam_record(rec: dict, where: str, template: Template) -> Example | Skip:
-    """One CMExam record from a JSON copy: the CSV's columns as keys (any case), Options as the CSV's cell of
-    lines, a {"A": text} mapping or a list of "A 内容" lines."""
-    cell = {str(k).strip().lower(): v for k, v in rec.items()}
-    if "question" not in cell or "answer" not in cell:
-        return Skip("missing_fields", where, "CMExam records have Question, Options, Answer, Explanation")
-    raw = cell.get("options")
-    if isinstance(raw, dict):
-        options = {str(k).strip().upper(): str(v).strip() for k, v in raw.items()} or None
-    else:
-        options = _options_or_none("\n".join(map(str, raw)) if isinstance(raw, list) else str(raw or ""))
-    meta = {k: rec[k] for k in CMEXAM_META if k in rec}
-    return mcq_example(str(cell["question"] or ""), options, str(cell["answer"] or ""),
-                       str(cell.get("explanation") or ""), template, where, meta)
+    """One CMExam row or JSON record (core.benchmarks.cmexam reads every layout)."""
+    return mcq_example(lambda: cmexam.from_record(rec), template, where)
 
 
 # Explanations that say there is none yet (CMExam's spreadsheet has them): trained as reasoning they would teach
@@ -327,62 +289,36 @@ def is_placeholder_explanation(text: str) -> bool:
     return text in PLACEHOLDER_EXPLANATIONS or text.strip("。.!！") in PLACEHOLDER_EXPLANATIONS
 
 
-def mcq_example(question: str, options: dict[str, str] | None, answer: str, explanation: str, template: Template,
-                where: str, meta: dict | None = None) -> Example | Skip:
-    answer = re.sub(r"[\s,，、]", "", answer or "").upper()
-    if not question.strip():
+def mcq_example(read: Callable[[], MCRecord], template: Template, where: str) -> Example | Skip:
+    """A benchmark record (read through its schema) as an SFT example, or the reason it cannot be one."""
+    try:
+        r = read()
+    except SchemaError as e:
+        return Skip(e.reason, where, e.detail)
+    if not r.question.strip():
         return Skip("no_question", where)
-    if options is None:
-        return Skip("option_without_letter", where)
-    if not answer:
+    if not r.answer:
         return Skip("no_answer", where)
-    if not re.fullmatch(r"[A-Z]+", answer) or any(ch not in options for ch in answer):
-        return Skip("answer_not_in_options", where, f"answer {answer!r}, options {''.join(options)}")
-    letters = canonical_answer(answer, options)
-    meta = dict(meta or {})
+    meta, explanation = dict(r.meta), r.explanation
     if explanation and is_placeholder_explanation(explanation):
         explanation, meta["placeholder_explanation"] = "", True
     meta["has_explanation"] = bool(explanation and explanation.strip())
-    return Example(template.prompt(question.strip(), options), template.response(letters, explanation or ""),
+    return Example(template.prompt(r.question.strip(), r.options), template.response(r.answer, explanation or ""),
                    where, meta)
 
 
 def medqa_record(rec: dict, where: str, template: Template) -> Example | Skip:
-    """MedQA, every public copy: the official US (4- and 5-option), Mainland and Taiwan JSON Lines and the
-    GBaker/... Hugging Face copies ({"question", "options": {"A": ...}, "answer", "answer_idx"}), bigbio/med_qa's
-    source schema (options as [{"key": "A", "value": ...}]) and copies with options as a plain list. The letter
-    comes from answer_idx, else from the answer text matched against the options."""
-    options = _medqa_options(rec.get("options"))
-    if options is None:
-        return Skip("no_options", where)
-    answer = str(rec.get("answer_idx") or "").strip().upper()
-    if not answer and isinstance(rec.get("answer"), str):
-        text = rec["answer"].strip()
-        answer = next((k for k, v in options.items() if v.strip() == text), "")
-        if not answer and re.fullmatch(r"[A-Ea-e]", text):  # an answer given as its letter
-            answer = text.upper()
-    return mcq_example(str(rec.get("question", "")), options, answer, "", template, where)
-
-
-def _medqa_options(raw) -> dict[str, str] | None:
-    if isinstance(raw, dict) and raw:
-        return {str(k).strip().upper(): str(v) for k, v in raw.items()}
-    if isinstance(raw, list) and raw and all(isinstance(o, dict) and "key" in o and "value" in o for o in raw):
-        return {str(o["key"]).strip().upper(): str(o["value"]) for o in raw}
-    if isinstance(raw, list) and raw and all(isinstance(o, str) for o in raw) and len(raw) <= 26:
-        return {chr(ord("A") + i): o for i, o in enumerate(raw)}
-    return None
+    """MedQA, every public layout (core.benchmarks.medqa)."""
+    return mcq_example(lambda: medqa.from_record(rec), template, where)
 
 
 def medmcqa_record(rec: dict, where: str, template: Template, answer_base: int = 1) -> Example | Skip:
-    """MedMCQA: question, opa..opd, cop and exp; also CNMLEQA's opa..ope with answer "opX". `cop` counts from 1
-    in the official release (its loader does cop - 1) and from 0 in the Hugging Face copy (a ClassLabel a-d; -1 on
-    the unlabelled test split): `answer_base` says which (detect_answer_base reads it from the files)."""
-    options = {"ABCDE"[i]: str(rec[k]) for i, k in enumerate(MEDMCQA_OPTION_KEYS) if rec.get(k) not in (None, "")}
-    if cop_of(rec) == -1:
-        return Skip("unlabelled_test_record", where)
-    answer = medmcqa_answer(rec, answer_base)
-    return mcq_example(str(rec.get("question", "")), options, answer, str(rec.get("exp") or ""), template, where)
+    """MedMCQA; `answer_base` is what `cop` counts from (detect_answer_base reads it from the files)."""
+    return mcq_example(lambda: medmcqa.from_record(rec, answer_base), template, where)
+
+
+def cnmleqa_record(rec: dict, where: str, template: Template) -> Example | Skip:
+    return mcq_example(lambda: cnmleqa.from_record(rec), template, where)
 
 
 def detect_answer_base(paths: list[Path]) -> tuple[int, str]:
@@ -392,11 +328,11 @@ def detect_answer_base(paths: list[Path]) -> tuple[int, str]:
     seen: set[int] = set()
     for path in paths:
         for _, rec in iter_json_records(path):
-            if isinstance(rec, dict) and (cop := cop_of(rec)) is not None:
+            if isinstance(rec, dict) and (cop := medmcqa.cop_of(rec)) is not None:
                 seen.add(cop)
     try:
-        base = index_base(seen)
-    except OptionError:
+        base = medmcqa.index_base(seen)
+    except medmcqa.AmbiguousBase:
         raise DatasetError(f"{', '.join(map(str, paths))}: cop holds both {sorted(seen & {0, -1})} (0-based) and 4 "
                            "(1-based with four options); prepare each copy on its own, with --answer-index 0 or 1"
                            ) from None
@@ -405,7 +341,7 @@ def detect_answer_base(paths: list[Path]) -> tuple[int, str]:
                            "official release (counted from 1) and the Hugging Face copy (from 0); pass --answer-index "
                            "1 (official train/dev.json) or --answer-index 0 (Hugging Face parquet/Arrow)")
     if not seen:
-        return 1, "no cop values (answers from 'answer': 'opX', CNMLEQA's layout)"
+        return 1, "no cop values"
     if base == 0:
         return 0, f"detected: cop {min(seen & {0, -1})} appears, so it counts from 0 (the Hugging Face copy)"
     return 1, "detected: cop 4 appears, so it counts from 1 (the official release)"
@@ -487,9 +423,9 @@ SOURCES: dict[str, Source] = {s.name: s for s in (
            "CSV, or a copy as JSON Lines, JSON, parquet or a datasets folder with the same columns.",
            "medtrain prep cmexam --input train.csv --tokenizer TOK --out data/cmexam --mode with_reasoning",
            reader=read_cmexam, default_mode="with_reasoning", explanations=True),
-    Source("medqa", "sft", "MedQA (question, options, answer_idx or answer): US 4/5-option, Mainland, Taiwan, and "
-           "the Hugging Face copies; no explanations: with_reasoning (the default, as for CMExam and MedMCQA, so "
-           "they mix) gives the answer line alone.",
+    Source("medqa", "sft", "MedQA (question, options, answer_idx or answer): US 4/5-option, Mainland, Taiwan, "
+           "the Hugging Face copies, bigbio's and the GBaker copy's {sent1, ending0..3, label}; no explanations: "
+           "with_reasoning (the default, as for CMExam and MedMCQA, so they mix) gives the answer line alone.",
            "medtrain prep medqa --input train.jsonl --tokenizer TOK --out data/medqa", record=medqa_record,
            default_mode="with_reasoning"),
     Source("medmcqa", "sft", "MedMCQA (question, opa..opd, cop, exp): the official release's JSON Lines train/dev.json "
@@ -499,7 +435,7 @@ SOURCES: dict[str, Source] = {s.name: s for s in (
     Source("cnmleqa", "sft", "CNMLEQA (question, opa..ope, answer \"opa\"..\"ope\"): China's licensing exam, "
            "the release's JSON array; no explanations, so with_reasoning gives the answer line alone.",
            "medtrain prep cnmleqa --input CNMLEQA-3k.json --tokenizer TOK --out data/cnmleqa",
-           record=medmcqa_record, default_mode="with_reasoning"),
+           record=cnmleqa_record, default_mode="with_reasoning"),
 )}
 
 

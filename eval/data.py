@@ -1,5 +1,7 @@
-"""Benchmark files in their released layouts: CMExam CSV, MMLU (headerless) and CMMLU (header) folders, and
-records files in MedQA's and MedMCQA's released schemas (official and Hugging Face copies)."""
+"""Benchmark files as questions: CMExam (CSV or a JSON copy), MMLU (headerless) and CMMLU (header) folders, and
+records files of MedQA and MedMCQA. Every record is read through its benchmark's schema (core.benchmarks), the
+same one prep reads training data with; eval keeps every question in the denominator, so a record the schema
+refuses stops the eval at that record rather than being skipped."""
 
 from __future__ import annotations
 
@@ -8,15 +10,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medtrain.core.templates import (
-    MEDMCQA_OPTION_KEYS,
-    OptionError,
-    canonical_answer,
-    cop_of,
-    index_base,
-    medmcqa_answer,
-)
-from medtrain.core.templates import parse_options as parse_cell
+from medtrain.core.benchmarks import cmexam, medmcqa, medqa, mmlu
+from medtrain.core.benchmarks.record import MCRecord, SchemaError
 from medtrain.eval.task import MultipleChoiceTask, TaskError
 
 
@@ -30,10 +25,15 @@ class Question:
     meta: dict[str, str] = field(default_factory=dict)
 
 
-def parse_options(cell: str, where: str) -> dict[str, str]:
+def _question(record: MCRecord, qid: str, row: int, meta: dict) -> Question:
+    return Question(qid, row, record.question, record.options, record.answer, meta)
+
+
+def _read(read, where: str) -> MCRecord:
+    """A record through its schema; a refused one stops the eval here, naming the record."""
     try:
-        return parse_cell(cell)
-    except OptionError as e:
+        return read()
+    except SchemaError as e:
         raise TaskError(f"{where}: {e}") from None
 
 
@@ -49,21 +49,18 @@ def read_cmexam(path: Path) -> list[Question]:
                         + (f" (here: {', '.join(found[:4])})" if found else " (Question, Options, Answer)"))
     if not path.is_file():
         raise TaskError(f"{path}: no such CMExam CSV")
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        header = [h.strip().lstrip("\ufeff") for h in reader.fieldnames or []]
-        missing = [c for c in ("Question", "Options", "Answer") if c not in header]
-        if missing:
-            raise TaskError(f"{path}:1: missing column(s) {', '.join(missing)}; CMExam CSVs have "
-                            "Question,Options,Answer,Explanation")
-        reader.fieldnames = header
-        out = []
-        for i, row in enumerate(reader):
-            where = f"{path}:{reader.line_num}"
-            options = parse_options(row["Options"] or "", where)
-            meta = {k: row[k] for k in header if k not in ("Question", "Options", "Answer", "Explanation", "id")}
-            qid = row.get("id") or str(i)
-            out.append(Question(qid, i, row["Question"], options, canonical_answer(row["Answer"] or "", options), meta))
+    if path.suffix in (".jsonl", ".json"):
+        rows = [(f"{path}:{i + 1}", rec) for i, rec in enumerate(load_records(path))]
+    else:
+        with open(path, encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            reader.fieldnames = cmexam.check_header(reader.fieldnames or [], path, TaskError)
+            rows = [(f"{path}:{reader.line_num}", row) for row in reader]
+    out = []
+    for i, (where, row) in enumerate(rows):
+        record = _read(lambda row=row: cmexam.from_record(row), where)
+        meta = {k: v for k, v in row.items() if k not in ("Question", "Options", "Answer", "Explanation", "id")}
+        out.append(_question(record, record.id or str(i), i, meta))
     return out
 
 
@@ -83,68 +80,50 @@ def read_mc_subject(task: MultipleChoiceTask, root: Path, subject: str, split: s
         rows = list(csv.reader(f))
     if layout.header:
         rows = rows[1:]
-    out = []
-    for i, row in enumerate(rows):
-        cells = row[1:] if layout.header else row  # CMMLU's first column is an unnamed index
-        if len(cells) < 6:
-            raise TaskError(f"{path}:{i + 1 + layout.header}: expected question, A, B, C, D, answer; got "
-                            f"{len(cells)} columns")
-        q, a, b, c, d, ans = cells[:6]
-        out.append(Question(f"{subject}/{i}", i, q, {"A": a, "B": b, "C": c, "D": d}, ans.strip().upper(),
-                            {"subject": subject}))
-    return out
+    return [_question(_read(lambda row=row: mmlu.from_row(row, layout.header), f"{path}:{i + 1 + layout.header}"),
+                      f"{subject}/{i}", i, {"subject": subject}) for i, row in enumerate(rows)]
 
 
 def read_records(task: MultipleChoiceTask, path: Path, subject: str, answer_index: int | None = None
                  ) -> list[Question]:
     """A JSON Lines file (or JSON array) of questions, each with its own number of options. MedMCQA's `cop`
     counts from `answer_index` when given (--answer-index), else from what the file's values show."""
-    text = path.read_text(encoding="utf-8").lstrip("\ufeff")
-    try:
-        records = json.loads(text) if text.lstrip().startswith("[") else [json.loads(x) for x in text.splitlines()
-                                                                           if x.strip()]
-    except json.JSONDecodeError as e:
-        raise TaskError(f"{path}: not JSON Lines nor a JSON array ({e.msg}, line {e.lineno})") from None
+    records = load_records(path)
     base = answer_index
     if task.layout.records == "medmcqa" and base is None:
-        try:
-            base = index_base({cop for r in records if (cop := cop_of(r)) is not None})
-        except OptionError as e:
-            raise TaskError(f"{path}: {e}") from None
-        if base is None:
-            raise TaskError(f"{path}: cop holds only 1-3, which fits both MedMCQA's official release (from 1) and its "
-                            "Hugging Face copy (from 0); say which with --answer-index 1 or 0")
+        base = _answer_base(records, path)
+    read = {"medqa": medqa.from_record, "medmcqa": lambda rec: medmcqa.from_record(rec, base)}[task.layout.records]
     out = []
     for i, rec in enumerate(records):
-        options, answer = (_medqa(rec) if task.layout.records == "medqa" else _medmcqa(rec, base))
-        if task.layout.records == "medmcqa" and cop_of(rec) == -1:
-            raise TaskError(f"{path}:{i + 1}: an unlabelled test record (cop -1): MedMCQA's test split has no "
-                            "answers; evaluate on its validation split")
-        if not options or answer not in options:
-            raise TaskError(f"{path}:{i + 1}: no {task.layout.records} options and answer in this record (keys: "
+        record = _read(lambda rec=rec: read(rec), f"{path}:{i + 1}")
+        if record.answer not in record.options:
+            raise TaskError(f"{path}:{i + 1}: no {task.layout.records} answer in this record (keys: "
                             f"{', '.join(sorted(rec))[:120]})")
-        question = rec.get("question", rec.get("sent1", ""))
-        out.append(Question(str(rec.get("id", f"{subject}/{i}")), i, str(question), options, answer,
-                            {"subject": subject}))
+        out.append(_question(record, record.id or f"{subject}/{i}", i, {"subject": subject}))
     return out
 
 
-def _medqa(rec: dict) -> tuple[dict[str, str], str]:
-    """Official ({question, options: {A: ..}, answer_idx}) or GBaker's copy ({sent1, ending0..3, label})."""
-    if isinstance(rec.get("options"), dict):
-        options = {str(k).strip().upper(): str(v) for k, v in rec["options"].items()}
-        return options, str(rec.get("answer_idx", "")).strip().upper()
-    endings = [rec[k] for k in sorted((k for k in rec if k.startswith("ending")), key=lambda k: int(k[6:]))]
-    options = {"ABCDEFGH"[i]: str(e) for i, e in enumerate(endings)}
-    label = rec.get("label")
-    return options, "ABCDEFGH"[int(label)] if isinstance(label, int) and 0 <= label < len(endings) else ""
+def load_records(path: Path) -> list[dict]:
+    """A JSON Lines file or a JSON array, whichever the file holds."""
+    text = path.read_text(encoding="utf-8").lstrip("\ufeff")
+    try:
+        if text.lstrip().startswith("["):
+            return json.loads(text)
+        return [json.loads(x) for x in text.splitlines() if x.strip()]
+    except json.JSONDecodeError as e:
+        raise TaskError(f"{path}: not JSON Lines nor a JSON array ({e.msg}, line {e.lineno})") from None
 
 
-def _medmcqa(rec: dict, base: int) -> tuple[dict[str, str], str]:
-    """lm-eval's medmcqa: always the four options opa..opd, empty ones too."""
-    options = {letter: str(rec[k]) for letter, k in zip("ABCD", MEDMCQA_OPTION_KEYS[:4], strict=True)
-               if rec.get(k) is not None}
-    return options, medmcqa_answer(rec, base)
+def _answer_base(records: list[dict], path: Path) -> int:
+    """What MedMCQA's `cop` counts from, read from the file's values (--answer-index says it instead)."""
+    try:
+        base = medmcqa.index_base({cop for r in records if (cop := medmcqa.cop_of(r)) is not None})
+    except SchemaError as e:
+        raise TaskError(f"{path}: {e.detail}") from None
+    if base is None:
+        raise TaskError(f"{path}: cop holds only 1-3, which fits both MedMCQA's official release (from 1) and its "
+                        "Hugging Face copy (from 0); say which with --answer-index 1 or 0")
+    return base
 
 
 def mc_subjects(task: MultipleChoiceTask, root: Path) -> list[str]:

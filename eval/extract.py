@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import Levenshtein
 
-from medtrain.core.templates import canonical_answer
+from medtrain.core.benchmarks.record import canonical_answer
 
 NO_ANSWER = "无答案"
 MODES = ("hard", "paper", "cmexam")

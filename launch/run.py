@@ -79,6 +79,28 @@ def slurm_pool(hosts: Path | None, nodes: int, per_node: int) -> tuple[OrderedDi
     return OrderedDict((f"node{i}", per_node) for i in range(nodes)), False
 
 
+def _pool(recipe, hosts: Path | None, launcher: str, slurm: SlurmOptions | None, nodes: int,
+          gpus_per_node: int) -> tuple[OrderedDict[str, int], SlurmOptions | None]:
+    """The hosts and slots to run on, and under Slurm the options that follow from the recipe's preset."""
+    if launcher != "slurm":
+        if hosts is None:
+            raise LaunchError(f"--launcher {launcher} needs --hosts FILE (a hostfile: 'host slots=N' lines)")
+        return read_hostfile(hosts), slurm
+    pool, named = slurm_pool(hosts, nodes, gpus_per_node)
+    slurm = slurm or SlurmOptions()
+    slurm.nodelist = named
+    slurm.gpus = PRESETS[recipe.preset].gpu if recipe.preset in PRESETS else True
+    slurm.validate()
+    return pool, slurm
+
+
+def _train_entry(recipe, run_dir: Path, resume: bool) -> list[str]:
+    """What the launcher starts on every rank: `medtrain train STAGE` on the run's own recipe and spec."""
+    entry = ["--module", "--no_local_rank", "medtrain", "train", recipe.stage,
+             "--recipe", str(run_dir / "recipe.yaml"), "--run-spec", str(run_dir / "run_spec.json")]
+    return [*entry, "--resume"] if resume else entry
+
+
 def parse_env(items: list[str]) -> dict[str, str]:
     env = {}
     for item in items:
@@ -92,18 +114,11 @@ def parse_env(items: list[str]) -> dict[str, str]:
 def prepare_launch(recipe_path: Path, hosts: Path | None, launcher: str, *, overrides: list[str], env: list[str],
                    resume: bool, dry_run: bool, entry: list[str] | None = None,
                    check: bool = False, slurm: SlurmOptions | None = None, nodes: int = 0,
-                   gpus_per_node: int = 0, overwrite: bool = False) -> PreparedLaunch:
-    recipe = load_recipe(recipe_path, overrides)
-    if launcher == "slurm":
-        pool, named = slurm_pool(hosts, nodes, gpus_per_node)
-        slurm = slurm or SlurmOptions()
-        slurm.nodelist = named
-        slurm.gpus = PRESETS[recipe.preset].gpu if recipe.preset in PRESETS else True
-        slurm.validate()
-    elif hosts is None:
-        raise LaunchError(f"--launcher {launcher} needs --hosts FILE (a hostfile: 'host slots=N' lines)")
-    else:
-        pool = read_hostfile(hosts)
+                   gpus_per_node: int = 0, overwrite: bool = False, settings: dict | None = None) -> PreparedLaunch:
+    """Everything a launch needs, checked, and the run's files written (not on a dry run); `settings` are typed
+    recipe values (the launch's own flags), applied after the `key=value` overrides."""
+    recipe = load_recipe(recipe_path, overrides, settings)
+    pool, slurm = _pool(recipe, hosts, launcher, slurm, nodes, gpus_per_node)
     plan = make_plan(recipe, pool)
     if not plan.fits:
         raise RecipeError(f"{recipe.source}: DOES NOT FIT ({plan.total_bytes / 2**30:.1f} GiB per GPU of "
@@ -112,13 +127,9 @@ def prepare_launch(recipe_path: Path, hosts: Path | None, launcher: str, *, over
     for said in plan.warnings:
         log.warning(f"warning: {said}")
     run_dir = Path(recipe.output_dir).resolve()
-    if entry is None:
-        entry = ["--module", "--no_local_rank", "medtrain", "train", recipe.stage,
-                 "--recipe", str(run_dir / "recipe.yaml"), "--run-spec", str(run_dir / "run_spec.json")]
-        if resume:
-            entry.append("--resume")
-    spec = LaunchSpec(pool=pool, hostfile=Path(hosts or run_dir / "hostfile"), launcher=launcher, entry=entry,
-                      run_dir=run_dir, master_port=free_port(), env=parse_env(env))
+    spec = LaunchSpec(pool=pool, hostfile=Path(hosts or run_dir / "hostfile"), launcher=launcher,
+                      entry=entry or _train_entry(recipe, run_dir, resume), run_dir=run_dir,
+                      master_port=free_port(), env=parse_env(env))
     validate(spec, dry_run=dry_run)  # the hosts, launcher and env first: they need nothing read or fetched
     missing = missing_requirements_problem()
     if missing and not dry_run:  # here first; every rank checks its own host again before it loads a model

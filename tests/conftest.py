@@ -66,7 +66,7 @@ slurm_cluster = _cluster_fixture("start_slurm_cluster", "slurm_cluster", "slurm"
 def hf_model(tmp_path_factory) -> Path:
     """A real Hugging Face Llama directory (random weights, named shape "tiny") with a locally trained tokenizer."""
     from medtrain.data_prep.tokenizer import train_bpe_tokenizer
-    from medtrain.model_dir import init_model_dir
+    from medtrain.train.model_dir import init_model_dir
 
     root = tmp_path_factory.mktemp("hf")
     texts = [p.read_text() for p in (REPO / "data_prep" / "samples").rglob("*.csv")]

@@ -161,8 +161,8 @@ def test_cmmlu_pointed_at_the_mmlu_folder_is_one_line(hf_model, tmp_path):
 
 
 def test_a_sweep_eval_cell_reruns_when_its_settings_change_and_says_what_changed(hf_model, tmp_path, caplog):
-    from medtrain import cells
-    from medtrain.sweep import EvalData, evaluate
+    from medtrain.experiments import cells
+    from medtrain.experiments.sweep import EvalData, evaluate
 
     data = EvalData(SAMPLES / "cmexam_test.csv", SAMPLES / "mmlu", SAMPLES / "cmmlu", limit=1, max_new_tokens=4)
     model_id = cells.model_identity(hf_model)

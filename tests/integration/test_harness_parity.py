@@ -28,7 +28,7 @@ TOKENIZERS = {"llama2": ("tokenizers", "llama2", "derived_hf_fast"), "chinese-ll
 @pytest.fixture(scope="session")
 def real_tokenizer_models(tmp_path_factory) -> dict[str, Path]:
     """Tiny Llamas carrying the real Llama-2 (vocab 32,000) and Chinese-LLaMA-2 (55,296) tokenizers."""
-    from medtrain.model_dir import init_model_dir
+    from medtrain.train.model_dir import init_model_dir
 
     root = tmp_path_factory.mktemp("real_tok_models")
     return {name: init_model_dir("tiny", shared_data(*parts), root / name, seed=0)

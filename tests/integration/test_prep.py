@@ -88,7 +88,7 @@ def test_sft_prompt_lengths_cover_exactly_the_prompt(tmp_path, bpe_tok):
     rows = list(csv.DictReader(open(SAMPLES / "cmexam_train.csv", encoding="utf-8")))
     assert m["num_docs"] == len(rows)
     t = get_template("cmexam_with_reasoning")
-    from medtrain.core.templates import parse_options
+    from medtrain.core.benchmarks.record import parse_options
 
     for i in (0, 5, len(rows) - 1):
         r = rows[i]

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from medtrain.batches import IGNORE, collate
 from medtrain.data_prep.reader import open_samples
-from medtrain.trainer import token_loss
+from medtrain.train.batches import IGNORE, collate
+from medtrain.train.trainer import token_loss
 
 
 def test_collate_masks_prompt_padding_and_ghosts(tiny):

@@ -34,7 +34,7 @@ def test_demo_report_table_is_full_of_percentages(demo):
 def test_demo_continual_run_logs_a_validation_curve_on_the_held_out_split(demo):
     import json
 
-    from medtrain.metrics import read_metrics
+    from medtrain.train.metrics import read_metrics
 
     work, _ = demo
     val = [r for r in read_metrics(work / "runs" / "continual" / "metrics.jsonl") if "val_loss" in r]

@@ -26,7 +26,7 @@ from train_fixtures import (
 )
 
 from medtrain.core.checkpoint_files import survey
-from medtrain.metrics import read_metrics
+from medtrain.train.metrics import read_metrics
 
 
 def continual(tiny: dict, out: Path, *extra: str, **kw) -> list[str]:

@@ -7,7 +7,7 @@ import os
 import pytest
 from train_fixtures import CONTINUAL, REPO, check, cli, launch_args, run_and_kill_after
 
-from medtrain.metrics import read_metrics
+from medtrain.train.metrics import read_metrics
 
 CONT_RECIPE = "recipes/tiny/continual.yaml"
 FP16 = ("--set", "precision=fp16")

@@ -8,7 +8,7 @@ import os
 import pytest
 from train_fixtures import REPO, check, cli, launch_args, run_and_kill_after
 
-from medtrain.metrics import read_metrics
+from medtrain.train.metrics import read_metrics
 
 torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

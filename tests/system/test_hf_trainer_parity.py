@@ -24,8 +24,8 @@ def _step_zero_losses(run: Path, model: Path) -> tuple[float, float]:
     from hf_trainer_rank import medtrain_run
     from transformers import AutoModelForCausalLM
 
-    from medtrain.batches import StepPlan, collate
-    from medtrain.trainer import labelled, token_loss_sum
+    from medtrain.train.batches import StepPlan, collate
+    from medtrain.train.trainer import labelled, token_loss_sum
 
     got = medtrain_run(run)
     plan = StepPlan.of(got["spec"])

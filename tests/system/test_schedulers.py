@@ -9,7 +9,7 @@ import pytest
 from cluster import need
 from train_fixtures import CONT_RECIPE, CONTINUAL, check, cli, launch_args
 
-from medtrain.metrics import read_metrics
+from medtrain.train.metrics import read_metrics
 
 
 @pytest.mark.launch

@@ -12,7 +12,7 @@ import pytest
 from train_fixtures import CONT_RECIPE, CONTINUAL, LaunchedRun, at_step, check, cli, launch_args
 
 from medtrain.core.checkpoint_files import survey
-from medtrain.metrics import read_metrics
+from medtrain.train.metrics import read_metrics
 
 
 @pytest.mark.launch

@@ -10,7 +10,7 @@ from train_fixtures import CONT_RECIPE, CONTINUAL, SFT_RECIPE, check, cli, launc
 from medtrain.core.recipe import load_recipe
 from medtrain.launch.hostfile import read_hostfile
 from medtrain.launch.plan import make_plan
-from medtrain.metrics import read_metrics
+from medtrain.train.metrics import read_metrics
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from medtrain.batches import StepPlan
-from medtrain.trainer import LossScaleWatch, TrainingError, lr_factor, lr_scheduler
+from medtrain.train.batches import StepPlan
+from medtrain.train.trainer import LossScaleWatch, TrainingError, lr_factor, lr_scheduler
 
 
 def test_every_sample_is_seen_exactly_once_per_epoch_across_ranks():
@@ -57,7 +57,7 @@ def test_collapsed_fp16_loss_scale_stops_the_run_after_patience_steps():
 
 
 def test_loss_curve_labels_tell_runs_with_the_same_name_apart(tmp_path):
-    from medtrain.reporting import run_labels
+    from medtrain.experiments.reporting import run_labels
 
     assert run_labels([tmp_path / "a" / "continual", tmp_path / "b" / "continual"]) == ["a/continual",
                                                                                       "b/continual"]
@@ -69,7 +69,7 @@ def test_weight_decay_groups_are_the_hf_trainers():
     one-group checkpoint keeps one group."""
     from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
 
-    from medtrain.trainer import param_groups
+    from medtrain.train.trainer import param_groups
 
     model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
                                          num_attention_heads=2, num_key_value_heads=2))

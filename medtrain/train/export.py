@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from medtrain.core.checkpoint_files import MARKER, CheckpointError, newest_good, verify
-from medtrain.model_dir import write_hf_dir
-from medtrain.state import TrainerState
+from medtrain.train.model_dir import write_hf_dir
+from medtrain.train.state import TrainerState
 
 
 def resolve_checkpoint(path: Path) -> Path:

@@ -17,8 +17,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from medtrain import checkpoint
-from medtrain.batches import IGNORE, StepPlan, collate
 from medtrain.core.checkpoint_files import newest_good, tag_for
 from medtrain.core.digest import sha256_file
 from medtrain.core.environment import check_environment
@@ -27,16 +25,17 @@ from medtrain.core.heartbeat import heartbeat
 from medtrain.core.log import get_logger, log_rank_zero
 from medtrain.core.model_specs import resolve_shape
 from medtrain.core.publish import publish_json
-from medtrain.core.rank import Stopped, stop_requested
-from medtrain.core.rank import run_rank as run_as_rank
+from medtrain.core.rank import Stopped, run_rank, stop_requested
 from medtrain.core.recipe import Recipe, RecipeError, load_recipe
 from medtrain.core.run_spec import DataSize, RunSpec
 from medtrain.data_prep.reader import open_samples
 from medtrain.data_prep.tokenizer import tokenizer_identity
-from medtrain.metrics import MetricsLogger, StepMetrics
-from medtrain.model_dir import write_hf_dir
-from medtrain.modeling import build_model, hf_config, release_hf_deepspeed_config, save_hf_config
-from medtrain.state import TrainerState
+from medtrain.train import checkpoint
+from medtrain.train.batches import IGNORE, StepPlan, collate
+from medtrain.train.metrics import MetricsLogger, StepMetrics
+from medtrain.train.model_dir import write_hf_dir
+from medtrain.train.modeling import build_model, hf_config, release_hf_deepspeed_config, save_hf_config
+from medtrain.train.state import TrainerState
 
 log = get_logger(__name__)
 
@@ -274,7 +273,7 @@ class Trainer:
         if path is None:
             log_rank_zero(log, f"--resume: no verified checkpoint under {self.ckpt_root}; starting from step 0")
             return
-        from medtrain.reshard import written_world_size
+        from medtrain.train.reshard import written_world_size
 
         written = written_world_size(path)
         self.start_step = checkpoint.load(self.engine, path, self.recipe.precision).step
@@ -421,9 +420,9 @@ def train(recipe_path: Path, stage: str, run_spec: Path | None = None, resume: b
     return result
 
 
-def run_rank(recipe: Path, stage: str, run_spec: Path | None, resume: bool) -> None:
+def train_on_rank(recipe: Path, stage: str, run_spec: Path | None, resume: bool) -> None:
     """Entry point on each rank: join the group, train, leave the group, exit with a meaningful code."""
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch c10d renames, once per collective
-    run_as_rank(lambda: train(recipe, stage, run_spec, resume))
+    run_rank(lambda: train(recipe, stage, run_spec, resume))

@@ -15,8 +15,8 @@ from medtrain.core.provenance import continual_step_in, versions
 from medtrain.core.publish import staged_dir
 from medtrain.data_prep.samples import sample_lines
 from medtrain.data_prep.tokenizer import write_hf_tokenizer
-from medtrain.modeling import DTYPES
-from medtrain.state import TrainerState
+from medtrain.train.modeling import DTYPES
+from medtrain.train.state import TrainerState
 
 
 def lineage_for(state: TrainerState) -> dict:

@@ -1,4 +1,4 @@
-"""`medtrain report --paper`: the paper's Tables 2-4 (medtrain/guo_hua_2023.yaml, transcribed with its source)
+"""`medtrain report --paper`: the paper's Tables 2-4 (experiments/guo_hua_2023.yaml, transcribed with its source)
 beside the cells of a run that match them — same model family, continual step, SFT mode and SFT data — with the
 difference, and the conventions each side used: ours from results.json, the paper's as it states them ("not
 stated" where it does not). A cell with no counterpart in the paper is listed as such, never paired with a guess.

@@ -13,14 +13,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from medtrain import cells
 from medtrain.core.checkpoint_files import MARKER, CheckpointError, checkpoint_dirs, step_of, tag_for, verify
 from medtrain.core.digest import sha256_file
 from medtrain.core.errors import RunFailed
 from medtrain.core.log import get_logger
 from medtrain.core.publish import publish_json, publish_text
 from medtrain.eval.tables import PAPER_COLUMNS, conventions, paper_cells, paper_columns
-from medtrain.metrics import fmt_seconds
+from medtrain.experiments import cells
+from medtrain.train.metrics import fmt_seconds
 
 log = get_logger(__name__)
 
@@ -74,7 +74,7 @@ def evaluate(model: Path, model_id: dict, out: Path, data: EvalData) -> list[dic
             kwargs = {"model_dir": model, "data": getattr(data, task), "limit": data.limit,
                       "batch_size": data.batch_size}
         if data.across:
-            from medtrain.eval_launch import eval_across
+            from medtrain.experiments.eval_across import eval_across
 
             results.append(eval_across(task, kwargs, cell, *data.across))
         else:
@@ -86,7 +86,7 @@ def evaluate(model: Path, model_id: dict, out: Path, data: EvalData) -> list[dic
 def continual_model(continual: Path, step: int, out: Path) -> tuple[Path, dict]:
     """The HF directory of checkpoint `step` (0: the run's base model), exported once, and its identity."""
     from medtrain.core.recipe import load_recipe
-    from medtrain.export import export_checkpoint
+    from medtrain.train.export import export_checkpoint
 
     if step == 0:
         base = Path(load_recipe(continual / "recipe.yaml").model)

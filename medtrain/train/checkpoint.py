@@ -38,7 +38,7 @@ from medtrain.core.checkpoint_files import (
 from medtrain.core.errors import UserError
 from medtrain.core.log import get_logger, log_rank_zero
 from medtrain.core.publish import publish_json
-from medtrain.state import TrainerState
+from medtrain.train.state import TrainerState
 
 log = get_logger(__name__)
 
@@ -122,7 +122,7 @@ def _prune(root: Path, keep: int) -> None:
 def optimizer_groups(path: Path | None) -> int | None:
     """How many optimizer groups a checkpoint's optimizer state holds (None: no checkpoint): a resume builds the
     optimizer the same way. Only the pickle is read; the tensors stay memory-mapped."""
-    from medtrain.reshard import load_zero_file, optim_file
+    from medtrain.train.reshard import load_zero_file, optim_file
 
     if path is None:
         return None
@@ -150,8 +150,8 @@ def pick_for_resume(root: Path) -> Path | None:
 
 def load(engine, path: Path, precision: str) -> TrainerState:
     """Restore engine, schedule and RNG; a checkpoint written by another world size is re-split
-    (medtrain/reshard.py) instead of refused."""
-    from medtrain.reshard import load_resharded, written_world_size
+    (medtrain/train/reshard.py) instead of refused."""
+    from medtrain.train.reshard import load_resharded, written_world_size
 
     state = TrainerState.read(path)
     if state.precision != precision:
