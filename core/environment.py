@@ -8,6 +8,7 @@ fix within seconds, not a chained traceback minutes into the run on all ranks.
 from __future__ import annotations
 
 import os
+import socket
 
 from medtrain.core.errors import UserError
 from medtrain.core.gpu_build import DeviceFacts, runtime_problems
@@ -31,6 +32,5 @@ def check_environment(precision: str, wants_gpu: bool) -> None:
     """Raise one EnvironmentProblem naming every problem of this host (a rank's first act after joining)."""
     problems = environment_problems(precision, wants_gpu)
     if problems:
-        import socket
 
         raise EnvironmentProblem(f"{socket.gethostname()}: {'; '.join(problems)}")

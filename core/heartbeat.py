@@ -11,9 +11,11 @@ rank's process group on every node when the job must end.
 
 from __future__ import annotations
 
+import ctypes
 import faulthandler
 import json
 import os
+import platform
 import signal
 import socket
 import time
@@ -88,8 +90,6 @@ def ask_for_stacks(pid: int) -> None:
     """Send the stack signal to the rank's main thread (tgkill; its thread id is its pid), not to the process:
     the kernel would hand a process-wide signal to any thread, and a dump taken from a helper thread while the
     main one runs on comes out torn. A stopped rank takes it, consistently, the moment it is continued."""
-    import ctypes
-    import platform
 
     number = _TGKILL.get(platform.machine())
     if number is not None and ctypes.CDLL(None, use_errno=True).syscall(number, pid, pid, int(STACK_SIGNAL)) == 0:

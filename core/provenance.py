@@ -8,6 +8,8 @@ from functools import cache
 from importlib import metadata
 from pathlib import Path
 
+from packaging.requirements import Requirement
+
 import medtrain.core as core
 
 
@@ -39,7 +41,6 @@ TESTED_PACKAGES = ("torch", "transformers", "deepspeed")
 def below_bounds(requirements: list[str], installed: dict[str, str]) -> list[str]:
     """`name version (tested: specifier)` for each of TESTED_PACKAGES whose installed version falls outside its
     requirement; local labels (+cu130, +cpu) do not count."""
-    from packaging.requirements import Requirement
 
     out = []
     for req in (Requirement(r) for r in requirements):
@@ -74,7 +75,6 @@ def missing_requirements() -> list[str]:
     """medtrain's declared runtime dependencies that this environment lacks, as `pip install` arguments. A rank
     imports some of them only deep inside transformers (accelerate for a model loaded into ZeRO-3 shards); an
     install with --no-deps, or a cluster module missing one, would otherwise fail minutes into every rank."""
-    from packaging.requirements import Requirement
 
     wanted = [Requirement(r) for r in declared_requirements() or []]
     return [str(req) for req in wanted

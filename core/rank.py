@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from medtrain.core.errors import RunFailed, UserError
+from medtrain.core.heartbeat import DIR_ENV, heartbeat
 
 _SCHEDULERS = (
     ("SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS"),
@@ -138,7 +139,6 @@ class _Tee(io.TextIOBase):
 def open_rank_log():
     """RUN_DIR/logs/rankN.log for a rank launched by medtrain (its heartbeat dir names the run); stdout and
     stderr go there too, so a rank's traceback outlives the terminal that started the run."""
-    from medtrain.core.heartbeat import DIR_ENV
 
     beats = os.environ.get(DIR_ENV)
     if not beats:
@@ -157,7 +157,6 @@ def open_rank_log():
 def run_rank(body: Callable[[], object], timeout: timedelta | None = None) -> NoReturn:
     """Join, run `body`, leave, exit: 0 ok, 2 a UserError (one line, rank 0), 1 a failed run or a bug
     (a RunFailed is one line on rank 0; anything else keeps its traceback on every rank that raised it)."""
-    from medtrain.core.heartbeat import heartbeat
 
     beat = heartbeat()  # first sign of life, before torch loads: the watchdog can find and end us from here on
     signal.signal(STOP_SIGNAL, _on_stop_signal)  # from here on a stop request is remembered, never fatal

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from medtrain.data_prep.format import DatasetError, TokenDataset
+from medtrain.data_prep.tokenizer import Encoder
 
 
 def histogram(lengths: np.ndarray, bins: int = 10, width: int = 40) -> list[str]:
@@ -52,7 +53,6 @@ def inspect_dataset(root: Path, sample: int = 0, tokenizer: Path | None = None) 
 
 
 def _decode_sample(data: TokenDataset, i: int, tokenizer: Path) -> list[str]:
-    from medtrain.data_prep.tokenizer import Encoder
 
     ids = data[i]
     try:

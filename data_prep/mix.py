@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from medtrain.core.digest import sha256_file
+from medtrain.core.templates import mode_of
 from medtrain.data_prep.format import DatasetError, DatasetWriter, TokenDataset, recorded_ids
 
 
@@ -80,6 +81,5 @@ def _template_name(manifest: dict) -> str:
 
 
 def _mode(manifest: dict) -> str:
-    from medtrain.core.templates import mode_of
 
     return mode_of(_template_name(manifest)) or _template_name(manifest)

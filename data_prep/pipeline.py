@@ -24,7 +24,7 @@ from medtrain.core import __version__ as MEDTRAIN_VERSION
 from medtrain.core.digest import sha256_file
 from medtrain.core.disk import disk_full_as_error, disk_full_error, is_disk_full
 from medtrain.core.log import get_logger
-from medtrain.core.templates import MODE_TEMPLATES, get_template
+from medtrain.core.templates import MODE_TEMPLATES, Template, get_template
 from medtrain.data_prep.format import DatasetError, DatasetWriter, check_token_range, read_manifest
 from medtrain.data_prep.sources import (
     SOURCES,
@@ -82,22 +82,30 @@ class ChunkResult:
     """Where the worker wrote `flat` instead of returning it (the writer appends it with copy_file_range)."""
 
 
-def parse_chunk(source: Source, template, chunk, mode: str) -> tuple[list, int]:
-    """Records of one chunk (documents, examples, skips) and the number of lines read from a ByteRange.
+@dataclass
+class Parsed:
+    """Records the main process already read (CSV, JSON arrays, plain text): only their texts travel."""
+    items: list
 
-    mode "range": a ByteRange the worker reads itself; "lines": raw JSON lines (compressed files); "parsed": items
-    the main process already read (CSV, JSON arrays, plain text)."""
-    if mode == "range":
+
+Chunk = ByteRange | RawLines | Parsed
+"""A ByteRange a worker reads itself (uncompressed JSON Lines); raw lines read here (compressed JSON Lines),
+parsed in the worker; or records parsed here."""
+
+
+def parse_chunk(source: Source, template, chunk: Chunk) -> tuple[list, int]:
+    """Records of one chunk (documents, examples, skips) and the number of lines read from a ByteRange."""
+    if isinstance(chunk, ByteRange):
         raw = chunk.read_lines()
         items = [to_record(source, template, "", b) for b in raw]
         for k, item in enumerate(items):
             if isinstance(item, Skip):
                 item.line = k + 1
         return [i for i in items if i is not None], len(raw)
-    if mode == "lines":
+    if isinstance(chunk, RawLines):
         items = [to_record(source, template, chunk.where(i), b) for i, b in enumerate(chunk.lines)]
         return [i for i in items if i is not None], 0
-    return chunk, 0
+    return chunk.items, 0
 
 
 def texts_of(records: list, sft: bool) -> list[str]:
@@ -105,10 +113,9 @@ def texts_of(records: list, sft: bool) -> list[str]:
     return [t for e in records for t in (e.prompt, e.response)] if sft else [d.text for d in records]
 
 
-def process_chunk(encoder: Encoder, source: Source, template, chunk, mode: str,
-                  shard: str | None = None) -> ChunkResult:
+def process_chunk(encoder: Encoder, source: Source, template, chunk: Chunk, shard: str | None = None) -> ChunkResult:
     """Parse and encode one chunk of one file; runs in a worker process."""
-    items, lines = parse_chunk(source, template, chunk, mode)
+    items, lines = parse_chunk(source, template, chunk)
     skips = [i for i in items if isinstance(i, Skip)]
     good = [i for i in items if not isinstance(i, Skip)]
     sft = source.kind == "sft"
@@ -134,8 +141,8 @@ def _init_worker(path: str, backend: str) -> None:
     _WORKER_ENCODER = Encoder(path, backend=backend)
 
 
-def _work(source: Source, template, chunk, mode: str, shard: str | None) -> ChunkResult:
-    return process_chunk(_WORKER_ENCODER, source, template, chunk, mode, shard)
+def _work(source: Source, template, chunk: Chunk, shard: str | None) -> ChunkResult:
+    return process_chunk(_WORKER_ENCODER, source, template, chunk, shard)
 
 
 def _chunks(items: Iterator, size: int) -> Iterator[list]:
@@ -143,126 +150,115 @@ def _chunks(items: Iterator, size: int) -> Iterator[list]:
         yield chunk
 
 
-def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: str | None = None,
-         seq_len: int = 4096, workers: int | None = None, overwrite: bool = False,
-         target_tokens: int = PAPER_TARGET_TOKENS, chunk_size: int = 512, chunk_bytes: int = 1 << 20,
-         hub: dict | None = None, answer_index: int | None = None, allow_missing_explanations: bool = False,
-         val_fraction: float = 0.0) -> dict:
-    """Prepare one dataset; returns its manifest. Raises DatasetError (nothing written) on unusable input.
+@dataclass
+class Resolved:
+    """What a prep request names, checked: the source (with its answer index decided), template and inputs."""
+    name: str
+    source: Source
+    template: Template | None
+    inputs: list[Path]
+    answers: dict | None = None
+    """MedMCQA's cop: counted from 0 or 1, and how that was decided (recorded in the manifest)."""
 
-    JSON Lines inputs travel to the workers as raw lines (parsing is spread over every core); CSV, JSON arrays
-    and plain text are parsed here and only their texts travel. `hub` (the ids and revisions of hub inputs and
-    tokenizer) is recorded in the manifest. `val_fraction` holds that share of the documents out as OUT/val
-    (data_prep/split.py); the manifest returned is the training side's."""
-    if source not in SOURCES:
-        raise DatasetError(f"unknown source '{source}'; one of {', '.join(SOURCES)}")
-    if val_fraction:
-        check_fraction(val_fraction)
-    src = SOURCES[source]
-    kind = src.kind
-    answers = None
+    @property
+    def sft(self) -> bool:
+        return self.source.kind == "sft"
+
+
+def resolve(name: str, inputs: list[Path], mode: str | None, answer_index: int | None) -> Resolved:
+    if name not in SOURCES:
+        raise DatasetError(f"unknown source '{name}'; one of {', '.join(SOURCES)}")
+    src, answers, template = SOURCES[name], None, None
+    inputs = [Path(p) for p in inputs]
+    for p in inputs:
+        if not p.is_file():
+            raise DatasetError(f"{p}: no such input file")
     if src.numbered_answers:
         if answer_index not in (None, 0, 1):
             raise DatasetError(f"--answer-index {answer_index} must be 0 or 1")
         base, why = (answer_index, "given by --answer-index") if answer_index is not None else \
             detect_answer_base(inputs)
         src, answers = src.with_answer_base(base), {"base": base, "how": why}
-        log.info(f"prep {source}: answer index counted from {base} ({why})")
-    template = None
-    if kind == "sft":
+        log.info(f"prep {name}: answer index counted from {base} ({why})")
+    if src.kind == "sft":
         if mode not in MODE_TEMPLATES:
             raise DatasetError(f"--mode {mode!r} must be one of {', '.join(MODE_TEMPLATES)}")
         template = get_template(MODE_TEMPLATES[mode])
-    inputs = [Path(p) for p in inputs]
-    for p in inputs:
-        if not p.is_file():
-            raise DatasetError(f"{p}: no such input file")
-    if out.exists() and not overwrite:
-        raise DatasetError(f"{out} already exists; pass --overwrite to replace it")
-    workers = max(1, workers or os.cpu_count() or 1)
-    encoder = Encoder(tokenizer)
-    stats = PrepStats()
-    counter = ByteCounter()
-    total_bytes = sum(p.stat().st_size for p in inputs)
+    return Resolved(name, src, template, inputs, answers)
 
-    def chunks() -> Iterator[tuple[str, list | RawLines | ByteRange, str]]:
-        for path in inputs:
-            entry = stats.per_source[str(path)] = {"path": str(path), "sha256": None, "records": 0, "skipped": {}}
-            line_base[str(path)] = 0
+
+class ChunkPlan:
+    """The inputs as one stream of (file, chunk): workers read uncompressed JSON Lines by byte range, compressed
+    ones travel as raw lines hashed as read, other layouts are parsed here. Each file's hash and counts are kept
+    in `stats.per_source`, and `line_base` turns a worker's local line numbers into the file's."""
+
+    def __init__(self, r: Resolved, stats: PrepStats, counter: ByteCounter, chunk_size: int, chunk_bytes: int):
+        self.r, self.stats, self.counter = r, stats, counter
+        self.chunk_size, self.chunk_bytes = chunk_size, chunk_bytes
+        self.line_base: dict[str, int] = {}
+
+    def __iter__(self) -> Iterator[tuple[str, Chunk]]:
+        src = self.r.source
+        for path in self.r.inputs:
+            entry = self.stats.per_source[str(path)] = {"path": str(path), "sha256": None, "records": 0,
+                                                        "skipped": {}}
+            self.line_base[str(path)] = 0
             if src.parallel_json(path) and path.suffix != ".gz":
-                entry["sha256"] = sha256_file(path)  # workers read their own byte ranges of the file
-                for rng in byte_ranges(path, chunk_bytes):
-                    yield str(path), rng, "range"
-            elif src.parallel_json(path):  # compressed: raw lines, hashed as read
+                entry["sha256"] = sha256_file(path)
+                yield from ((str(path), rng) for rng in byte_ranges(path, self.chunk_bytes))
+            elif src.parallel_json(path):
                 digest = hashlib.sha256()
-                for raw_chunk in iter_raw_chunks(path, chunk_size, counter, digest):
-                    yield str(path), raw_chunk, "lines"
+                yield from ((str(path), c) for c in iter_raw_chunks(path, self.chunk_size, self.counter, digest))
                 entry["sha256"] = digest.hexdigest()
             else:
                 entry["sha256"] = sha256_file(path)
-                for chunk in _chunks(src.read(path, template, counter), chunk_size):
-                    yield str(path), chunk, "parsed"
+                items = src.read(path, self.r.template, self.counter)
+                yield from ((str(path), Parsed(c)) for c in _chunks(items, self.chunk_size))
 
-    line_base: dict[str, int] = {}
-    stream = chunks()
-    first = next(stream, None)
-    if first is not None:  # SentencePiece is kept only if it agrees with the HF tokenizer on real texts
-        records, _ = parse_chunk(src, template, first[1], first[2])
-        texts = texts_of([i for i in records if not isinstance(i, Skip)][:64], kind == "sft")
-        if texts:
-            encoder.agree_or_fall_back(texts)
-    info = encoder.info
-    writer = DatasetWriter(out, info.vocab_size, sft=kind == "sft")
-    if val_fraction:
-        writer = SplitWriter(writer, val_fraction)
-    # what a full disk's line says the dataset needs: ids at the writer's width for about one token per 3 bytes
-    # of input (Chinese UTF-8 text; English runs ~4)
-    needed = total_bytes * writer.dtype.itemsize // 3
-    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc=f"prep {source}", file=sys.stderr,
-               mininterval=0.5 if sys.stderr.isatty() else 10.0, dynamic_ncols=True)
-    pool = None
+
+def encode_all(r: Resolved, chunks: Iterator[tuple[str, Chunk]], plan: ChunkPlan, encoder: Encoder,
+               writer: DatasetWriter, workers: int, seq_len: int, bar: tqdm) -> None:
+    """Encode every chunk (in a pool of workers when there are several) and write the results in input order,
+    with a bounded look-ahead: memory stays flat however large the corpus."""
+    stats, counter = plan.stats, plan.counter
+    pool = mp.get_context("fork").Pool(workers, initializer=_init_worker,
+                                       initargs=(str(encoder.path), encoder.backend)) if workers > 1 else None
+    window: deque = deque()
+
+    def drain(keep: int) -> None:
+        while len(window) > keep:
+            path, pending, size = window.popleft()
+            result: ChunkResult = pending.get() if pool else pending
+            for skip in result.skips:
+                if skip.line:
+                    skip.where = f"{path}:{plan.line_base[path] + skip.line}"
+            plan.line_base[path] += result.lines
+            counter.bytes += size
+            _write_chunk(writer, result, path, seq_len, stats)
+            _show_rate(bar, counter.bytes, stats.records, writer.num_tokens)
+
     try:
-        if workers > 1:
-            pool = mp.get_context("fork").Pool(workers, initializer=_init_worker,
-                                               initargs=(str(tokenizer), encoder.backend))
-        window: deque = deque()  # bounded look-ahead: memory stays flat however large the corpus
-
-        def drain(keep: int) -> None:
-            while len(window) > keep:
-                path, pending, size = window.popleft()
-                result: ChunkResult = pending.get() if pool else pending
-                for skip in result.skips:
-                    if skip.line:
-                        skip.where = f"{path}:{line_base[path] + skip.line}"
-                line_base[path] += result.lines
-                counter.bytes += size
-                _write_chunk(writer, result, path, seq_len, stats)
-                elapsed = max(bar.format_dict["elapsed"], 1e-9)
-                bar.n = counter.bytes
-                bar.set_postfix_str(f"{stats.records / elapsed:,.0f} rec/s, "
-                                    f"{writer.num_tokens / elapsed / 1e6:.2f} M tok/s", refresh=False)
-                bar.update(0)
-
-        for seq, (path, chunk, mode) in enumerate(itertools.chain([first] if first else [], stream)):
+        for seq, (path, chunk) in enumerate(chunks):
             shard = str(writer.tmp / f"shard-{seq:09d}.bin")
-            pending = pool.apply_async(_work, (src, template, chunk, mode, shard)) if pool else \
-                process_chunk(encoder, src, template, chunk, mode)
-            window.append((path, pending, chunk.end - chunk.start if mode == "range" else 0))
+            pending = pool.apply_async(_work, (r.source, r.template, chunk, shard)) if pool else \
+                process_chunk(encoder, r.source, r.template, chunk)
+            window.append((path, pending, chunk.end - chunk.start if isinstance(chunk, ByteRange) else 0))
             drain(keep=2 * workers)
         drain(keep=0)
-    except BaseException as e:
-        writer.abort()  # the staging goes, whatever stopped us
-        if is_disk_full(e):
-            raise disk_full_error(out, needed) from e
-        raise
     finally:
         if pool:
             pool.terminate()
-        bar.n = counter.bytes
-        bar.close()
-    if writer.num_docs == 0:
-        writer.abort()
-        _raise_empty(stats, inputs)
+
+
+def _show_rate(bar: tqdm, done_bytes: int, records: int, tokens: int) -> None:
+    elapsed = max(bar.format_dict["elapsed"], 1e-9)
+    bar.n = done_bytes
+    bar.set_postfix_str(f"{records / elapsed:,.0f} rec/s, {tokens / elapsed / 1e6:.2f} M tok/s", refresh=False)
+    bar.update(0)
+
+
+def report_skips(r: Resolved, stats: PrepStats, allow_missing_explanations: bool) -> None:
+    """What was skipped or dropped, said once; with_reasoning on data without any explanation refused."""
     if stats.first_skips:
         log.warning(f"skipped {sum(stats.skipped.values())} records: " + ", ".join(f"{k}={v}" for k, v in
                                                                                  sorted(stats.skipped.items())))
@@ -272,21 +268,65 @@ def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: s
         if dominant:
             reason, count, read = dominant
             log.warning(f"{count} of {read} records skipped as {reason}: {SKIP_HINTS[reason]}")
-    reasoning = template is not None and template.name == MODE_TEMPLATES["with_reasoning"]
-    if reasoning and src.explanations and 0 < stats.records == stats.without_explanation \
+    reasoning = r.template is not None and r.template.name == MODE_TEMPLATES["with_reasoning"]
+    if reasoning and r.source.explanations and 0 < stats.records == stats.without_explanation \
             and not allow_missing_explanations:
-        writer.abort()
-        raise DatasetError(f"{', '.join(map(str, inputs))}: no record has an explanation (an Explanation column or "
-                           "'exp' field), so --mode with_reasoning would train answer-only data under the reasoning "
-                           "template; pass --mode answer_only, or --allow-missing-explanations to keep it")
+        raise DatasetError(f"{', '.join(map(str, r.inputs))}: no record has an explanation (an Explanation column "
+                           "or 'exp' field), so --mode with_reasoning would train answer-only data under the "
+                           "reasoning template; pass --mode answer_only, or --allow-missing-explanations to keep it")
     if stats.placeholder_explanations:
         log.warning(f"dropped {stats.placeholder_explanations} placeholder explanations (such as 请等待更新, "
                     "'awaiting update'); those examples keep their answer")
-    manifest = _manifest(kind, source, info, template, seq_len, stats, writer, target_tokens)
-    if hub:
-        manifest["hub"] = hub  # which hub ids and commits the inputs and the tokenizer came from
-    if answers:
-        manifest["answer_index"] = answers  # MedMCQA's cop: counted from 0 or 1, and how that was decided
+
+
+def prep(source: str, inputs: list[Path], tokenizer: Path, out: Path, *, mode: str | None = None,
+         seq_len: int = 4096, workers: int | None = None, overwrite: bool = False,
+         target_tokens: int = PAPER_TARGET_TOKENS, chunk_size: int = 512, chunk_bytes: int = 1 << 20,
+         hub: dict | None = None, answer_index: int | None = None, allow_missing_explanations: bool = False,
+         val_fraction: float = 0.0) -> dict:
+    """Prepare one dataset; returns its manifest. Raises DatasetError (nothing written) on unusable input.
+
+    Resolve the request, plan the chunks, encode them in workers, report. `hub` (the ids and revisions of hub
+    inputs and tokenizer) is recorded in the manifest. `val_fraction` holds that share of the documents out as
+    OUT/val (data_prep/split.py); the manifest returned is the training side's."""
+    if val_fraction:
+        check_fraction(val_fraction)
+    r = resolve(source, inputs, mode, answer_index)
+    if out.exists() and not overwrite:
+        raise DatasetError(f"{out} already exists; pass --overwrite to replace it")
+    encoder, stats, counter = Encoder(tokenizer), PrepStats(), ByteCounter()
+    total_bytes = sum(p.stat().st_size for p in r.inputs)
+    plan = ChunkPlan(r, stats, counter, chunk_size, chunk_bytes)
+    chunks = iter(plan)
+    first = next(chunks, None)
+    if first is not None:  # SentencePiece is kept only if it agrees with the HF tokenizer on real texts
+        records, _ = parse_chunk(r.source, r.template, first[1])
+        texts = texts_of([i for i in records if not isinstance(i, Skip)][:64], r.sft)
+        if texts:
+            encoder.agree_or_fall_back(texts)
+    writer = DatasetWriter(out, encoder.info.vocab_size, sft=r.sft)
+    writer = SplitWriter(writer, val_fraction) if val_fraction else writer
+    # what a full disk's line says the dataset needs: ids at the writer's width for about one token per 3 bytes
+    # of input (Chinese UTF-8 text; English runs ~4)
+    needed = total_bytes * writer.dtype.itemsize // 3
+    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc=f"prep {source}", file=sys.stderr,
+               mininterval=0.5 if sys.stderr.isatty() else 10.0, dynamic_ncols=True)
+    try:
+        encode_all(r, itertools.chain([first] if first else [], chunks), plan, encoder, writer,
+                   max(1, workers or os.cpu_count() or 1), seq_len, bar)
+        if writer.num_docs == 0:
+            _raise_empty(stats, r.inputs)
+        report_skips(r, stats, allow_missing_explanations)
+    except BaseException as e:
+        writer.abort()  # the staging goes, whatever stopped us
+        if is_disk_full(e):
+            raise disk_full_error(out, needed) from e
+        raise
+    finally:
+        bar.n = counter.bytes
+        bar.close()
+    manifest = _manifest(r, encoder.info, seq_len, stats, writer, target_tokens)
+    manifest.update({k: v for k, v in (("hub", hub), ("answer_index", r.answers)) if v})
     with disk_full_as_error(out, needed):
         writer.finalize(manifest, overwrite=overwrite)
     return read_manifest(out)
@@ -315,8 +355,8 @@ def _write_chunk(writer: DatasetWriter, r: ChunkResult, path: str, seq_len: int,
     stats.response_truncated += int(((r.prompt_lens < seq_len) & (r.lengths > seq_len)).sum())
 
 
-def _manifest(kind, source, info, template, seq_len, stats: PrepStats, writer: DatasetWriter, target) -> dict:
-    version = MEDTRAIN_VERSION
+def _manifest(r: Resolved, info, seq_len, stats: PrepStats, writer: DatasetWriter, target) -> dict:
+    kind, source, template, version = r.source.kind, r.name, r.template, MEDTRAIN_VERSION
     num_tokens = writer.num_tokens
     report = {"seq_len": seq_len, "records": stats.records, "skipped": dict(sorted(stats.skipped.items()))}
     if kind == "continual":

@@ -1,5 +1,5 @@
 """Tokenizers for offline prep: SentencePiece itself when a Llama `tokenizer.model` is present (about 8x the
-Rust tokenizer on Chinese text, DESIGN.md), else the Hugging Face tokenizer of the directory.
+Rust tokenizer on Chinese text, docs/design.md), else the Hugging Face tokenizer of the directory.
 
 When both load, SentencePiece is used only if its ids agree with the Hugging Face tokenizer on a sample.
 """
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from medtrain.core.publish import staged_dir
+from medtrain.core.templates import ALPACA_HEADER, MCQ_INSTRUCTION
 from medtrain.data_prep.format import FINGERPRINT, DatasetError, TokenizerId
 
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -375,7 +376,6 @@ def _llama_tokenizer_from_sentencepiece(model_file: Path, bos: bool):  # -> Llam
 def tokenizer_corpus(inputs: list[Path]) -> list[str]:
     """`medtrain tokenizer`'s training lines: every non-blank line of the inputs, and the SFT template's header
     50 times so it compresses to a few tokens."""
-    from medtrain.core.templates import ALPACA_HEADER, MCQ_INSTRUCTION
 
     texts = [line for p in inputs for line in Path(p).read_text(encoding="utf-8").splitlines() if line.strip()]
     return texts + [ALPACA_HEADER + MCQ_INSTRUCTION] * 50

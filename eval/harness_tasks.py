@@ -3,6 +3,7 @@ run offline on exactly the files `medtrain eval --scoring harness` reads (tests 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
@@ -54,7 +55,6 @@ def write_harness_tasks(task_name: str, data: Path, out_dir: Path, subjects: lis
 def run_lm_eval(model: Path, task_dir: Path, names: list[str], *, shots: int = 5, batch_size: int = 1,
                 limit: int | None = None, log_samples: bool = False) -> dict:
     """EleutherAI's lm-evaluation-harness itself, offline, on the tasks written above (needs `lm-eval`)."""
-    import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

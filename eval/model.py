@@ -13,6 +13,8 @@ import torch
 
 from medtrain.core.checkpoint_files import MARKER
 from medtrain.core.gpu_build import auto_dtype
+from medtrain.core.model_files import verify_model_dir
+from medtrain.core.model_specs import resolve_shape
 from medtrain.eval.task import TaskError
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -67,7 +69,6 @@ def choose_placement(model_dir: Path, device: str = "auto", dtype: str = "auto")
 
 
 def _weights_bytes(model_dir: Path, dtype: str) -> int:
-    from medtrain.core.model_specs import resolve_shape
 
     return resolve_shape(str(model_dir)).num_params() * DTYPES[dtype].itemsize
 
@@ -80,7 +81,6 @@ def load_model(model_dir: Path, trust_remote_code: bool = False, device: str = "
     if not (model_dir / "config.json").is_file():
         raise TaskError(f"{model_dir}: not a Hugging Face model directory (no config.json); pass an exported "
                         "model, e.g. runs/NAME/export")
-    from medtrain.core.model_files import verify_model_dir
 
     verify_model_dir(model_dir)
     placement = choose_placement(model_dir, device, dtype)

@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from medtrain.core.publish import publish_json
 from medtrain.core.rank import run_rank
 from medtrain.eval.shard import Shard
 
@@ -17,14 +18,12 @@ REQUEST_FORMAT = "medtrain.eval_request/1"
 
 
 def write_request(path: Path, task: str, kwargs: dict) -> Path:
-    from medtrain.core.publish import publish_json
-
     return publish_json(path, {"format": REQUEST_FORMAT, "task": task,
                                "kwargs": {k: str(v) if isinstance(v, Path) else v for k, v in kwargs.items()}})
 
 
 def run_request(path: Path) -> None:
-    from medtrain.eval.run import run_task
+    from medtrain.eval.run import run_task  # torch and transformers: only on the ranks, not in the CLI
 
     request = json.loads(Path(path).read_text(encoding="utf-8"))
     if request.get("format") != REQUEST_FORMAT:

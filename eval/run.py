@@ -1,5 +1,8 @@
 """The eval commands as library functions: run a task, score, and write results.json, predictions.jsonl and a
-markdown table into an output directory (written beside it and renamed into place)."""
+markdown table into an output directory (written beside it and renamed into place).
+
+eval.model and eval.generate are imported inside the functions that load a model, on purpose: they bring
+transformers, which scoring a predictions file does not need."""
 
 from __future__ import annotations
 
@@ -98,6 +101,38 @@ def run_task(name: str, out: Path, *, shard: Shard = ONE, **kwargs) -> dict:
     return run_mc(name, kwargs.pop("model_dir"), kwargs.pop("data"), Path(out), shard=shard, **kwargs)
 
 
+def _generate_outputs(model_dir: Path, prompts: list[str], batch_size: int | str, max_new: int, device: str,
+                      dtype: str, shard: Shard) -> tuple[list[str], int, object]:
+    """Greedy outputs of the model for every prompt (this rank's batches), the batch size used and where the
+    model was placed."""
+    from medtrain.eval.generate import encode_prompts, generate
+    from medtrain.eval.model import auto_batch_size, generation_row_bytes, load_model, parse_batch_size
+
+    batch_size = parse_batch_size(batch_size)
+    model, tok, placement = load_model(model_dir, device=device, dtype=dtype)
+    if batch_size == "auto":
+        longest = max((len(x) for x in encode_prompts(tok, prompts)), default=1)
+        batch_size, why = auto_batch_size(model, generation_row_bytes(model, longest, max_new), len(prompts), 16)
+        batch_size = shard.smallest(batch_size)
+        if shard.is_main:
+            log.info(f"batch size auto: {why}")
+    return generate(model, tok, prompts, batch_size=batch_size, max_new_tokens=max_new, shard=shard), batch_size, \
+        placement
+
+
+def _generate_metrics(task: GenerateTask, questions: list, gold: list[str], extracted: list) -> dict:
+    """Accuracy and F1 as the task names them, the no-answer count, which extraction rules fired, and the
+    breakdowns by the annotation columns the data has."""
+    pred = [e.answer for e in extracted]
+    metrics = {**score(task.metrics, gold, pred), "n": len(questions), "no_answer": pred.count(task.no_answer),
+               "gold_missing": sum(1 for q in questions if not q.answer),
+               "rules": dict(sorted(Counter(e.rule for e in extracted).items()))}
+    for column in task.breakdowns:
+        if questions and column in questions[0].meta:
+            metrics.setdefault("by", {})[column] = breakdown(gold, pred, [q.meta[column] for q in questions])
+    return metrics
+
+
 def run_generate(task_name: str, data: Path, out: Path, *, model_dir: Path | None = None,
                  model_source: dict | None = None, predictions: Path | None = None, template: str | None = None,
                  extract_mode: str | None = None, batch_size: int | str = 16, max_new_tokens: int | None = None,
@@ -124,28 +159,12 @@ def run_generate(task_name: str, data: Path, out: Path, *, model_dir: Path | Non
     if predictions is not None:
         outputs = read_predictions(predictions, questions)
     else:
-        from medtrain.eval.generate import encode_prompts, generate
-        from medtrain.eval.model import auto_batch_size, generation_row_bytes, load_model, parse_batch_size
-
-        batch_size = parse_batch_size(batch_size)
-        model, tok, placement = load_model(model_dir, device=device, dtype=dtype)
-        if batch_size == "auto":
-            longest = max((len(x) for x in encode_prompts(tok, prompts)), default=1)
-            batch_size, why = auto_batch_size(model, generation_row_bytes(model, longest, max_new), len(prompts), 16)
-            batch_size = shard.smallest(batch_size)
-            if shard.is_main:
-                log.info(f"batch size auto: {why}")
-        outputs = generate(model, tok, prompts, batch_size=batch_size, max_new_tokens=max_new, shard=shard)
+        outputs, batch_size, placement = _generate_outputs(model_dir, prompts, batch_size, max_new, device, dtype,
+                                                           shard)
     seconds = time.perf_counter() - start
     extracted = [extract(o, q.options, mode, task.no_answer) for o, q in zip(outputs, questions, strict=True)]
     gold = [q.answer or task.no_answer for q in questions]
-    pred = [e.answer for e in extracted]
-    metrics = {**score(task.metrics, gold, pred), "n": len(questions), "no_answer": pred.count(task.no_answer),
-               "gold_missing": sum(1 for q in questions if not q.answer),
-               "rules": dict(sorted(Counter(e.rule for e in extracted).items()))}
-    for column in task.breakdowns:
-        if questions and column in questions[0].meta:
-            metrics.setdefault("by", {})[column] = breakdown(gold, pred, [q.meta[column] for q in questions])
+    metrics = _generate_metrics(task, questions, gold, extracted)
     results = {
         "task": task.task, "task_version": task.version, "template": tpl.describe(), "extract": mode,
         "model": str(model_dir) if model_dir else None, "model_source": model_source,

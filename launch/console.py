@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import IO
 
+from medtrain.core.errors import UserError
+
 LOG_DIR = "logs"
 
 
@@ -22,7 +24,6 @@ def logs_dir(run_dir: Path) -> Path:
 
 def run_log(run_dir: Path, rank: int | None = None) -> Path:
     """The run's console log, or rank `rank`'s own; a missing one is a UserError naming the logs there are."""
-    from medtrain.core.errors import UserError
 
     path = logs_dir(run_dir) / ("launch.log" if rank is None else f"rank{rank}.log")
     if not path.is_file():

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from medtrain.core.digest import sha256_file, sizes_digest
 from medtrain.core.recipe import Recipe, RecipeError
+from medtrain.data_prep.tokenizer import tokenizer_fingerprint
 
 ENV = "MEDTRAIN_PREFLIGHT_EXPECT"
 GiB = 2**30
@@ -29,7 +30,6 @@ def _data_digest(path: Path) -> str:
 
 
 def _tokenizer_digest(path: Path) -> str:
-    from medtrain.data_prep.tokenizer import tokenizer_fingerprint
 
     return tokenizer_fingerprint(path)
 

@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
 from medtrain.core.heartbeat import Beat, ask_for_stacks
 from medtrain.core.rank import SHM_PREFIX
@@ -35,7 +36,34 @@ def local_process_state(pid: int) -> str:
         return "-"
 
 
-class Job:
+class JobHandle(Protocol):
+    """What the supervisor needs of a started attempt, wherever it runs: a launcher process here (Job) or a
+    Slurm batch job (launch.slurm.SlurmJob)."""
+
+    console: object | None
+    """The supervisor's console (launch/console.py): the job's output goes through it."""
+    job_id: str | None
+    """The scheduler's id; None for a job this process started itself."""
+    state: str
+    """The scheduler's last word on the job (TIMEOUT, PREEMPTED, ...); "" when there is none."""
+
+    @property
+    def remote(self) -> bool: ...
+    def poll(self) -> int | None: ...
+    def host_of(self, rank: int) -> str: ...
+    def process_state(self, beat: Beat) -> str: ...
+    def ask_for_stacks(self, beats: list[Beat]) -> None: ...
+    def signal_ranks(self, beats: list[Beat], sig: signal.Signals) -> None: ...
+    def end(self, beats: list[Beat]) -> None: ...
+    def release_shm(self) -> None: ...
+
+
+class Job(JobHandle):
+    """The launcher (deepspeed, pdsh, mpirun) started as a process of ours."""
+
+    job_id = None
+    state = ""
+
     def __init__(self, command: list[str], env: dict[str, str], pool: OrderedDict[str, int], launcher: str,
                  port: int = 0, console=None):
         self.pool, self.launcher, self.port = pool, launcher, port

@@ -12,6 +12,7 @@ import re
 import shlex
 import shutil
 import socket
+import subprocess
 import sys
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -126,7 +127,6 @@ def build_command(spec: LaunchSpec) -> list[str]:
 
 def route_interface(addr: str) -> str:
     """The interface this host reaches `addr` through (`ip route get`), for MPI's TCP transport."""
-    import subprocess
 
     try:
         out = subprocess.run(["ip", "route", "get", addr], capture_output=True, text=True, timeout=5).stdout

@@ -2,21 +2,24 @@
 
 Model-state memory follows ZeRO-3's partitioning: every byte of parameter, gradient and optimizer state is
 split over all ranks. Adafactor under ZeRO-3 sees flat fp32 partitions, so its second moment cannot be
-factored: 4 bytes per parameter, not the factored size (DESIGN.md).
+factored: 4 bytes per parameter, not the factored size (docs/design.md, Adafactor under ZeRO-3).
 """
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from medtrain.core.ds_config import PRESETS, precision_warning
+from medtrain.core.ds_config import PRESETS, ConfigError, build_ds_config, precision_warning
 from medtrain.core.flops import TokenFlops, flops_per_token
 from medtrain.core.gpu_build import attention_kernel
 from medtrain.core.model_specs import LlamaShape, resolve_shape
-from medtrain.core.recipe import Recipe, RecipeError
+from medtrain.core.recipe import Recipe, RecipeError, load_recipe
 from medtrain.core.run_spec import DataSize, RunSpec
+from medtrain.data_prep.reader import count_samples
+from medtrain.launch.hostfile import read_hostfile
 
 GiB = 2**30
 OPTIMIZER_STATE_BYTES = {"adafactor": 4, "adamw": 8}
@@ -147,9 +150,6 @@ class Plan:
 def deepspeed_config_for(preset: str, recipe_path: Path | None, hosts: Path | None) -> dict:
     """`medtrain config deepspeed`: the JSON for a recipe on a hostfile, or the preset's defaults for one rank
     when they are not given."""
-    from medtrain.core.ds_config import ConfigError, build_ds_config
-    from medtrain.core.recipe import load_recipe
-    from medtrain.launch.hostfile import read_hostfile
 
     if recipe_path is None:
         if preset not in PRESETS:
@@ -163,7 +163,6 @@ def deepspeed_config_for(preset: str, recipe_path: Path | None, hosts: Path | No
 def fit_advice(plan: Plan) -> list[str]:
     """Each axis on its own: micro_batch halved (global batch kept, more accumulation), seq_len halved, hosts
     doubled (ZeRO-3 shards the states over more ranks), until the plan fits."""
-    from dataclasses import replace
 
     r, pool = plan.recipe, OrderedDict(plan_pool(plan))
     def halvings(start: int, above: int) -> list[int]:
@@ -199,7 +198,6 @@ def data_size(recipe: Recipe) -> DataSize:
     """Prepared data when it exists (the reader's own count), else the recipe's expected_* figures."""
     manifest = Path(recipe.data) / "manifest.json"
     if manifest.is_file():
-        from medtrain.data_prep.reader import count_samples
 
         samples, tokens = count_samples(recipe.data, recipe.stage, recipe.seq_len, recipe.packing)
         return DataSize(samples, tokens, f"prepared: {recipe.data}")
@@ -294,7 +292,6 @@ def _tokenizer_vocab(recipe: Recipe) -> int | None:
     """Named tiny configs take the vocabulary of the run's tokenizer (the manifest records it)."""
     manifest = Path(recipe.data) / "manifest.json"
     if manifest.is_file():
-        import json
 
         return json.loads(manifest.read_text())["tokenizer"]["vocab_size"]
     return None

@@ -11,12 +11,16 @@ import os
 import re
 import signal
 import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from medtrain.core.gpu_build import DeviceFacts
 from medtrain.core.provenance import versions
+from medtrain.launch.host_checks import ENV, encode
 from medtrain.launch.launcher import LaunchSpec, build_command, launch_environment, write_env_file
 from medtrain.launch.preflight_rank import MARKER
+from medtrain.launch.slurm import SlurmJob, SlurmOptions
 
 COMPARED = ("python", "torch", "deepspeed", "medtrain", "commit")
 
@@ -155,7 +159,6 @@ def ssh_error(host: str, env: dict[str, str]) -> str:
 
 def explain_silent_hosts(reports: list[HostReport], spec: LaunchSpec, output: str) -> None:
     """Hosts that started no rank get the launcher's words for them, and, over ssh launchers, ssh's own."""
-    from concurrent.futures import ThreadPoolExecutor
 
     silent = [h for h in reports if not h.ranks]
     ssh: dict[str, str] = {}
@@ -171,7 +174,6 @@ def explain_silent_hosts(reports: list[HostReport], spec: LaunchSpec, output: st
 
 def run_preflight(spec: LaunchSpec, timeout: float = 120.0, slurm=None, expect: dict | None = None) -> Preflight:
     """`expect`: what every host must see (launch.host_checks.expectations); each host's first rank checks it."""
-    from medtrain.launch.host_checks import ENV, encode
 
     spec.entry = ["--module", "medtrain.launch.preflight_rank"]
     if expect is not None:
@@ -196,9 +198,7 @@ def run_preflight(spec: LaunchSpec, timeout: float = 120.0, slurm=None, expect: 
 def _slurm_preflight(spec: LaunchSpec, timeout: float, slurm) -> Preflight:
     """The same ranks as a short batch job of the run's allocation shape; its log is what the ranks said. A job
     still pending or running at the timeout is cancelled (exit code 124)."""
-    import time
 
-    from medtrain.launch.slurm import SlurmJob, SlurmOptions
 
     job = SlurmJob(spec, slurm or SlurmOptions(), "medtrain-preflight", launch_environment(spec), echo=False)
     deadline = time.time() + timeout

@@ -14,6 +14,7 @@ from medtrain.core.environment import environment_problems
 from medtrain.core.gpu_build import DeviceFacts
 from medtrain.core.provenance import versions
 from medtrain.core.rank import export_rank_env, run_rank
+from medtrain.launch.host_checks import ENV, check_host, decode
 
 MARKER = "MEDTRAIN_PREFLIGHT "
 
@@ -52,7 +53,6 @@ def all_reduce_once(info: dict) -> None:
 def host_problems(info: dict) -> list[str]:
     """Each host's first rank: the packages and the GPUs against the torch build (core.environment), then the
     launch's own expectations (launch.host_checks) when it gave some."""
-    from medtrain.launch.host_checks import ENV, check_host, decode
 
     if info["local_rank"] != 0:
         return []

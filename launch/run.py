@@ -7,6 +7,7 @@ before any process starts on any node.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from collections import OrderedDict
@@ -16,22 +17,28 @@ from pathlib import Path
 from medtrain.core import hub
 from medtrain.core.ds_config import PRESETS, write_ds_config
 from medtrain.core.log import get_logger
+from medtrain.core.model_files import verify_model_dir
 from medtrain.core.provenance import missing_requirements_problem
 from medtrain.core.publish import publish_text
 from medtrain.core.recipe import AUTO_VAL, RecipeError, dump_recipe, load_recipe
+from medtrain.data_prep.format import TokenDataset
+from medtrain.data_prep.tokenizer import tokenizer_identity
 from medtrain.launch.hostfile import read_hostfile
 from medtrain.launch.launcher import (
     LaunchError,
     LaunchSpec,
     build_command,
     free_port,
+    launch_environment,
     render_plan,
     validate,
     write_env_file,
 )
 from medtrain.launch.plan import Plan, make_plan
 from medtrain.launch.run_lock import RunLock, refuse_if_held
-from medtrain.launch.slurm import SlurmOptions
+from medtrain.launch.slurm import SlurmJob, SlurmOptions, render_sbatch
+from medtrain.launch.supervise import supervise
+from medtrain.launch.watchdog import Allowances
 
 log = get_logger(__name__)
 
@@ -56,7 +63,6 @@ class PreparedLaunch:
         tail = "dry run: nothing started" if self.dry_run else f"run dir: {self.spec.run_dir}"
         head += f"\nweights: {p.recipe.weights}"
         if self.spec.launcher == "slurm":  # what is submitted is the script: show it
-            from medtrain.launch.slurm import render_sbatch
 
             script = render_sbatch(self.spec, job_name(p.recipe), self.slurm)
             return "\n".join([head, f"sbatch script ({self.spec.run_dir / 'launch.sbatch'}):", script, tail])
@@ -177,7 +183,6 @@ def check_inputs(recipe, download: bool):
     recipe = validation_of(recipe)
     recipe = recipe.resolved(download=download, missing_ok=not download)
     if recipe.init != "random" and Path(recipe.model).is_dir():
-        from medtrain.core.model_files import verify_model_dir
 
         verify_model_dir(Path(recipe.model))  # a truncated download is one line here, not a traceback per rank
     if recipe.val_data and not (Path(recipe.val_data) / "manifest.json").is_file():
@@ -185,8 +190,6 @@ def check_inputs(recipe, download: bool):
                           "with `medtrain prep ... --val-fraction F` (it writes DATA/val) or set val_data: null")
     tok = Path(recipe.tokenizer_dir)
     if tok.is_dir():
-        from medtrain.data_prep.format import TokenDataset
-        from medtrain.data_prep.tokenizer import tokenizer_identity
 
         for data in filter(None, (recipe.data, recipe.val_data)):
             TokenDataset(data, expect_tokenizer=tokenizer_identity(tok))  # before any rank
@@ -263,8 +266,6 @@ def start(prepared: PreparedLaunch, resume: bool = False, spare_hosts: Path | No
     """Run the job to its end under the watchdog, restarting it as the recipe allows (under Slurm each attempt
     is a batch job, waited for and its log streamed; --detach submits one and returns); return the code
     `medtrain launch` exits with."""
-    from medtrain.launch.supervise import supervise
-    from medtrain.launch.watchdog import Allowances
 
     recipe = prepared.plan.recipe
 
@@ -276,8 +277,6 @@ def start(prepared: PreparedLaunch, resume: bool = False, spare_hosts: Path | No
     lock = prepared.lock or RunLock(prepared.spec.run_dir).acquire()
     try:
         if prepared.spec.launcher == "slurm":
-            from medtrain.launch.launcher import launch_environment
-            from medtrain.launch.slurm import SlurmJob
 
             def starter(spec):
                 return SlurmJob(spec, prepared.slurm or SlurmOptions(), job_name(recipe), launch_environment(spec))
@@ -296,10 +295,7 @@ def launch_module(hosts: Path, launcher: str, module: list[str], run_dir: Path, 
                   job_name: str = "medtrain") -> int:
     """Start `python -m MODULE ARGS` on every rank of a hostfile through the same launcher as training (the
     sharded eval uses it); returns the launcher's exit code (under Slurm: the batch job's, waited for)."""
-    import subprocess
-    import time
 
-    from medtrain.launch.launcher import launch_environment
 
     run_dir = Path(run_dir).resolve()
     spec = LaunchSpec(pool=read_hostfile(hosts), hostfile=Path(hosts), launcher=launcher,
@@ -309,7 +305,6 @@ def launch_module(hosts: Path, launcher: str, module: list[str], run_dir: Path, 
     write_launcher_files(spec)
     sys.stdout.flush()
     if launcher == "slurm":
-        from medtrain.launch.slurm import SlurmJob
 
         job = SlurmJob(spec, SlurmOptions(), job_name, launch_environment(spec))
         while (code := job.poll()) is None:

@@ -20,9 +20,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medtrain.core.heartbeat import Beat
+from medtrain.core.heartbeat import DIR_ENV, Beat
 from medtrain.core.log import get_logger
+from medtrain.core.publish import publish_text
 from medtrain.core.rank import STOP_SIGNAL
+from medtrain.launch.job import JobHandle
 from medtrain.launch.launcher import LaunchError, LaunchSpec, ranks_env
 
 log = get_logger(__name__)
@@ -142,13 +144,12 @@ def job_state(job_id: str, env: dict) -> tuple[str, str, int]:
     return fields.get("JobState", "UNKNOWN"), fields.get("Reason", ""), exit_code
 
 
-class SlurmJob:
-    """A submitted attempt, shaped like launch.job.Job for the supervisor: poll, end, and the log streamed."""
+class SlurmJob(JobHandle):
+    """A submitted attempt as the supervisor handles any job (launch.job.JobHandle): poll, end, the log streamed."""
 
     remote = True
 
     def __init__(self, spec: LaunchSpec, opts: SlurmOptions, job_name: str, env: dict, echo: bool = True):
-        from medtrain.core.publish import publish_text
 
         self.spec, self.env, self.echo = spec, env, echo
         script = publish_text(spec.run_dir / "launch.sbatch", render_sbatch(spec, job_name, opts))
@@ -164,7 +165,6 @@ class SlurmJob:
 
     def host_of(self, rank: int) -> str:
         """The node a rank runs on, from its heartbeat (Slurm places the tasks, not the hostfile)."""
-        from medtrain.core.heartbeat import DIR_ENV
 
         beat = Beat.read(Path(self.spec.env.get(DIR_ENV, self.spec.run_dir / "heartbeats")) / f"rank{rank}.json")
         return beat.host if beat else "?"

@@ -17,15 +17,18 @@ import sys
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from enum import Enum
 from pathlib import Path
 
 from medtrain.core.checkpoint_files import MARKER, newest_good, step_of
+from medtrain.core.errors import UserError
 from medtrain.core.heartbeat import ATTEMPT_ENV, DIR_ENV
 from medtrain.core.log import get_logger, redirect_console
 from medtrain.core.rank import STOP_SIGNAL, STOPPED_CODE, TIMEOUT_ENV
 from medtrain.launch.console import Console, logs_dir
-from medtrain.launch.job import Job
+from medtrain.launch.hostfile import write_hostfile
+from medtrain.launch.job import Job, JobHandle
 from medtrain.launch.launcher import LaunchSpec, build_command, free_port, launch_environment, write_env_file
 from medtrain.launch.watchdog import Allowances, Hang, Watchdog, clear, collect_stacks
 
@@ -59,9 +62,143 @@ FAILURES_BEFORE_REPLACING = 2
 log = get_logger(__name__)
 
 
+class Action(Enum):
+    """What the supervisor does after an attempt ends."""
+    DONE = "done"
+    INTERRUPTED = "stopped"
+    """Ctrl-C or SIGTERM on `medtrain launch`: the job was ended on every node."""
+    STOPPED = "stopped_as_asked"
+    """SIGUSR1: every rank saved and stopped."""
+    GIVE_UP = "gave_up"
+    """A problem the user fixes (exit 2), or the restart budget is spent."""
+    CONTINUE = "continued"
+    """Slurm ended the job at its time limit or by preemption: not a crash, resumed at once."""
+    RESTART = "restarted"
+    """A crash or a hang: restarted after a back-off, from the newest verified checkpoint."""
+
+
+@dataclass
+class Attempt:
+    number: int
+    started: float
+    code: int
+    record: dict = field(default_factory=dict)
+    """Its line in restarts.jsonl (empty for a run that finished)."""
+
+    @property
+    def cause(self) -> str:
+        return self.record.get("cause", {}).get("kind", "")
+
+
+def decide(attempt: Attempt, stop: _Stop, max_restarts: int) -> Action:
+    """The one place the supervisor's policy lives: what follows an attempt's end."""
+    if attempt.code == 0:
+        return Action.DONE
+    if stop.signum is not None:
+        return Action.INTERRUPTED
+    if stop.save_and_stop and attempt.cause == "stopped":
+        return Action.STOPPED
+    if attempt.number >= max_restarts or attempt.code == 2:
+        return Action.GIVE_UP
+    if attempt.cause in ("time_limit", "preempted"):
+        return Action.CONTINUE
+    return Action.RESTART
+
+
+@dataclass
+class Supervision:
+    """What lasts across attempts: the run, its console, the signals received and the hosts blamed so far."""
+    spec: LaunchSpec
+    allow: Allowances
+    console: Console
+    stop: _Stop
+    start_job: Callable[[LaunchSpec], JobHandle] | None = None
+    spares: OrderedDict[str, int] = field(default_factory=OrderedDict)
+    allow_shrink: bool = False
+    replan: Callable[[OrderedDict[str, int]], None] | None = None
+    blamed: Counter = field(default_factory=Counter)
+    failures: int = 0
+
+    @property
+    def run_dir(self) -> Path:
+        return self.spec.run_dir
+
+    def run_attempt(self, number: int, resume: bool) -> Attempt:
+        """Start one attempt, watch it to its end, and say what ended it."""
+        started, beats_dir = time.time(), self.run_dir / "heartbeats"
+        clear(beats_dir)
+        self.spec = spec = replace(self.spec, master_port=free_port(), entry=_entry(self.spec.entry, resume),
+                                   env={**self.spec.env, DIR_ENV: str(beats_dir), ATTEMPT_ENV: str(number),
+                                        TIMEOUT_ENV: f"{self.allow.dist_timeout_minutes:.2f}"})
+        write_env_file(spec)
+        sys.stdout.flush()
+        job = self._start(spec)
+        dog = Watchdog(beats_dir, number, spec.world_size, self.allow, started)
+        code, hang, first_dead = _watch(job, dog, self.stop, self.run_dir, beats_dir)
+        job.release_shm()
+        if code == 0:
+            return Attempt(number, started, 0)
+        if self.stop.signum is None and any(b.phase == "exited" and b.code == 2 for b in dog.beats().values()):
+            code = 2  # a rank reported a problem the user fixes; whatever code the launcher passed on
+        hang = None if self.stop.signum is not None else hang
+        return Attempt(number, started, code, _record(self.run_dir, number, started, code, hang, first_dead, dog,
+                                                      job))
+
+    def _start(self, spec: LaunchSpec) -> JobHandle:
+        if self.start_job is None:
+            return Job(build_command(spec), launch_environment(spec), spec.pool, spec.launcher, spec.master_port,
+                       console=self.console)
+        job = self.start_job(spec)
+        job.console = self.console
+        return job
+
+    def conclude(self, action: Action, attempt: Attempt, max_restarts: int) -> int | None:
+        """Say and record what `action` means; the exit code when the run ends here, None when it goes on."""
+        record, run_dir = attempt.record, self.run_dir
+        if action is Action.DONE:
+            return 0
+        if action is Action.INTERRUPTED:
+            _interrupted(record, self.stop.signum, run_dir, self.console)
+            return 128 + self.stop.signum
+        self.console.unmute()
+        _say_where_the_traceback_is(record, run_dir)
+        if action is Action.STOPPED:
+            log.info(f"medtrain: stopped at step {record['resume_step']} as asked (SIGUSR1); checkpoint in "
+                     f"{run_dir / 'checkpoints'}; resume with --resume")
+            return 128 + signal.SIGUSR1
+        self.failures += 1
+        record["action"] = "gave_up" if action is Action.GIVE_UP else "restarted"
+        _append(run_dir / "restarts.jsonl", record)
+        if action is Action.GIVE_UP and attempt.code == 2:
+            return 2
+        if action is Action.GIVE_UP:
+            log.error(f"error: run failed {self.failures} time(s), restart budget {max_restarts} spent; last: "
+                      f"{record['cause']['text']} (see {run_dir / 'restarts.jsonl'})")
+            return 1
+        if action is Action.CONTINUE:
+            log.info(f"medtrain: {record['cause']['text']}; resuming from step {record['resume_step']} "
+                     f"(attempt {attempt.number + 2}, restart budget {max_restarts})")
+            return None
+        return self._restart_after(attempt, max_restarts)
+
+    def _restart_after(self, attempt: Attempt, max_restarts: int) -> int | None:
+        """Blame the failing host (replaced or dropped after FAILURES_BEFORE_REPLACING), then back off."""
+        record, host = attempt.record, attempt.record.get("culprit_host")
+        if host and (self.spares or self.allow_shrink) and len(self.spec.pool) > 1:
+            self.blamed[host] += 1
+            if self.blamed[host] >= FAILURES_BEFORE_REPLACING:
+                self.spec = _replace_host(self.spec, host, self.spares, self.allow_shrink, self.replan)
+        restart = attempt.number + 1
+        wait = min(BACKOFF_SECONDS * 2 ** (restart - 1), 30.0)
+        log.info(f"medtrain: {record['cause']['text']}; restart {restart}/{max_restarts} in {wait:.0f} s from "
+                 f"{'step ' + str(record['resume_step']) if record['resume_step'] else 'step 0'}")
+        time.sleep(wait)
+        return 128 + self.stop.signum if self.stop.signum is not None else None
+
+
 def supervise(spec: LaunchSpec, *, allow: Allowances, max_restarts: int, resume: bool,
               replan: Callable[[OrderedDict[str, int]], None] | None = None, spare_hosts: OrderedDict[str, int]
-              | None = None, allow_shrink: bool = False, start_job: Callable[[LaunchSpec], Job] | None = None,
+              | None = None, allow_shrink: bool = False, start_job: Callable[[LaunchSpec], JobHandle] | None = None,
               ) -> int:
     """Launch, watch, restart; return the exit code `medtrain launch` exits with (0 ok, 1 failed, 2 a user
     error in a rank, 128+N stopped by signal N).
@@ -69,79 +206,21 @@ def supervise(spec: LaunchSpec, *, allow: Allowances, max_restarts: int, resume:
     A host that fails FAILURES_BEFORE_REPLACING times is swapped for a spare host with the same slots, or, with
     `allow_shrink`, dropped: the run goes on with fewer ranks and the same global batch (`replan` rewrites the
     run spec for the new pool, and the ranks re-split the checkpoint)."""
-    run_dir = spec.run_dir
-    console = Console(run_dir)
-    spares = OrderedDict(spare_hosts or {})
-    blamed: Counter[str] = Counter()
-    beats_dir = run_dir / "heartbeats"
-    stop = _Stop()
-    failures: list[dict] = []
-    undo_redirect = redirect_console(console.say)  # medtrain's own lines reach the console and launch.log alike
+    run = Supervision(spec, allow, Console(spec.run_dir), _Stop(), start_job, OrderedDict(spare_hosts or {}),
+                      allow_shrink, replan)
+    undo_redirect = redirect_console(run.console.say)  # medtrain's own lines reach the console and launch.log
     try:
-        attempt = 0
+        number = 0
         while True:
-            started = time.time()
-            clear(beats_dir)
-            spec = replace(spec, master_port=free_port(), entry=_entry(spec.entry, resume or attempt > 0),
-                           env={**spec.env, DIR_ENV: str(beats_dir), ATTEMPT_ENV: str(attempt),
-                                TIMEOUT_ENV: f"{allow.dist_timeout_minutes:.2f}"})
-            write_env_file(spec)
-            sys.stdout.flush()
-            if start_job:
-                job = start_job(spec)
-                job.console = console
-            else:
-                job = Job(build_command(spec), launch_environment(spec), spec.pool, spec.launcher, spec.master_port,
-                          console=console)
-            dog = Watchdog(beats_dir, attempt, spec.world_size, allow, started)
-            code, hang, first_dead = _watch(job, dog, stop, run_dir, beats_dir)
-            job.release_shm()
-            if code == 0:
-                return 0
-            if stop.signum is not None:
-                _interrupted(_record(run_dir, attempt, started, code, None, [], dog, job), stop.signum, run_dir,
-                             console)
-                return 128 + stop.signum
-            if any(b.phase == "exited" and b.code == 2 for b in dog.beats().values()):
-                code = 2  # a rank reported a problem the user fixes; whatever code the launcher passed on
-            record = _record(run_dir, attempt, started, code, hang, first_dead, dog, job)
-            console.unmute()
-            _say_where_the_traceback_is(record, run_dir)
-            if stop.save_and_stop and record["cause"]["kind"] == "stopped":
-                log.info(f"medtrain: stopped at step {record['resume_step']} as asked (SIGUSR1); checkpoint in "
-                         f"{run_dir / 'checkpoints'}; resume with --resume")
-                return 128 + signal.SIGUSR1
-            failures.append(record)
-            give_up = attempt >= max_restarts or code == 2
-            record["action"] = "gave_up" if give_up else "restarted"
-            _append(run_dir / "restarts.jsonl", record)
-            if give_up:
-                if code == 2:
-                    return 2
-                log.error(f"error: run failed {len(failures)} time(s), restart budget {max_restarts} spent; last: "
-                          f"{record['cause']['text']} (see {run_dir / 'restarts.jsonl'})")
-                return 1
-            if record["cause"]["kind"] in ("time_limit", "preempted"):  # not a crash: go on at once
-                attempt += 1
-                log.info(f"medtrain: {record['cause']['text']}; resuming from step {record['resume_step']} "
-                         f"(attempt {attempt + 1}, restart budget {max_restarts})")
-                continue
-            host = record.get("culprit_host")
-            if host and (spares or allow_shrink) and len(spec.pool) > 1:
-                blamed[host] += 1
-                if blamed[host] >= FAILURES_BEFORE_REPLACING:
-                    spec = _replace_host(spec, host, spares, allow_shrink, replan)
-            attempt += 1
-            wait = min(BACKOFF_SECONDS * 2 ** (attempt - 1), 30.0)
-            log.info(f"medtrain: {record['cause']['text']}; restart {attempt}/{max_restarts} in {wait:.0f} s from "
-                     f"{'step ' + str(record['resume_step']) if record['resume_step'] else 'step 0'}")
-            time.sleep(wait)
-            if stop.signum is not None:
-                return 128 + stop.signum
+            attempt = run.run_attempt(number, resume or number > 0)
+            code = run.conclude(decide(attempt, run.stop, max_restarts), attempt, max_restarts)
+            if code is not None:
+                return code
+            number += 1
     finally:
-        stop.restore()
+        run.stop.restore()
         undo_redirect()
-        console.close()
+        run.console.close()
 
 
 def _interrupted(record: dict, signum: int, run_dir: Path, console: Console) -> None:
@@ -172,9 +251,6 @@ def _say_where_the_traceback_is(record: dict, run_dir: Path) -> None:
 def _replace_host(spec: LaunchSpec, host: str, spares: OrderedDict[str, int], allow_shrink: bool,
                   replan: Callable[[OrderedDict[str, int]], None] | None) -> LaunchSpec:
     """The pool without `host`: a spare with its slots in its place, else (allow_shrink) nothing in its place."""
-    from medtrain.core.errors import UserError
-    from medtrain.launch.hostfile import write_hostfile
-
     slots = spec.pool[host]
     spare = next((h for h, n in spares.items() if n == slots), None)
     if spare is None and not allow_shrink:
@@ -206,7 +282,7 @@ def _is_training(entry: list[str]) -> bool:
     return "train" in entry and "medtrain" in entry
 
 
-def _watch(job: Job, dog: Watchdog, stop: _Stop, run_dir: Path, beats_dir: Path) -> tuple[int, Hang | None,
+def _watch(job: JobHandle, dog: Watchdog, stop: _Stop, run_dir: Path, beats_dir: Path) -> tuple[int, Hang | None,
                                                                                           list[int]]:
     """Poll the launcher and the heartbeats until the job ends, hangs or we are told to stop."""
     first_dead: list[int] = []
@@ -235,7 +311,7 @@ def _watch(job: Job, dog: Watchdog, stop: _Stop, run_dir: Path, beats_dir: Path)
         time.sleep(POLL_SECONDS)
 
 
-def _end_quietly(job: Job, beats: list) -> None:
+def _end_quietly(job: JobHandle, beats: list) -> None:
     """End the job on every node with the console muted: the ranks medtrain ends say nothing more there (their
     logs keep it); supervise() unmutes once the attempt is recorded."""
     job.console.mute()
@@ -243,7 +319,7 @@ def _end_quietly(job: Job, beats: list) -> None:
 
 
 def _record(run_dir: Path, attempt: int, started: float, code: int, hang: Hang | None, first_dead: list[int],
-            dog: Watchdog, job: Job) -> dict:
+            dog: Watchdog, job: JobHandle) -> dict:
     now = time.time()
     beats = dog.beats()
     if hang is not None:
@@ -282,11 +358,11 @@ def _record(run_dir: Path, attempt: int, started: float, code: int, hang: Hang |
     }
 
 
-def _scheduler_cause(beats: dict, job: Job, reached: int) -> dict | None:
+def _scheduler_cause(beats: dict, job: JobHandle, reached: int) -> dict | None:
     """A job that every rank left after saving on request (STOPPED_CODE), or that Slurm ended at its time limit
     or by preemption: not a crash, and said as what it was."""
     stopped = bool(beats) and all(b.phase == "exited" and b.code == STOPPED_CODE for b in beats.values())
-    state, job_id = getattr(job, "state", ""), getattr(job, "job_id", None)
+    state, job_id = job.state, job.job_id
     if job_id is not None and (stopped or state in ("TIMEOUT", "DEADLINE", "PREEMPTED")):
         kind = "preempted" if state == "PREEMPTED" else "time_limit"
         how = ("warned of its time limit; every rank saved and stopped" if stopped else

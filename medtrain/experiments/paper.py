@@ -16,6 +16,7 @@ import yaml
 from medtrain.core.hub import source_label
 from medtrain.core.provenance import continual_step_in
 from medtrain.core.templates import mode_of
+from medtrain.eval.tables import conventions, model_label, paper_columns
 
 PAPER = Path(__file__).resolve().parent / "guo_hua_2023.yaml"
 METRICS = (("cmexam_acc", "CMExam Acc"), ("cmexam_f1", "CMExam F1"), ("mmlu_acc", "MMLU Acc"),
@@ -101,7 +102,6 @@ def _keyed(columns: dict[str, float]) -> dict[str, float]:
 
 
 def cells_from_sweep(rows: list[dict]) -> list[Cell]:
-    from medtrain.eval.tables import conventions, paper_columns
 
     return [cell_of(r["model"], _keyed(r.get("metrics") or paper_columns(r["results"])),
                     r.get("conventions") or conventions(r["results"]), r["step"], r["sft"]) for r in rows]
@@ -110,7 +110,6 @@ def cells_from_sweep(rows: list[dict]) -> list[Cell]:
 def cells_from_results(results: list[dict]) -> list[Cell]:
     """Eval outputs grouped by model; step and SFT read from each model's lineage (a model without one is a base
     model: step 0, no SFT)."""
-    from medtrain.eval.tables import conventions, model_label, paper_columns
 
     by_model: dict[str, list[dict]] = {}
     for r in results:

@@ -9,6 +9,9 @@ from pathlib import Path
 
 from medtrain.core.errors import UserError
 from medtrain.core.publish import publish_text, staged_dir
+from medtrain.eval.tables import results_table
+from medtrain.experiments.paper import cells_from_results, cells_from_sweep, paper_section
+from medtrain.experiments.sweep import table3
 from medtrain.train.metrics import read_metrics
 
 
@@ -64,8 +67,6 @@ def find_results(path: Path) -> list[dict]:
 
 
 def build_report(paths: list[Path], out: Path, paper: bool = False) -> Path:
-    from medtrain.eval.tables import results_table
-    from medtrain.experiments.sweep import table3
 
     out = Path(out)
     runs = [p for p in paths if (p / "metrics.jsonl").is_file()]
@@ -83,7 +84,6 @@ def build_report(paths: list[Path], out: Path, paper: bool = False) -> Path:
     if results:
         lines += ["## Evaluations", "", results_table(results), ""]
     if paper:
-        from medtrain.experiments.paper import cells_from_results, cells_from_sweep, paper_section
 
         cells = [c for s in sweeps for c in cells_from_sweep(json.loads((s / "sweep.json").read_text())["rows"])]
         lines += paper_section(cells + cells_from_results(results))

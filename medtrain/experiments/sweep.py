@@ -13,13 +13,26 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from medtrain.core.checkpoint_files import MARKER, CheckpointError, checkpoint_dirs, step_of, tag_for, verify
+from medtrain.core.checkpoint_files import (
+    MARKER,
+    CheckpointError,
+    checkpoint_dirs,
+    complete_checkpoints,
+    step_of,
+    tag_for,
+    verify,
+)
 from medtrain.core.digest import sha256_file
 from medtrain.core.errors import RunFailed
 from medtrain.core.log import get_logger
 from medtrain.core.publish import publish_json, publish_text
+from medtrain.core.recipe import load_recipe
+from medtrain.eval.data import mc_subjects, read_cmexam
 from medtrain.eval.tables import PAPER_COLUMNS, conventions, paper_cells, paper_columns
+from medtrain.eval.task import TaskError, load_task
 from medtrain.experiments import cells
+from medtrain.experiments.eval_across import eval_across
+from medtrain.launch.run import prepare_launch, start
 from medtrain.train.metrics import fmt_seconds
 
 log = get_logger(__name__)
@@ -43,7 +56,6 @@ class EvalData:
 
 def eval_identity(model_id: dict, task: str, data: EvalData) -> dict:
     """Everything an eval cell's number depends on besides the model: benchmark, data, convention, length."""
-    from medtrain.eval.task import load_task
 
     path = data.cmexam if task == "cmexam" else getattr(data, task)
     settings = {"task": task, "task_version": load_task(task).version, "data": str(path),
@@ -74,7 +86,6 @@ def evaluate(model: Path, model_id: dict, out: Path, data: EvalData) -> list[dic
             kwargs = {"model_dir": model, "data": getattr(data, task), "limit": data.limit,
                       "batch_size": data.batch_size}
         if data.across:
-            from medtrain.experiments.eval_across import eval_across
 
             results.append(eval_across(task, kwargs, cell, *data.across))
         else:
@@ -85,7 +96,6 @@ def evaluate(model: Path, model_id: dict, out: Path, data: EvalData) -> list[dic
 
 def continual_model(continual: Path, step: int, out: Path) -> tuple[Path, dict]:
     """The HF directory of checkpoint `step` (0: the run's base model), exported once, and its identity."""
-    from medtrain.core.recipe import load_recipe
     from medtrain.train.export import export_checkpoint
 
     if step == 0:
@@ -111,9 +121,6 @@ def continual_model(continual: Path, step: int, out: Path) -> tuple[Path, dict]:
 def check_inputs(continual: Path, sft_recipe: Path, checkpoints: list[int], out: Path, data: EvalData,
                  overrides: list[str]) -> None:
     """Everything a sweep will need, checked before the first SFT starts: a typo costs seconds, not a cell."""
-    from medtrain.core.recipe import load_recipe
-    from medtrain.eval.data import mc_subjects, read_cmexam
-    from medtrain.eval.task import TaskError, load_task
 
     load_recipe(sft_recipe, overrides)
     if not checkpoints:
@@ -146,7 +153,6 @@ def check_inputs(continual: Path, sft_recipe: Path, checkpoints: list[int], out:
 
 def sft_identity(sft_recipe: Path, overrides: list[str], base_id: dict) -> dict:
     """An SFT cell: the model it starts from, the recipe after overrides, the data manifest it trains on."""
-    from medtrain.core.recipe import load_recipe
 
     recipe = load_recipe(sft_recipe, overrides).to_dict()
     manifest = Path(recipe["data"]) / "manifest.json"
@@ -157,7 +163,6 @@ def sft_identity(sft_recipe: Path, overrides: list[str], base_id: dict) -> dict:
 def sweep_steps(spec: str, continual: Path) -> list[int]:
     """--checkpoints: comma-separated steps (0 is the base model), or 'all': the base and every complete one."""
     if spec == "all":
-        from medtrain.core.checkpoint_files import complete_checkpoints
 
         return [0] + [step_of(p) for p in complete_checkpoints(continual / "checkpoints")]
     try:
@@ -168,7 +173,6 @@ def sweep_steps(spec: str, continual: Path) -> list[int]:
 
 def sweep(continual: Path, sft_recipe: Path, checkpoints: list[int], hosts: Path, out: Path, data: EvalData, *,
           launcher: str = "local", overrides: list[str] | None = None, eval_continual: bool = True) -> dict:
-    from medtrain.launch.run import prepare_launch, start
 
     check_inputs(continual, sft_recipe, checkpoints, out, data, overrides or [])
     out.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,7 @@ from medtrain.core.checkpoint_files import (
 from medtrain.core.errors import UserError
 from medtrain.core.log import get_logger, log_rank_zero
 from medtrain.core.publish import publish_json
+from medtrain.train.reshard import load_resharded, load_zero_file, optim_file, written_world_size
 from medtrain.train.state import TrainerState
 
 log = get_logger(__name__)
@@ -122,8 +123,6 @@ def _prune(root: Path, keep: int) -> None:
 def optimizer_groups(path: Path | None) -> int | None:
     """How many optimizer groups a checkpoint's optimizer state holds (None: no checkpoint): a resume builds the
     optimizer the same way. Only the pickle is read; the tensors stay memory-mapped."""
-    from medtrain.train.reshard import load_zero_file, optim_file
-
     if path is None:
         return None
     return len(load_zero_file(optim_file(path, 0))["optimizer_state_dict"]["fp32_flat_groups"])
@@ -151,8 +150,6 @@ def pick_for_resume(root: Path) -> Path | None:
 def load(engine, path: Path, precision: str) -> TrainerState:
     """Restore engine, schedule and RNG; a checkpoint written by another world size is re-split
     (medtrain/train/reshard.py) instead of refused."""
-    from medtrain.train.reshard import load_resharded, written_world_size
-
     state = TrainerState.read(path)
     if state.precision != precision:
         raise CheckpointError(

@@ -14,7 +14,7 @@ from medtrain.core.model_specs import resolve_shape
 from medtrain.core.provenance import continual_step_in, versions
 from medtrain.core.publish import staged_dir
 from medtrain.data_prep.samples import sample_lines
-from medtrain.data_prep.tokenizer import write_hf_tokenizer
+from medtrain.data_prep.tokenizer import Encoder, write_hf_tokenizer
 from medtrain.train.modeling import DTYPES
 from medtrain.train.state import TrainerState
 
@@ -96,7 +96,6 @@ def init_model_dir(name: str, tokenizer_dir: Path, out: Path, seed: int = 0) -> 
     the "base model" of the demo and of tests (nothing can be downloaded here)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from medtrain.data_prep.tokenizer import Encoder
 
     info = Encoder(tokenizer_dir).info
     shape = resolve_shape(name, vocab_size=info.vocab_size)

@@ -10,6 +10,7 @@ import json
 import math
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ from medtrain.train.batches import IGNORE, StepPlan, collate
 from medtrain.train.metrics import MetricsLogger, StepMetrics
 from medtrain.train.model_dir import write_hf_dir
 from medtrain.train.modeling import build_model, hf_config, release_hf_deepspeed_config, save_hf_config
+from medtrain.train.reshard import written_world_size
 from medtrain.train.state import TrainerState
 
 log = get_logger(__name__)
@@ -273,8 +275,6 @@ class Trainer:
         if path is None:
             log_rank_zero(log, f"--resume: no verified checkpoint under {self.ckpt_root}; starting from step 0")
             return
-        from medtrain.train.reshard import written_world_size
-
         written = written_world_size(path)
         self.start_step = checkpoint.load(self.engine, path, self.recipe.precision).step
         moved = f", re-split from {written} to {self.world} ranks" if written != self.world else ""
@@ -422,7 +422,6 @@ def train(recipe_path: Path, stage: str, run_spec: Path | None = None, resume: b
 
 def train_on_rank(recipe: Path, stage: str, run_spec: Path | None, resume: bool) -> None:
     """Entry point on each rank: join the group, train, leave the group, exit with a meaningful code."""
-    import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch c10d renames, once per collective
     run_rank(lambda: train(recipe, stage, run_spec, resume))
