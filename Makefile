@@ -4,14 +4,24 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup sysdeps test test-fast lint demo clean gpu-kit gpu-rehearsal
+.PHONY: setup sysdeps links test test-fast lint demo clean gpu-kit gpu-rehearsal
 
+# The editable install is setuptools' strict mode: a tree of links under build/ that static analysers and IDEs
+# follow (docs/architecture.md, "Reading the code with tools"); `links` refreshes it when a module is added or
+# removed. Inside the checkout, imports find the rooms through medtrain/__init__.py either way.
+EDITABLE := --config-settings editable_mode=strict
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test]' $(EDITABLE)
 	touch $(STAMP)
+
+links: $(STAMP)
+	@git ls-files -co --exclude-standard medtrain core launch data_prep eval recipes | sort > $(VENV)/.files.new
+	@cmp -s $(VENV)/.files.new $(VENV)/.files || { echo "refreshing the editable install's link tree"; \
+	  $(BIN)/pip install -q --no-deps -e . $(EDITABLE) 2>/dev/null && mv $(VENV)/.files.new $(VENV)/.files; }
+	@rm -f $(VENV)/.files.new
 
 # transformers 4.46 beside the project's 5.x, tokenizers only (no torch): exports must load under both
 TF4 := .tf4/.installed
@@ -20,7 +30,7 @@ $(TF4):
 	.tf4/bin/pip install -q transformers==4.46.3 sentencepiece protobuf
 	touch $(TF4)
 
-setup: $(STAMP) $(TF4) sysdeps
+setup: $(STAMP) links $(TF4) sysdeps
 
 # pdsh and sshd drive the two-"node" loopback tests, mpirun the Open MPI launch, slurm-wlm + munge the
 # throwaway Slurm cluster; installed only when we are root.
@@ -37,7 +47,7 @@ test: setup
 	$(BIN)/python -m pytest -q -rs --durations=25
 
 # the unit and integration tiers (no DeepSpeed launch, no cluster): the quick answer while iterating
-test-fast: $(STAMP) $(TF4)
+test-fast: $(STAMP) links $(TF4)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -rs --durations=15 tests/unit tests/integration
 

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -95,6 +97,14 @@ def continual_run(tiny, tmp_path_factory):
 
 
 
+def _source_of(name: str) -> Path:
+    """A wheel member's source file: medtrain/core/x.py is core/x.py (pyproject's package-dir)."""
+    parts = Path(name).parts
+    if len(parts) > 2 and parts[1] in ("core", "launch", "data_prep", "eval", "recipes"):
+        return REPO.joinpath(*parts[1:])
+    return REPO.joinpath(*parts)
+
+
 @pytest.fixture(scope="session")
 def installed_wheel(tmp_path_factory) -> dict:
     """medtrain as a user gets it, the way README's "Installing" says: `pip wheel --no-deps .`, a fresh virtual
@@ -106,9 +116,16 @@ def installed_wheel(tmp_path_factory) -> dict:
     import torch
 
     root = tmp_path_factory.mktemp("wheel")
+    # setuptools stages a wheel's files in build/lib and never removes one whose source is gone: a module moved
+    # to another room would ship twice
+    for stale in [REPO / "build" / "lib", *(REPO / "build").glob("bdist.*")]:
+        shutil.rmtree(stale, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
                     str(root / "dist"), str(REPO)], check=True, capture_output=True, text=True)
     wheel = next((root / "dist").glob("medtrain-*.whl"))
+    shipped = [n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".py")]
+    orphans = [n for n in shipped if not _source_of(n).is_file()]
+    assert shipped and not orphans, f"the wheel ships modules without a source: {orphans}"
     env_dir = root / "env"
     subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True)
     py = env_dir / "bin" / "python"
