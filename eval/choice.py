@@ -24,17 +24,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from medtrain.eval.encoding import encode
 from medtrain.eval.model import input_device, left_pad
 from medtrain.eval.shard import ONE, Shard
 
 LETTERS = ("A", "B", "C", "D")
-
-
-def encode(tok, text: str) -> list[int]:
-    """lm-eval 0.4's HFLM.tok_encode, which is also what the MMLU/CMMLU scripts' `tokenizer(prompt)` does."""
-    prefix = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-    starts_with_bos = prefix is not None and text.startswith(tok.decode([prefix]))
-    return tok(text, add_special_tokens=not starts_with_bos)["input_ids"]
 
 
 def adds_bos(tok) -> bool:

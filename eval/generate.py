@@ -9,6 +9,7 @@ import time
 import torch
 from tqdm import tqdm
 
+from medtrain.eval.encoding import encode
 from medtrain.eval.model import input_device, left_pad
 from medtrain.eval.shard import ONE, Shard
 
@@ -17,7 +18,7 @@ def generate(model, tok, prompts: list[str], *, batch_size: int = 16, max_new_to
              add_bos: bool = True, progress: bool = True, shard: Shard = ONE) -> list[str]:
     """Greedy continuations of `prompts`, in input order. Under a shard each rank generates its batches and the
     outputs are gathered, so every rank returns all of them."""
-    encoded = [_encode(tok, p, add_bos) for p in prompts]
+    encoded = encode_prompts(tok, prompts, add_bos)
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     outputs: dict[int, str] = {}
     bar = tqdm(total=len(prompts), unit="q", desc="generate", file=sys.stderr,
@@ -45,11 +46,4 @@ def generate(model, tok, prompts: list[str], *, batch_size: int = 16, max_new_to
 
 
 def encode_prompts(tok, prompts: list[str], add_bos: bool = True) -> list[list[int]]:
-    return [_encode(tok, p, add_bos) for p in prompts]
-
-
-def _encode(tok, prompt: str, add_bos: bool) -> list[int]:
-    ids = tok(prompt, add_special_tokens=False)["input_ids"]
-    if add_bos and tok.bos_token_id is not None:
-        ids = [tok.bos_token_id] + ids
-    return ids
+    return [encode(tok, p, bos=add_bos) for p in prompts]

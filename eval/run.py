@@ -19,8 +19,9 @@ from medtrain.core.digest import sha256_file
 from medtrain.core.log import get_logger
 from medtrain.core.publish import staged_dir
 from medtrain.core.templates import TEMPLATES, get_template
-from medtrain.eval.choice import adds_bos, encode, harness_pairs, score_harness, score_original
+from medtrain.eval.choice import adds_bos, harness_pairs, score_harness, score_original
 from medtrain.eval.data import Question, mc_subjects, read_cmexam, read_mc_subject
+from medtrain.eval.encoding import encode
 from medtrain.eval.extract import MODES, extract
 from medtrain.eval.metrics import accuracy, breakdown, mean, score
 from medtrain.eval.shard import ONE, Shard

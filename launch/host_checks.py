@@ -13,11 +13,11 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
 from medtrain.core.digest import sha256_file, sizes_digest
+from medtrain.core.disk import free_bytes
 from medtrain.core.recipe import Recipe, RecipeError
 from medtrain.data_prep.tokenizer import tokenizer_fingerprint
 
@@ -102,7 +102,7 @@ def _check_output(out: Path, need: int) -> list[str]:
             return [f"output {out} not writable here ({err.strerror})"]
     elif not os.access(existing, os.W_OK | os.X_OK):
         return [f"output {out} cannot be created here ({existing} is not writable)"]
-    free = shutil.disk_usage(existing).free
+    free = free_bytes(existing)
     if free < need:
         return [f"output {out}: {free / GiB:.1f} GiB free here, the plan writes {need / GiB:.1f} GiB (checkpoints "
                 "and export; see `medtrain plan`, or lower keep_checkpoints)"]

@@ -15,7 +15,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from medtrain.core.ds_config import build_ds_config
 from medtrain.core.rank import export_rank_env
 from medtrain.train.batches import IGNORE
-from medtrain.train.trainer import accumulate, labelled, step_agreement, token_loss, token_loss_sum
+from medtrain.train.loss import labelled, token_loss, token_loss_sum
+from medtrain.train.trainer import accumulate, step_agreement
 
 ACCUMULATION, MICRO, SEQ, VOCAB = 2, 2, 24, 64
 KEEP = {0: [[1, 2], [22, 20]], 1: [[10, 11], [22, 22]]}  # labelled targets per row: 3, 42, 21, 44 per micro-batch

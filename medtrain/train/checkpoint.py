@@ -15,9 +15,7 @@ a newer one has verified.
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
 import shutil
 from pathlib import Path
 
@@ -35,19 +33,13 @@ from medtrain.core.checkpoint_files import (
     verify,
     writer_of,
 )
-from medtrain.core.errors import UserError
+from medtrain.core.disk import DiskFullError, free_bytes, is_disk_full, mount_of
 from medtrain.core.log import get_logger, log_rank_zero
 from medtrain.core.publish import publish_json
 from medtrain.train.reshard import load_resharded, load_zero_file, optim_file, written_world_size
 from medtrain.train.state import TrainerState
 
 log = get_logger(__name__)
-
-
-class DiskFullError(UserError):
-    """The checkpoint's filesystem filled up: more steps or restarts will not fix it, freeing space will."""
-
-    local = True
 
 
 def save(engine, root: Path, state: TrainerState, hf_config_writer, keep: int) -> Path:
@@ -88,27 +80,19 @@ def save(engine, root: Path, state: TrainerState, hf_config_writer, keep: int) -
 
 def _explain_save_failure(e: Exception, path: Path) -> Exception:
     """ENOSPC surfaces as an OSError or as torch's "PytorchStreamWriter failed writing file": name the disk."""
-    full = getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e)
+    full = is_disk_full(e)
     if not full:
         try:
-            full = shutil.disk_usage(path.parent).free < (1 << 20)
+            full = free_bytes(path.parent) < (1 << 20)
         except OSError:
             full = False
     if not full:
         return e
     shutil.rmtree(path, ignore_errors=True)  # this save's partial files: the space the rest of the run needs
-    mount = _mount_point(path.parent)
-    usage = shutil.disk_usage(path.parent)
-    return DiskFullError(f"no space left on {mount} ({usage.total / 2**30:.2f} GiB, {usage.free / 2**20:.1f} MiB "
-                         f"free) while saving {path} (removed); the previous checkpoint is intact. Free space or set "
-                         "output_dir on a larger filesystem, then run again with --resume")
-
-
-def _mount_point(path: Path) -> str:
-    path = Path(path).resolve()
-    while not os.path.ismount(path):
-        path = path.parent
-    return str(path)
+    usage = shutil.disk_usage(mount_of(path.parent))
+    return DiskFullError(f"no space left on {mount_of(path.parent)} ({usage.total / 2**30:.2f} GiB, "
+                         f"{usage.free / 2**20:.1f} MiB free) while saving {path} (removed); the previous checkpoint "
+                         "is intact. Free space or set output_dir on a larger filesystem, then run again with --resume")
 
 
 def _prune(root: Path, keep: int) -> None:

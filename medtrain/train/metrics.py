@@ -7,11 +7,15 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from medtrain.core.flops import flops_per_token, utilisation
 from medtrain.core.log import get_logger
 from medtrain.core.model_specs import LlamaShape
 from medtrain.core.publish import publish_text
+
+if TYPE_CHECKING:  # the class lives with the torch loss; this module stays importable without torch (reporting)
+    from medtrain.train.loss import LossReduction
 
 log = get_logger(__name__)
 
@@ -106,8 +110,8 @@ class StepMetrics:
 
     def __init__(self, logger: MetricsLogger, world: int, start_step: int, total_steps: int, steps_per_epoch: int,
                  shape: LlamaShape | None = None, recompute: bool = False, peak_tflops: float = 0.0,
-                 token_weighted: bool = True):
-        self.logger, self.world, self.token_weighted = logger, world, token_weighted
+                 *, reduction: LossReduction):
+        self.logger, self.world, self.reduction = logger, world, reduction
         self.shape, self.recompute, self.peak_tflops = shape, recompute, peak_tflops
         self.start_step, self.total_steps, self.steps_per_epoch = start_step, total_steps, steps_per_epoch
         self.window = Window()
@@ -136,9 +140,7 @@ class StepMetrics:
         dist.all_reduce(sums)
         loss_sum, all_labels, all_tokens, all_samples = sums.tolist()
         elapsed = time.perf_counter() - self.t_start
-        # token-weighted: the mean over every labelled token of the window; micro_batch: the mean of the micro-batch
-        # means over ranks and steps
-        loss = loss_sum / max(all_labels, 1.0) if self.token_weighted else loss_sum / self.world / w.steps
+        loss = self.reduction.logged(loss_sum, all_labels, self.world, w.steps)
         record = {"step": done_steps, "total_steps": self.total_steps, "loss": loss,
                   "lr": lr, "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
                   "tokens_per_s": all_tokens / w.seconds, "samples_per_s": all_samples / w.seconds,

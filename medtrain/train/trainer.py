@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from medtrain.core.checkpoint_files import newest_good, tag_for
 from medtrain.core.digest import sha256_file
@@ -32,7 +31,8 @@ from medtrain.core.run_spec import DataSize, RunSpec
 from medtrain.data_prep.reader import open_samples
 from medtrain.data_prep.tokenizer import tokenizer_identity
 from medtrain.train import checkpoint
-from medtrain.train.batches import IGNORE, StepPlan, collate
+from medtrain.train.batches import StepPlan, collate
+from medtrain.train.loss import LossReduction, labelled, token_loss_sum
 from medtrain.train.metrics import MetricsLogger, StepMetrics
 from medtrain.train.model_dir import write_hf_dir
 from medtrain.train.modeling import build_model, hf_config, release_hf_deepspeed_config, save_hf_config
@@ -65,24 +65,6 @@ class LossScaleWatch:
             )
 
 
-def labelled(labels: torch.Tensor) -> int:
-    """Tokens that carry loss in a micro-batch: next-token targets that are not prompt, padding or ghost."""
-    return int((labels[:, 1:] != IGNORE).sum())
-
-
-def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Summed next-token loss over labelled tokens (0 with a graph when a micro-batch holds only ghosts)."""
-    # shift the labels, not the logits: slicing logits[:, :-1] would copy the largest tensor of the step
-    shift_labels = F.pad(labels[:, 1:], (0, 1), value=IGNORE).reshape(-1)
-    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), shift_labels, ignore_index=IGNORE,
-                           reduction="sum")
-
-
-def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token loss over one micro-batch's labelled tokens (loss_reduction: micro_batch)."""
-    return token_loss_sum(logits, labels) / max(labelled(labels), 1)
-
-
 def forward(engine, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """The model's logits for a collated batch already on the engine's device."""
     mask = batch["attention_mask"]
@@ -101,7 +83,7 @@ def step_agreement(batches: list[dict[str, torch.Tensor]], device) -> tuple[int,
     return int(mine[0].item()), mine[1].item() > 0
 
 
-def accumulate(engine, batches: list[dict[str, torch.Tensor]], reduction: str, world: int,
+def accumulate(engine, batches: list[dict[str, torch.Tensor]], reduction: LossReduction | str, world: int,
                global_labelled: int) -> tuple[float, int]:
     """Forward and backward every micro-batch of one optimizer step on this rank, and step the engine (which
     applies the optimizer at the last one). Returns (loss, labelled tokens of this rank): with reduction "token"
@@ -111,21 +93,15 @@ def accumulate(engine, batches: list[dict[str, torch.Tensor]], reduction: str, w
     the scale below undoes both and divides by the labelled tokens of the whole global batch (`global_labelled`,
     from step_agreement), so the step's gradient is the sum of every labelled token's gradient over their count,
     whichever micro-batch and rank a token sits in (torchtune's and transformers >= 4.46's normalisation)."""
-    device = engine.device
+    device, reduction = engine.device, LossReduction.of(reduction)
     counts = [labelled(b["labels"]) for b in batches]
     scale = len(batches) * world / max(global_labelled, 1)
     loss_sum = 0.0
     for batch in batches:
         batch = {k: v.to(device) for k, v in batch.items()}
-        logits = forward(engine, batch)
-        if reduction == "token":
-            summed = token_loss_sum(logits, batch["labels"])
-            engine.backward(summed * scale)
-            loss_sum += summed.item()
-        else:
-            loss = token_loss(logits, batch["labels"])
-            engine.backward(loss)
-            loss_sum += loss.item() / len(batches)
+        backward, logged = reduction.micro_batch(forward(engine, batch), batch["labels"], len(batches), scale)
+        engine.backward(backward)
+        loss_sum += logged
         engine.step()
     return loss_sum, sum(counts)
 
@@ -305,7 +281,7 @@ class Trainer:
         r, total = self.recipe, self.spec.total_steps
         metrics = StepMetrics(self.logger, self.world, self.start_step, total, self.spec.steps_per_epoch,
                               resolve_shape(r.model, vocab_size=self.state.vocab_size), r.gradient_checkpointing,
-                              r.peak, token_weighted=r.loss_reduction == "token")
+                              r.peak, reduction=LossReduction.of(r.loss_reduction))
         self.engine.train()
         beat = heartbeat()
         saved = False

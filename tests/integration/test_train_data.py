@@ -8,7 +8,7 @@ import torch
 
 from medtrain.data_prep.reader import open_samples
 from medtrain.train.batches import IGNORE, collate
-from medtrain.train.trainer import token_loss
+from medtrain.train.loss import token_loss
 
 
 def test_collate_masks_prompt_padding_and_ghosts(tiny):

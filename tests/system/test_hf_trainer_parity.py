@@ -25,7 +25,7 @@ def _step_zero_losses(run: Path, model: Path) -> tuple[float, float]:
     from transformers import AutoModelForCausalLM
 
     from medtrain.train.batches import StepPlan, collate
-    from medtrain.train.trainer import labelled, token_loss_sum
+    from medtrain.train.loss import labelled, token_loss_sum
 
     got = medtrain_run(run)
     plan = StepPlan.of(got["spec"])

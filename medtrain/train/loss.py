@@ -1,0 +1,67 @@
+"""The next-token loss and how a step reduces it. `LossReduction` is the one object that decides both what each
+micro-batch's backward carries and what loss the logs report, so the two cannot disagree."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from medtrain.core.recipe import RecipeError
+from medtrain.train.batches import IGNORE
+
+
+def labelled(labels: torch.Tensor) -> int:
+    """Tokens that carry loss in a micro-batch: next-token targets that are not prompt, padding or ghost."""
+    return int((labels[:, 1:] != IGNORE).sum())
+
+
+def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed next-token loss over labelled tokens (0 with a graph when a micro-batch holds only ghosts)."""
+    # shift the labels, not the logits: slicing logits[:, :-1] would copy the largest tensor of the step
+    shift_labels = F.pad(labels[:, 1:], (0, 1), value=IGNORE).reshape(-1)
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), shift_labels, ignore_index=IGNORE,
+                           reduction="sum")
+
+
+def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token loss over one micro-batch's labelled tokens (loss_reduction: micro_batch)."""
+    return token_loss_sum(logits, labels) / max(labelled(labels), 1)
+
+
+@dataclass(frozen=True)
+class LossReduction:
+    """token: the step's loss is the sum over every labelled token of the global batch over their count
+    (torchtune, torchtitan, transformers >= 4.46). micro_batch: each micro-batch's mean, averaged (transformers
+    < 4.46, the paper's Trainer)."""
+    name: str
+
+    NAMES = ("token", "micro_batch")
+
+    def __post_init__(self) -> None:
+        if self.name not in self.NAMES:
+            raise RecipeError(f"loss_reduction '{self.name}' is not one of {', '.join(self.NAMES)}")
+
+    @classmethod
+    def of(cls, value: LossReduction | str) -> LossReduction:
+        return value if isinstance(value, LossReduction) else cls(value)
+
+    @property
+    def token_weighted(self) -> bool:
+        return self.name == "token"
+
+    def micro_batch(self, logits: torch.Tensor, labels: torch.Tensor, micro_batches: int, token_scale: float
+                    ) -> tuple[torch.Tensor, float]:
+        """(what this micro-batch's backward carries, what it adds to this rank's logged loss). `token_scale`
+        turns a token sum into its share of the global batch's mean (accumulate() derives it)."""
+        if self.token_weighted:
+            summed = token_loss_sum(logits, labels)
+            return summed * token_scale, summed.item()
+        loss = token_loss(logits, labels)
+        return loss, loss.item() / micro_batches
+
+    def logged(self, loss_sum: float, labels: float, world: int, steps: int) -> float:
+        """The loss a log line reports for a window of steps, from the sums all-reduced over the ranks: the mean
+        over every labelled token (token), or the mean of the micro-batch means over ranks and steps."""
+        return loss_sum / max(labels, 1.0) if self.token_weighted else loss_sum / world / steps
