@@ -18,34 +18,18 @@ from medtrain.core import __version__ as MEDTRAIN_VERSION
 from medtrain.core.digest import sha256_file
 from medtrain.core.log import get_logger
 from medtrain.core.publish import staged_dir
-from medtrain.core.templates import TEMPLATES, get_template
+from medtrain.core.templates import get_template
 from medtrain.eval.choice import adds_bos, harness_pairs, score_harness, score_original
 from medtrain.eval.data import Question, mc_subjects, read_cmexam, read_mc_subject
 from medtrain.eval.encoding import encode
-from medtrain.eval.extract import MODES, extract
+from medtrain.eval.extract import extract
 from medtrain.eval.metrics import accuracy, breakdown, mean, score
+from medtrain.eval.settings import DEFAULT_SCORING, DEFAULT_SHOTS, generate_settings, model_lineage
 from medtrain.eval.shard import ONE, Shard
 from medtrain.eval.tables import results_table
 from medtrain.eval.task import GenerateTask, MultipleChoiceTask, PromptStyle, TaskError, load_task
 
 log = get_logger(__name__)
-
-
-def model_lineage(model_dir: Path | None) -> dict | None:
-    if model_dir is None:
-        return None
-    path = Path(model_dir) / "lineage.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def default_template(model_dir: Path | None) -> str:
-    """The template the model was fine-tuned with (its lineage says), else a plain prompt for base models."""
-    lineage = model_lineage(model_dir) or {}
-    while lineage:
-        if lineage.get("stage") == "sft" and lineage.get("template"):
-            return lineage["template"]["name"]
-        lineage = lineage.get("base_lineage") or {}
-    return "plain_mcq"
 
 
 def write_outputs(out: Path, results: dict, predictions: list[dict]) -> Path:
@@ -146,15 +130,9 @@ def run_generate(task_name: str, data: Path, out: Path, *, model_dir: Path | Non
         questions = questions[:limit]
     if (model_dir is None) == (predictions is None):
         raise TaskError("give exactly one of --model (generate) or --predictions (score given outputs)")
-    template = template or (default_template(model_dir) if model_dir else task.template)
-    if template not in TEMPLATES:
-        raise TaskError(f"unknown template '{template}'; known: {', '.join(TEMPLATES)}")
-    tpl = get_template(template)
-    mode = extract_mode or ("paper" if not tpl.alpaca else task.extract)
-    if mode not in MODES:
-        raise TaskError(f"--extract {mode} is not one of {', '.join(MODES)}")
+    settings = generate_settings(task, model_dir, template, extract_mode, max_new_tokens)
+    tpl, mode, max_new = get_template(settings.template), settings.extract, settings.max_new_tokens
     prompts = [tpl.prompt(q.question, q.options) for q in questions]
-    max_new = max_new_tokens or task.generation.max_new_tokens
     start = time.perf_counter()
     placement = None
     if predictions is not None:
@@ -201,7 +179,7 @@ def build_prompt(task: MultipleChoiceTask, style: PromptStyle, subject: str, sho
 
 
 def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, model_source: dict | None = None,
-           shots: int = 5, scoring: str = "original",
+           shots: int = DEFAULT_SHOTS, scoring: str = DEFAULT_SCORING,
            batch_size: int | str = 8, limit: int | None = None, subjects: list[str] | None = None,
            device: str = "auto", dtype: str = "auto", answer_index: int | None = None, shard: Shard = ONE) -> dict:
     """Multiple choice in four parts: prompts per question (build_prompt), their scores under one convention

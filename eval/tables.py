@@ -11,8 +11,7 @@ from __future__ import annotations
 from medtrain.core.digest import sha256_json, sha256_text
 from medtrain.core.hub import source_label
 
-PAPER_COLUMNS = ("CMExam Acc", "CMExam F1", "MMLU Acc", "CMMLU Acc")
-_ORDER = {"cmexam": 0, "mmlu": 1, "cmmlu": 2}
+TASK_ORDER = {"cmexam": 0, "mmlu": 1, "cmmlu": 2}
 
 
 def model_label(results: dict) -> str:
@@ -56,30 +55,9 @@ def results_table(results: list[dict]) -> str:
         name = model_label(r)
         for column, value in _cells(r, label).items():
             rows.setdefault(name, {})[column] = value
-            order.setdefault(column, (_ORDER.get(r["task"], 9), column))
+            order.setdefault(column, (TASK_ORDER.get(r["task"], 9), column))
     columns = sorted(order, key=order.get)
     lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
     lines += [f"| {name} | " + " | ".join(f"{row[c]:.2f}" if c in row else "-" for c in columns) + " |"
               for name, row in rows.items()]
     return "\n".join(lines) + "\n"
-
-
-def paper_columns(results: list[dict]) -> dict[str, float]:
-    """The paper's four columns (Tables 2/3) from one model's results (one result per benchmark)."""
-    row: dict[str, float] = {}
-    for r in results:
-        if r["task"] == "cmexam":
-            row["CMExam Acc"], row["CMExam F1"] = r["metrics"]["acc"], r["metrics"]["weighted_f1"]
-        else:
-            row[f"{r['task'].upper()} Acc"] = r["metrics"]["acc"]
-    return row
-
-
-def conventions(results: list[dict]) -> str:
-    """The rules behind a row of paper columns: 'CMExam: hard extraction, 6,811 q; MMLU: ...'."""
-    named = sorted(results, key=lambda r: _ORDER.get(r["task"], 9))
-    return "; ".join(f"{'CMExam' if r['task'] == 'cmexam' else r['task'].upper()}: {convention(r)}" for r in named)
-
-
-def paper_cells(row: dict[str, float]) -> str:
-    return " | ".join(f"{row[c]:.2f}" if c in row else "-" for c in PAPER_COLUMNS)

@@ -60,7 +60,7 @@ def changes(old: Any, new: Any, path: str = "") -> list[str]:
     return []
 
 
-def prepare(cell: Path, identity: dict[str, Any], done: Path) -> str:
+def claim(cell: Path, identity: dict[str, Any], done: Path) -> str:
     """'reuse' when `done` exists and the cell was made with this identity; 'resume' when an unfinished cell was
     started with it (a training run continues from its checkpoints); else 'fresh', after removing what was made
     otherwise and saying what changed."""

@@ -16,12 +16,65 @@ import yaml
 from medtrain.core.hub import source_label
 from medtrain.core.provenance import continual_step_in
 from medtrain.core.templates import mode_of
-from medtrain.eval.tables import conventions, model_label, paper_columns
+from medtrain.eval.tables import TASK_ORDER, convention, model_label
 
 PAPER = Path(__file__).resolve().parent / "guo_hua_2023.yaml"
 METRICS = (("cmexam_acc", "CMExam Acc"), ("cmexam_f1", "CMExam F1"), ("mmlu_acc", "MMLU Acc"),
            ("cmmlu_acc", "CMMLU Acc"))
 SOURCE_NAMES = {"cmexam": "CMExam", "medqa": "MedQA", "medmcqa": "MedMCQA"}
+PAPER_COLUMNS = tuple(name for _, name in METRICS)
+"""Tables 2 and 3's columns, in the paper's order."""
+
+
+def paper_columns(results: list[dict]) -> dict[str, float]:
+    """The paper's four columns (Tables 2/3) from one model's results (one result per benchmark)."""
+    row: dict[str, float] = {}
+    for r in results:
+        if r["task"] == "cmexam":
+            row["CMExam Acc"], row["CMExam F1"] = r["metrics"]["acc"], r["metrics"]["weighted_f1"]
+        else:
+            row[f"{r['task'].upper()} Acc"] = r["metrics"]["acc"]
+    return row
+
+
+def conventions(results: list[dict]) -> str:
+    """The rules behind a row of paper columns: 'CMExam: hard extraction, 6,811 q; MMLU: ...'."""
+    named = sorted(results, key=lambda r: TASK_ORDER.get(r["task"], 9))
+    return "; ".join(f"{'CMExam' if r['task'] == 'cmexam' else r['task'].upper()}: {convention(r)}" for r in named)
+
+
+def paper_cells(row: dict[str, float]) -> str:
+    return " | ".join(f"{row[c]:.2f}" if c in row else "-" for c in PAPER_COLUMNS)
+
+
+def table3(rows: list[dict]) -> str:
+    """The paper's Table 3, with the rules behind each row's numbers: base and continual-only models are read
+    with `paper` extraction, SFT models with `hard`, and a --limit shows as fewer questions."""
+    lines = ["| continual steps | SFT | " + " | ".join(PAPER_COLUMNS) + " | conventions | lineage |",
+             "|---:|:-:|" + "---:|" * len(PAPER_COLUMNS) + "---|---|"]
+    for r in rows:
+        numbers = paper_cells(r.get("metrics") or paper_columns(r["results"]))
+        rules = r.get("conventions") or (conventions(r["results"]) if "results" in r else "-")
+        lines.append(f"| {r['step']} | {'yes' if r['sft'] else 'no'} | {numbers} | {rules} | "
+                     f"{lineage_label(r['model'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def lineage_label(model: str) -> str:
+    """A row name from the model's lineage: stage, step, and the short hash of the data it saw."""
+    path = Path(model) / "lineage.json"
+    if not path.is_file():
+        return Path(model).name
+    lin = json.loads(path.read_text())
+    parts = []
+    while lin:
+        data = lin.get("datasets") or []
+        tag = f"{lin.get('stage')}@{lin.get('step')}"
+        if data:
+            tag += f" [{data[0]['manifest_sha256'][:8]}]"
+        parts.append(tag)
+        lin = lin.get("base_lineage")
+    return " <- ".join(parts)
 
 
 @dataclass

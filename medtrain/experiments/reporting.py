@@ -10,8 +10,7 @@ from pathlib import Path
 from medtrain.core.errors import UserError
 from medtrain.core.publish import publish_text, staged_dir
 from medtrain.eval.tables import results_table
-from medtrain.experiments.paper import cells_from_results, cells_from_sweep, paper_section
-from medtrain.experiments.sweep import table3
+from medtrain.experiments.paper import cells_from_results, cells_from_sweep, paper_section, table3
 from medtrain.train.metrics import read_metrics
 
 

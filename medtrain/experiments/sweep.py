@@ -28,10 +28,11 @@ from medtrain.core.log import get_logger
 from medtrain.core.publish import publish_json, publish_text
 from medtrain.core.recipe import load_recipe
 from medtrain.eval.data import mc_subjects, read_cmexam
-from medtrain.eval.tables import PAPER_COLUMNS, conventions, paper_cells, paper_columns
+from medtrain.eval.settings import DEFAULT_SCORING, DEFAULT_SHOTS, generate_settings
 from medtrain.eval.task import TaskError, load_task
 from medtrain.experiments import cells
 from medtrain.experiments.eval_across import eval_across
+from medtrain.experiments.paper import conventions, paper_columns, table3
 from medtrain.launch.run import prepare_launch, start
 from medtrain.train.metrics import fmt_seconds
 
@@ -54,17 +55,24 @@ class EvalData:
     """(hostfile, launcher): spread each eval over the ranks of the sweep's hosts instead of this process."""
 
 
-def eval_identity(model_id: dict, task: str, data: EvalData) -> dict:
-    """Everything an eval cell's number depends on besides the model: benchmark, data, convention, length."""
-
-    path = data.cmexam if task == "cmexam" else getattr(data, task)
-    settings = {"task": task, "task_version": load_task(task).version, "data": str(path),
-                "data_sha256": cells.data_digest(path), "limit": data.limit}
+def eval_settings(task: str, model: Path, data: EvalData) -> dict:
+    """The keyword arguments `task` runs with for `model`, every default decided as eval decides it
+    (eval.settings): passed to the run as they are, and recorded as the cell's identity."""
     if task == "cmexam":
-        settings.update({"extract": "default for the model's template", "max_new_tokens": data.max_new_tokens})
-    else:
-        settings.update({"scoring": "original", "shots": 5})
-    return {"model": model_id, "eval": settings}
+        chosen = generate_settings(load_task(task), model, max_new_tokens=data.max_new_tokens)
+        return {"data": data.cmexam, "limit": data.limit, "template": chosen.template, "extract_mode": chosen.extract,
+                "max_new_tokens": chosen.max_new_tokens, "batch_size": data.batch_size}
+    return {"data": getattr(data, task), "limit": data.limit, "shots": DEFAULT_SHOTS, "scoring": DEFAULT_SCORING,
+            "batch_size": data.batch_size}
+
+
+def eval_identity(model_id: dict, task: str, settings: dict) -> dict:
+    """Everything an eval cell's number depends on besides the model: benchmark, data and the settings it ran
+    with (the batch size changes no number)."""
+    shown = {k: v for k, v in settings.items() if k not in ("data", "batch_size")}
+    data = settings["data"]
+    return {"model": model_id, "eval": {"task": task, "task_version": load_task(task).version, "data": str(data),
+                                        "data_sha256": cells.data_digest(data), **shown}}
 
 
 def evaluate(model: Path, model_id: dict, out: Path, data: EvalData) -> list[dict]:
@@ -74,22 +82,14 @@ def evaluate(model: Path, model_id: dict, out: Path, data: EvalData) -> list[dic
     results = []
     for task in ("cmexam", "mmlu", "cmmlu"):
         cell = out / f"eval_{task}"
-        identity = eval_identity(model_id, task, data)
-        if cells.prepare(cell, identity, cell / "results.json") == "reuse":
+        settings = eval_settings(task, model, data)
+        identity = eval_identity(model_id, task, settings)
+        if cells.claim(cell, identity, cell / "results.json") == "reuse":
             results.append(json.loads((cell / "results.json").read_text()))
             continue
         log.info(f"sweep: eval {task}: {model}" + (f" across {data.across[0]}" if data.across else ""))
-        if task == "cmexam":
-            kwargs = {"data": data.cmexam, "model_dir": model, "limit": data.limit,
-                      "max_new_tokens": data.max_new_tokens, "batch_size": data.batch_size}
-        else:
-            kwargs = {"model_dir": model, "data": getattr(data, task), "limit": data.limit,
-                      "batch_size": data.batch_size}
-        if data.across:
-
-            results.append(eval_across(task, kwargs, cell, *data.across))
-        else:
-            results.append(run_task(task, cell, **kwargs))
+        kwargs = {"model_dir": model, **settings}
+        results.append(eval_across(task, kwargs, cell, *data.across) if data.across else run_task(task, cell, **kwargs))
         cells.record(cell, identity)
     return results
 
@@ -111,7 +111,7 @@ def continual_model(continual: Path, step: int, out: Path) -> tuple[Path, dict]:
     else:
         raise CheckpointError(f"{ckpt}: no complete checkpoint for step {step}; the continual run keeps "
                               f"{sorted(p.name for p in (continual / 'checkpoints').glob('step_*'))}")
-    if cells.prepare(target, identity, target / "config.json") != "reuse":
+    if cells.claim(target, identity, target / "config.json") != "reuse":
         log.info(f"sweep: export {ckpt} -> {target}")
         export_checkpoint(ckpt, target)
         cells.record(target, identity)
@@ -190,7 +190,7 @@ def sweep(continual: Path, sft_recipe: Path, checkpoints: list[int], hosts: Path
         sft_dir = cell / "sft"
         sft_overrides = [*(overrides or []), f"model={base}", f"output_dir={sft_dir}", f"continual_step={step}"]
         sft_id = sft_identity(sft_recipe, sft_overrides, base_id)
-        state = cells.prepare(sft_dir, sft_id, sft_dir / "export" / "config.json")
+        state = cells.claim(sft_dir, sft_id, sft_dir / "export" / "config.json")
         if state != "reuse":
             log.info(f"sweep: SFT from step {step}: {base}" + (" (resuming)" if state == "resume" else ""))
             cells.record(sft_dir, sft_id)
@@ -203,44 +203,10 @@ def sweep(continual: Path, sft_recipe: Path, checkpoints: list[int], hosts: Path
                      "results": evaluate(sft_dir / "export", {"sft": sft_id}, cell / "sft_eval", data)})
     table = table3(rows)
     summary = {"continual": str(continual), "sft_recipe": str(sft_recipe), "checkpoints": checkpoints,
-               "rows": [{k: v for k, v in r.items() if k != "results"} | {"metrics": metrics_of(r),
+               "rows": [{k: v for k, v in r.items() if k != "results"} | {"metrics": paper_columns(r["results"]),
                                                                            "conventions": conventions(r["results"])}
                         for r in rows]}
     publish_text(out / "table3.md", table)
     publish_json(out / "sweep.json", summary)
     sys.stdout.flush()
     return summary
-
-
-def metrics_of(row: dict) -> dict:
-    return paper_columns(row["results"])
-
-
-def lineage_label(model: str) -> str:
-    """A row name from the model's lineage: stage, step, and the short hash of the data it saw."""
-    path = Path(model) / "lineage.json"
-    if not path.is_file():
-        return Path(model).name
-    lin = json.loads(path.read_text())
-    parts = []
-    while lin:
-        data = lin.get("datasets") or []
-        tag = f"{lin.get('stage')}@{lin.get('step')}"
-        if data:
-            tag += f" [{data[0]['manifest_sha256'][:8]}]"
-        parts.append(tag)
-        lin = lin.get("base_lineage")
-    return " <- ".join(parts)
-
-
-def table3(rows: list[dict]) -> str:
-    """The paper's Table 3, with the rules behind each row's numbers: base and continual-only models are read
-    with `paper` extraction, SFT models with `hard`, and a --limit shows as fewer questions."""
-    lines = ["| continual steps | SFT | " + " | ".join(PAPER_COLUMNS) + " | conventions | lineage |",
-             "|---:|:-:|" + "---:|" * len(PAPER_COLUMNS) + "---|---|"]
-    for r in rows:
-        numbers = paper_cells(r.get("metrics") or metrics_of(r))
-        rules = r.get("conventions") or (conventions(r["results"]) if "results" in r else "-")
-        lines.append(f"| {r['step']} | {'yes' if r['sft'] else 'no'} | {numbers} | {rules} | "
-                     f"{lineage_label(r['model'])} |")
-    return "\n".join(lines) + "\n"

@@ -288,7 +288,7 @@ def test_results_in_other_conventions_are_other_labelled_columns_whatever_the_or
 
 
 def test_table3_says_the_extraction_and_convention_behind_each_row():
-    from medtrain.experiments.sweep import table3
+    from medtrain.experiments.paper import table3
 
     rows = [{"step": 0, "sft": False, "model": "base", "results": [_result("cmexam", "base", 20.0),
                                                                     _result("mmlu", "base", 30.0)]},
