@@ -1,4 +1,4 @@
-"""A checkpoint directory's files against its manifest: complete, incomplete, damaged, or unverified.
+"""A checkpoint directory's files against its manifest: complete, incomplete or damaged.
 
 Reading this needs no torch and no process group, so the launcher (which step will a restart resume from?),
 `medtrain checkpoints`, export and the sweep share it with the ranks. medtrain/train/checkpoint.py writes what this
@@ -40,7 +40,7 @@ def writer_of(name: str) -> int:
     return int(m.group(1)) if m else 0
 
 
-def digest(path: Path, chunk: int = 16 << 20) -> dict:
+def size_and_crc32(path: Path, chunk: int = 16 << 20) -> dict:
     """Size and CRC-32 (zlib's, GB/s): enough to catch a truncated or overwritten shard, cheap enough to read
     back every file of a 13B checkpoint at every save."""
     crc, size = 0, 0
@@ -59,13 +59,13 @@ class CheckpointError(UserError):
 class Verdict:
     path: Path
     state: str
-    """complete | incomplete | damaged | unverified (complete, written before manifests existed)."""
+    """complete | incomplete | damaged."""
     reason: str = ""
     size: int = 0
 
     @property
     def usable(self) -> bool:
-        return self.state in ("complete", "unverified")
+        return self.state == "complete"
 
     @property
     def step(self) -> int:
@@ -81,7 +81,7 @@ def verify(path: Path, *, deep: bool = True, mine: Callable[[int], bool] | None 
     if marker and not (path / MARKER).is_file():
         return Verdict(path, "incomplete", f"no {MARKER} marker: the run died while saving", size)
     if not (path / MANIFEST).is_file():
-        return Verdict(path, "unverified", f"no {MANIFEST} (written by an older medtrain)", size)
+        return Verdict(path, "damaged", f"no {MANIFEST}: its files cannot be checked", size)
     try:
         files = json.loads((path / MANIFEST).read_text(encoding="utf-8"))["files"]
     except (ValueError, KeyError) as e:
@@ -95,8 +95,8 @@ def verify(path: Path, *, deep: bool = True, mine: Callable[[int], bool] | None 
         actual = f.stat().st_size
         if actual != want["size"]:
             return Verdict(path, "damaged", f"{name} is {actual:,} bytes, {want['size']:,} were written", size)
-        if deep and digest(f)["crc32"] != want["crc32"]:
-            return Verdict(path, "damaged", f"{name} has CRC-32 {digest(f)['crc32']}, {want['crc32']} was "
+        if deep and size_and_crc32(f)["crc32"] != want["crc32"]:
+            return Verdict(path, "damaged", f"{name} has CRC-32 {size_and_crc32(f)['crc32']}, {want['crc32']} was "
                                             "written", size)
     return Verdict(path, "complete", "", size)
 

@@ -1,4 +1,5 @@
 """Raw sources -> offline-tokenized memory-mapped datasets ("medtrain.tokens/1"), and their reader.
 
-This package imports nothing else of medtrain: eval imports its templates, the trainer its reader.
+Imports only core: the benchmarks' schemas and the prompt templates live there, shared with eval; the ranks use
+this package's reader.
 """

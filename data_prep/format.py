@@ -144,30 +144,16 @@ def read_manifest(root: Path) -> dict[str, Any]:
     return manifest
 
 
-def recorded_ids(tokenizer: dict[str, Any]) -> str:
-    """What decides the ids of a manifest's tokenizer (manifests written before ids were hashed record only the
-    files' hash, which then has to agree)."""
-    return tokenizer.get("ids_sha256") or tokenizer["sha256"]
-
-
-FINGERPRINT = "fp3:"  # marks an ids hash taken by behaviour (tokenizer_fingerprint); older ones hash files
-
-
 @dataclass(frozen=True)
 class TokenizerId:
-    """A tokenizer as a dataset's manifest records it: its files' hash, what it does (tokenizer_fingerprint,
-    "fp3:..."), and the older hash of its id-deciding files that manifests written before the fingerprint hold."""
+    """A tokenizer as a dataset's manifest records it: its files' hash and what it does (tokenizer_fingerprint)."""
     sha256: str
-    ids_sha256: str
-    files_ids_sha256: str = ""
+    fingerprint: str
 
     def matches(self, recorded: dict[str, Any]) -> bool:
         """The same ids, even from another copy or form of the tokenizer (tokenizer.model or tokenizer.json,
         other config files, other path)."""
-        ids = recorded.get("ids_sha256")
-        if not ids:
-            return recorded["sha256"] == self.sha256
-        return ids == (self.ids_sha256 if ids.startswith(FINGERPRINT) else self.files_ids_sha256)
+        return recorded.get("fingerprint") == self.fingerprint
 
 
 class TokenDataset:
@@ -196,7 +182,8 @@ class TokenDataset:
         if expect is not None and not expect.matches(m["tokenizer"]):
             raise DatasetError(
                 f"{where}: prepared with tokenizer {m['tokenizer']['path']} (ids "
-                f"{recorded_ids(m['tokenizer'])[:12]}), not the run's (ids {expect.ids_sha256[:12]}): they split text "
+                f"{str(m['tokenizer'].get('fingerprint'))[:12]}), not the run's (ids {expect.fingerprint[:12]}): they "
+                "split text "
                 "into different ids; re-run prep with the run's tokenizer"
             )
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from medtrain.core.digest import sha256_file
 from medtrain.core.templates import mode_of
-from medtrain.data_prep.format import DatasetError, DatasetWriter, TokenDataset, recorded_ids
+from medtrain.data_prep.format import DatasetError, DatasetWriter, TokenDataset
 
 
 def parse_weighted(item: str) -> tuple[Path, float]:
@@ -45,7 +45,7 @@ def mix(inputs: list[tuple[Path, float]], out: Path, seed: int = 0, overwrite: b
         if m["kind"] != first["kind"]:
             raise DatasetError(f"{data.root}: a {m['kind']} dataset cannot be mixed with {first['kind']} "
                                f"({parts[0][0].root})")
-        if recorded_ids(m["tokenizer"]) != recorded_ids(first["tokenizer"]):
+        if m["tokenizer"].get("fingerprint") != first["tokenizer"].get("fingerprint"):
             raise DatasetError(f"{data.root}: prepared with another tokenizer than {parts[0][0].root}; re-run prep")
         if m.get("template") != first.get("template"):
             raise DatasetError(f"{data.root}: template {_template_name(m)} differs from {parts[0][0].root}'s "

@@ -19,7 +19,7 @@ import numpy as np
 
 from medtrain.core.publish import staged_dir
 from medtrain.core.templates import ALPACA_HEADER, MCQ_INSTRUCTION
-from medtrain.data_prep.format import FINGERPRINT, DatasetError, TokenizerId
+from medtrain.data_prep.format import DatasetError, TokenizerId
 
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json", "vocab.json", "merges.txt")
@@ -29,7 +29,8 @@ TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json",
 class TokenizerInfo:
     path: str
     sha256: str
-    ids_sha256: str
+    fingerprint: str
+    """What the tokenizer does (tokenizer_fingerprint): equal for every copy and form of the same tokenizer."""
     vocab_size: int
     bos_id: int | None
     eos_id: int
@@ -129,35 +130,11 @@ def tokenizer_fingerprint(path: str | Path, sp=None, hf=None) -> str:
                            "directory with --tokenizer")
     special = [i if i is not None and i >= 0 else None for i in special]
     blob = json.dumps({"vocab": vocab, "probe": probe, "special": special}, ensure_ascii=False)
-    return FINGERPRINT + hashlib.sha256(blob.encode()).hexdigest()
-
-
-def files_ids_sha256(path: str | Path) -> str:
-    """The ids hash of manifests written before tokenizer_fingerprint: the files that decide the ids (the
-    SentencePiece model, else tokenizer.json's model, normaliser, pre-tokeniser and added tokens, else vocabulary
-    and merges) plus the special tokens. Kept so that data prepared then is still accepted."""
-    root = Path(path)
-    h = hashlib.sha256()
-    if (root / "tokenizer.model").is_file():
-        h.update(b"sentencepiece\0" + (root / "tokenizer.model").read_bytes())
-    elif (root / "tokenizer.json").is_file():
-        raw = json.loads((root / "tokenizer.json").read_text(encoding="utf-8"))
-        kept = {k: raw.get(k) for k in ("model", "normalizer", "pre_tokenizer")}
-        kept["added_tokens"] = sorted((t["id"], t["content"], t.get("special")) for t in raw.get("added_tokens", []))
-        h.update(b"tokenizer.json\0" + json.dumps(kept, sort_keys=True, ensure_ascii=False).encode())
-    elif (root / "vocab.json").is_file():
-        for name in ("vocab.json", "merges.txt"):
-            if (root / name).is_file():
-                h.update(name.encode() + b"\0" + (root / name).read_bytes())
-    else:
-        raise DatasetError(f"{root}: no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}); pass a tokenizer "
-                           "directory with --tokenizer")
-    h.update(json.dumps(_special_tokens(root), sort_keys=True).encode())
-    return h.hexdigest()
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def tokenizer_identity(path: str | Path) -> TokenizerId:
-    return TokenizerId(tokenizer_sha256(path), tokenizer_fingerprint(path), files_ids_sha256(path))
+    return TokenizerId(tokenizer_sha256(path), tokenizer_fingerprint(path))
 
 
 class Encoder:
@@ -177,7 +154,7 @@ class Encoder:
             self.hf = _load_hf(self.path)
         if self.sp is None and self.hf is None:
             raise DatasetError(f"{self.path}: cannot load a tokenizer with backend {backend}")
-        self.ids_sha256 = tokenizer_fingerprint(self.path, sp=self.sp, hf=self.hf)
+        self.fingerprint = tokenizer_fingerprint(self.path, sp=self.sp, hf=self.hf)
         self.backend = "sentencepiece" if self.sp is not None else "hf"
         self.info = self._info()
 
@@ -192,13 +169,13 @@ class Encoder:
                 pad = pid if pid != self.sp.unk_id() else -1
             if self.hf is not None:
                 vocab = max(vocab, len(self.hf))
-            return TokenizerInfo(str(self.path), self.sha256, self.ids_sha256, vocab, bos if bos >= 0 else None, eos,
+            return TokenizerInfo(str(self.path), self.sha256, self.fingerprint, vocab, bos if bos >= 0 else None, eos,
                                  pad if pad >= 0 else None, self.backend)
         tok = self.hf
         if tok.eos_token_id is None:
             raise DatasetError(f"{self.path}: the tokenizer has no EOS token; documents need one to end")
-        return TokenizerInfo(str(self.path), self.sha256, self.ids_sha256, len(tok), tok.bos_token_id, tok.eos_token_id,
-                             tok.pad_token_id, self.backend)
+        return TokenizerInfo(str(self.path), self.sha256, self.fingerprint, len(tok), tok.bos_token_id,
+                             tok.eos_token_id, tok.pad_token_id, self.backend)
 
     def agree_or_fall_back(self, sample: list[str]) -> bool:
         """Keep SentencePiece only if it gives the Hugging Face ids on `sample`; returns whether it was kept."""

@@ -1,5 +1,5 @@
-"""Evaluation: CMExam generation (accuracy, weighted F1), MMLU and CMMLU 5-shot.
+"""Evaluation: CMExam generation (accuracy, weighted F1), MMLU and CMMLU 5-shot, MedQA and MedMCQA.
 
-Needs only a Hugging Face model directory; imports nothing of medtrain but data_prep's prompt templates, so
-training and evaluation render prompts with the same code.
+Needs only a Hugging Face model directory; imports only core, whose prompt templates and benchmark schemas prep
+uses too, so training and evaluation read the data and render prompts with the same code.
 """

@@ -197,15 +197,16 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, model_sour
     max_len = context_length(model)
     style = task.style(scoring)
     start = time.perf_counter()
-    preds, truncated = [], 0
+    preds, truncated, used = [], 0, set()
     bar = tqdm(chosen, unit="subject", desc=f"{task_name} {shots}-shot", file=sys.stderr,
                mininterval=0.5 if sys.stderr.isatty() else 10.0, disable=not shard.is_main)
     for subject in bar:
         test = read_mc_subject(task, data, subject, "test", answer_index)[:limit or None]
         prompts = [build_prompt(task, style, subject, devs[subject][:shots], q) for q in test]
         letters = [tuple(q.options) for q in test]  # four for MMLU, four or five for MedQA
-        scores, cut = score_choices(model, tok, style, scoring, prompts, letters, batch_size, max_len, shard)
-        truncated += cut
+        scores, cut, batch = score_choices(model, tok, style, scoring, prompts, letters, batch_size, max_len,
+                                           shard)
+        truncated, used = truncated + cut, used | {batch}
         for q, p, s, ls in zip(test, prompts, scores, letters, strict=True):
             choice = ls[max(range(len(ls)), key=lambda k: s[k])]
             preds.append({"id": q.id, "subject": subject, "prompt": p, "scores": s, "extracted": choice,
@@ -218,7 +219,8 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, model_sour
                         "only": sorted(chosen) if subjects else None,
                         "sha256": {s: sha256_file(Path(data) / task.layout.test.format(subject=s))
                                    for s in chosen}},
-               "config": {"batch_size": batch_size, "context": max_len, "bos": adds_bos(tok),
+               "config": {"batch_size": batch_size, "batch_sizes_used": sorted(used), "context": max_len,
+                          "bos": adds_bos(tok),
                           "device": placement.describe(), "ranks": shard.world},
                "metrics": aggregate_mc(task, preds, chosen, truncated),
                "seconds": time.perf_counter() - start, "medtrain_version": MEDTRAIN_VERSION}
@@ -246,9 +248,10 @@ def mc_inputs(task: MultipleChoiceTask, data: Path, subjects: list[str] | None, 
 
 
 def score_choices(model, tok, style: PromptStyle, scoring: str, prompts: list[str], letters: list[tuple[str, ...]],
-                  batch_size: int | str, max_len: int, shard: Shard) -> tuple[list[list[float]], int]:
-    """(per question, one score per option; prompts cut to the context) under one convention: original, the
-    letters' logits after the prompt; harness, each continuation's log-likelihood (lm-eval's requests)."""
+                  batch_size: int | str, max_len: int, shard: Shard) -> tuple[list[list[float]], int, int]:
+    """(per question, one score per option; prompts cut to the context; the batch size used) under one
+    convention: original, the letters' logits after the prompt; harness, each continuation's log-likelihood
+    (lm-eval's requests)."""
     from medtrain.eval.model import auto_batch_size, scoring_row_bytes
 
     if scoring == "original":
@@ -265,10 +268,10 @@ def score_choices(model, tok, style: PromptStyle, scoring: str, prompts: list[st
         batch = shard.smallest(batch)
     if scoring == "original":
         cut = sum(len(c) > max_len for c in contexts)
-        return score_original(model, tok, [c[-max_len:] for c in contexts], batch, shard, letters), cut
+        return score_original(model, tok, [c[-max_len:] for c in contexts], batch, shard, letters), cut, batch
     cut = sum(len(c) + len(x) > max_len + 1 for c, x in (pairs[0] for pairs in per_question))
     flat = iter(score_harness(model, tok, requests, batch, max_len, shard))
-    return [[next(flat) for _ in ls] for ls in letters], cut
+    return [[next(flat) for _ in ls] for ls in letters], cut, batch
 
 
 def aggregate_mc(task: MultipleChoiceTask, preds: list[dict], chosen: list[str], truncated: int) -> dict:

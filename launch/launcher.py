@@ -161,7 +161,7 @@ def write_env_file(spec: LaunchSpec) -> None:
     publish_text(spec.env_file, lines)
 
 
-def render_plan(spec: LaunchSpec, cmd: list[str]) -> str:
+def render_nodes(spec: LaunchSpec, cmd: list[str]) -> str:
     """What --dry-run prints: every node with its ranks, the env ranks get, and the exact argv."""
     lines = [f"launcher {spec.launcher}: {len(spec.pool)} nodes, {spec.world_size} ranks, "
              f"master {spec.master_addr}:{spec.master_port}"]

@@ -71,6 +71,10 @@ class Plan:
     total_steps = property(lambda self: self.spec.total_steps)
     warmup = property(lambda self: self.spec.warmup)
 
+    def with_recipe(self, recipe: Recipe) -> Plan:
+        """The same plan for the recipe with its inputs resolved (paths of hub snapshots, the validation split)."""
+        return replace(self, recipe=recipe)
+
     @property
     def total_bytes(self) -> float:
         return sum(self.memory.values())

@@ -30,7 +30,7 @@ from medtrain.launch.launcher import (
     build_command,
     free_port,
     launch_environment,
-    render_plan,
+    render_nodes,
     validate,
     write_env_file,
 )
@@ -66,7 +66,7 @@ class PreparedLaunch:
 
             script = render_sbatch(self.spec, job_name(p.recipe), self.slurm)
             return "\n".join([head, f"sbatch script ({self.spec.run_dir / 'launch.sbatch'}):", script, tail])
-        return "\n".join([head, render_plan(self.spec, self.command), tail])
+        return "\n".join([head, render_nodes(self.spec, self.command), tail])
 
 
 def job_name(recipe) -> str:
@@ -140,7 +140,8 @@ def prepare_launch(recipe_path: Path, hosts: Path | None, launcher: str, *, over
     missing = missing_requirements_problem()
     if missing and not dry_run:  # here first; every rank checks its own host again before it loads a model
         raise LaunchError(f"this host: {missing}")
-    plan.recipe = recipe = check_inputs(recipe, download=not dry_run or check)
+    plan = plan.with_recipe(resolve_inputs(recipe, download=not dry_run or check))
+    recipe = plan.recipe
     command = build_command(spec)
     prepared = PreparedLaunch(spec, plan, command, dry_run, slurm)
     refuse_if_held(run_dir)
@@ -171,11 +172,12 @@ def prepare_launch(recipe_path: Path, hosts: Path | None, launcher: str, *, over
     return prepared
 
 
-def check_inputs(recipe, download: bool):
-    """The one input check of a dry run, `--check` and a launch, before anything differs between them: a model
-    to start from, a prepared dataset, a tokenizer that exists and splits text as the data's did, the model's
-    files whole. Hub ids resolve to the snapshot folders every rank reads; a dry run downloads nothing, so what
-    is not in the cache is named (the launch fetches it) and checked where it can be."""
+def resolve_inputs(recipe, download: bool):
+    """The recipe with its inputs resolved and checked, the one input check of a dry run, `--check` and a launch,
+    before anything differs between them: a model to start from, a prepared dataset, a tokenizer that exists and
+    splits text as the data's did, the model's files whole. Hub ids resolve to the snapshot folders every rank
+    reads (downloaded unless `download` is off: a dry run names what is not in the cache, and the launch fetches
+    it); the validation split is decided. The plan's numbers do not depend on where the inputs live."""
     recipe.check_trainable()
     if not (Path(recipe.data) / "manifest.json").is_file():
         raise RecipeError(f"{recipe.source}: data '{recipe.data}' is not a prepared dataset; run `medtrain prep` "

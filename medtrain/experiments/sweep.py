@@ -118,7 +118,7 @@ def continual_model(continual: Path, step: int, out: Path) -> tuple[Path, dict]:
     return target, identity
 
 
-def check_inputs(continual: Path, sft_recipe: Path, checkpoints: list[int], out: Path, data: EvalData,
+def check_sweep_inputs(continual: Path, sft_recipe: Path, checkpoints: list[int], out: Path, data: EvalData,
                  overrides: list[str]) -> None:
     """Everything a sweep will need, checked before the first SFT starts: a typo costs seconds, not a cell."""
 
@@ -174,7 +174,7 @@ def sweep_steps(spec: str, continual: Path) -> list[int]:
 def sweep(continual: Path, sft_recipe: Path, checkpoints: list[int], hosts: Path, out: Path, data: EvalData, *,
           launcher: str = "local", overrides: list[str] | None = None, eval_continual: bool = True) -> dict:
 
-    check_inputs(continual, sft_recipe, checkpoints, out, data, overrides or [])
+    check_sweep_inputs(continual, sft_recipe, checkpoints, out, data, overrides or [])
     out.mkdir(parents=True, exist_ok=True)
     rows, started = [], time.perf_counter()
     for k, step in enumerate(checkpoints):

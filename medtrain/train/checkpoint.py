@@ -27,7 +27,7 @@ from medtrain.core.checkpoint_files import (
     MARKER,
     CheckpointError,
     checkpoint_dirs,
-    digest,
+    size_and_crc32,
     survey,
     tag_for,
     verify,
@@ -36,7 +36,7 @@ from medtrain.core.checkpoint_files import (
 from medtrain.core.disk import DiskFullError, free_bytes, is_disk_full, mount_of
 from medtrain.core.log import get_logger, log_rank_zero
 from medtrain.core.publish import publish_json
-from medtrain.train.reshard import load_resharded, load_zero_file, optim_file, written_world_size
+from medtrain.train.reshard import load_resharded, written_world_size
 from medtrain.train.state import TrainerState
 
 log = get_logger(__name__)
@@ -53,7 +53,7 @@ def save(engine, root: Path, state: TrainerState, hf_config_writer, keep: int) -
     try:
         engine.save_checkpoint(str(root), tag=tag, client_state={"medtrain_step": step})
         torch.save({"torch": torch.get_rng_state()}, path / f"rng_rank{rank}.pt")  # the order needs no other RNG
-        mine = {f.name: {**digest(f), "rank": rank} for f in sorted(path.iterdir())
+        mine = {f.name: {**size_and_crc32(f), "rank": rank} for f in sorted(path.iterdir())
                 if f.is_file() and writer_of(f.name) == rank and f.name != MARKER}
     except (OSError, RuntimeError) as e:
         raise _explain_save_failure(e, path) from e
@@ -65,7 +65,7 @@ def save(engine, root: Path, state: TrainerState, hf_config_writer, keep: int) -
             hf_config_writer(path)
             files = {k: v for w in written for k, v in w.items()}
             for name in ("trainer_state.json", "config.json"):
-                files[name] = {**digest(path / name), "rank": 0}
+                files[name] = {**size_and_crc32(path / name), "rank": 0}
             publish_json(path / MANIFEST, {"step": step, "world_size": world, "files": files})
             verdict = verify(path, deep=False, marker=False)  # the bytes were read back by each writer
             if verdict.state != "complete":
@@ -102,14 +102,6 @@ def _prune(root: Path, keep: int) -> None:
     good = [v.path for v in survey(root, deep=False) if v.usable]
     for old in good[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def optimizer_groups(path: Path | None) -> int | None:
-    """How many optimizer groups a checkpoint's optimizer state holds (None: no checkpoint): a resume builds the
-    optimizer the same way. Only the pickle is read; the tensors stay memory-mapped."""
-    if path is None:
-        return None
-    return len(load_zero_file(optim_file(path, 0))["optimizer_state_dict"]["fp32_flat_groups"])
 
 
 def pick_for_resume(root: Path) -> Path | None:

@@ -128,13 +128,11 @@ def lr_scheduler(optimizer: torch.optim.Optimizer, schedule: dict) -> torch.opti
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_factor(schedule, i))
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float, split: bool = True) -> list[dict]:
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Matrices and embeddings decay, norms and biases do not, in two groups in that order: the HF Trainer's
     split (and nanoGPT's). The groups matter beyond decay: under ZeRO-3 each group is flattened into one
     partition per rank, and Adafactor clips its update by the RMS of the whole tensor it is given, so the same
     groups are what makes a run's losses equal the Trainer's (tests/system/test_hf_trainer_parity.py)."""
-    if not split:  # a checkpoint of medtrain before 2026-12-06 (one group) resumes as it was written
-        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
     decay, keep = [], []
     for p in model.parameters():
         if p.requires_grad:
@@ -143,8 +141,8 @@ def param_groups(model: torch.nn.Module, weight_decay: float, split: bool = True
             if g["params"]]
 
 
-def make_optimizer(model: torch.nn.Module, recipe: Recipe, split: bool = True) -> torch.optim.Optimizer:
-    groups = param_groups(model, recipe.weight_decay, split)
+def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    groups = param_groups(model, recipe.weight_decay)
     if recipe.optimizer == "adafactor":
         from transformers.optimization import Adafactor
 
@@ -223,11 +221,7 @@ class Trainer:
         ds_config = dict(self.spec.ds_config)
         model = build_model(r.model, self.cfg, self.state.vocab_size, ds_config, r.precision, r.seed,
                             r.gradient_checkpointing)
-        one_group = self.resume and checkpoint.optimizer_groups(newest_good(self.ckpt_root, deep=False)) == 1
-        if one_group:
-            log_rank_zero(log, "resuming a checkpoint written with one optimizer group (medtrain before "
-                               "2026-12-06): the run keeps one; a new run takes the HF Trainer's two")
-        optimizer = make_optimizer(model, r, split=not one_group)
+        optimizer = make_optimizer(model, r)
         scheduler = lr_scheduler(optimizer, self.spec.schedule)
         if self.is_main:  # the schedule actually run, step by step, beside the run's other records
             publish_json(self.out / "schedule.json", {**self.spec.schedule, "max_grad_norm": r.max_grad_norm,

@@ -40,6 +40,18 @@ def test_cmexam_generation_writes_results_predictions_and_table(hf_model, tmp_pa
     preds = [json.loads(x) for x in (tmp_path / "o" / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 6 and all({"prompt", "output", "extracted", "rule", "gold", "correct"} <= set(p)
                                    for p in preds)
+    # each output is the model's own greedy continuation of its prompt (BOS first, as training saw it), one at a
+    # time through Hugging Face generate; the score is what the predictions say
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model, tok = AutoModelForCausalLM.from_pretrained(hf_model), AutoTokenizer.from_pretrained(hf_model)
+    for p in preds:
+        ids = torch.tensor([[tok.bos_token_id, *tok(p["prompt"], add_special_tokens=False)["input_ids"]]])
+        out = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=tok.eos_token_id)
+        assert p["output"] == tok.decode(out[0, ids.shape[1]:].tolist(), skip_special_tokens=True)
+        assert p["correct"] == (p["extracted"] == p["gold"]) and p["gold"]
+    assert any(p["output"].strip() for p in preds)
+    assert res["metrics"]["acc"] == pytest.approx(100 * sum(p["correct"] for p in preds) / 6)
     assert "| CMExam Acc (" in (tmp_path / "o" / "table.md").read_text()
 
 
@@ -53,7 +65,25 @@ def test_original_and_harness_scoring_are_both_recorded(hf_model, tmp_path):
         assert res[scoring]["scoring"] == scoring and res[scoring]["metrics"]["n"] == 20
     a = [json.loads(x)["extracted"] for x in (tmp_path / "original" / "predictions.jsonl").read_text().splitlines()]
     b = [json.loads(x)["extracted"] for x in (tmp_path / "harness" / "predictions.jsonl").read_text().splitlines()]
-    assert len(a) == len(b) == 20
+    assert len(a) == len(b) == 20 and all(x in ("A", "B", "C", "D") for x in a + b)  # every question answered
+    for scoring, letters in (("original", a), ("harness", b)):
+        gold = [json.loads(x)["gold"] for x in (tmp_path / scoring / "predictions.jsonl").read_text().splitlines()]
+        assert res[scoring]["metrics"]["acc_micro"] == pytest.approx(100 * sum(map(str.__eq__, letters, gold)) / 20)
+
+
+@pytest.mark.parametrize("task", ["cmexam", "mmlu"])
+def test_device_dtype_and_auto_batch_are_taken_and_recorded(hf_model, tmp_path, task):
+    """--device cpu --dtype fp32 --batch-size auto: the run places the model where asked, sizes the batch (on the
+    CPU up to 16 questions per generate call and 8 prompts per forward, never more than there are questions) and
+    records both in results.json."""
+    data = SAMPLES / ("cmexam_test.csv" if task == "cmexam" else "mmlu")
+    r = _eval(task, "--model", str(hf_model), "--data", str(data), "--out", str(tmp_path / task), "--limit", "2",
+              "--device", "cpu", "--dtype", "fp32", "--batch-size", "auto",
+              *(["--max-new-tokens", "4"] if task == "cmexam" else []))
+    assert r.exit_code == 0, r.output
+    config = json.loads((tmp_path / task / "results.json").read_text())["config"]
+    assert config["batch_size"] == 2 if task == "cmexam" else config["batch_sizes_used"] == [2]
+    assert config["device"] == "cpu, fp32", config
 
 
 class _NoLogitsToKeep(torch.nn.Module):

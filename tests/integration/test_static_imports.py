@@ -34,4 +34,6 @@ def test_the_check_names_an_import_that_does_not_resolve(tmp_path):
 
 
 def test_every_medtrain_import_in_the_repository_resolves_to_its_file():
-    assert not _unresolved()
+    unresolved = _unresolved()
+    assert not unresolved, (f"{len(unresolved)} unresolved, first {unresolved[:3]}; a module added since `make setup`"
+                            " needs the link tree refreshed: `make links`")

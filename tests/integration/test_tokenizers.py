@@ -46,18 +46,6 @@ def test_data_prepared_with_tokenizer_model_trains_with_its_tokenizer_json(llama
         TokenDataset(out, expect_tokenizer=tokenizer_identity(shared_data("tokenizers", "chinese-llama2")))
 
 
-def test_data_prepared_before_the_fingerprint_is_still_accepted(tiny, tmp_path):
-    """Manifests written before tokenizer_fingerprint record the hash of the id-deciding files."""
-    from medtrain.data_prep.tokenizer import files_ids_sha256
-
-    old = tmp_path / "old"
-    shutil.copytree(tiny["huatuo"], old)
-    manifest = json.loads((old / "manifest.json").read_text())
-    manifest["tokenizer"]["ids_sha256"] = files_ids_sha256(tiny["tok"])
-    (old / "manifest.json").write_text(json.dumps(manifest))
-    TokenDataset(old, expect_tokenizer=tokenizer_identity(tiny["tok"]))
-
-
 @pytest.mark.parametrize("form", ["tokenizer.model only", "tokenizer.json", "local BPE"])
 def test_an_export_carries_a_tokenizer_that_encodes_as_training_did_bos_first(form, llama2_model_only, tiny,
                                                                                tmp_path):

@@ -1,5 +1,5 @@
-"""The demo at its smallest setting, as CI runs it: every table cell a number in [0, 100], a valid PNG, exported
-models that load with transformers, and a second run that reuses what the first one made."""
+"""The demo at its smallest setting, as CI runs it: every table cell the number its eval measured, a valid PNG,
+exported models that load with transformers, and a second run that reuses what the first one made."""
 
 import re
 
@@ -17,16 +17,26 @@ def demo(tmp_path_factory, installed_wheel):
 
 
 @pytest.mark.launch
-def test_demo_report_table_is_full_of_percentages(demo):
+def test_demo_report_table_shows_what_each_eval_measured(demo):
+    """Each Table 3 row of the report holds, to its two decimals, the accuracy and F1 in the results.json of that
+    cell's evals, and says the extraction and question count behind them."""
+    import json
+
     work, stdout = demo
     report = (work / "report" / "report.md").read_text()
     assert str(work / "report" / "report.md") in stdout
     rows = [line for line in report.splitlines() if re.match(r"\| \d+ \| (yes|no) \|", line)]
-    assert len(rows) == 6  # checkpoints 0, 3, 6, each without and with SFT
+    assert [tuple(r.split("|")[1:3]) for r in rows] == [(f" {s} ", f" {sft} ") for s in (0, 3, 6)
+                                                        for sft in ("no", "yes")]
     for row in rows:
-        cells = [c.strip() for c in row.strip("|").split("|")][2:6]
-        values = [float(c) for c in cells]
-        assert all(0.0 <= v <= 100.0 for v in values), row
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        step, sft = int(cells[0]), cells[1] == "yes"
+        evals = work / "sweep" / f"step_{step:06d}" / ("sft_eval" if sft else "base")
+        m = {t: json.loads((evals / f"eval_{t}" / "results.json").read_text()) for t in ("cmexam", "mmlu", "cmmlu")}
+        measured = [m["cmexam"]["metrics"]["acc"], m["cmexam"]["metrics"]["weighted_f1"], m["mmlu"]["metrics"]["acc"],
+                    m["cmmlu"]["metrics"]["acc"]]
+        assert cells[2:6] == [f"{v:.2f}" for v in measured], row
+        assert f"{'hard' if sft else 'paper'} extraction, {m['cmexam']['metrics']['n']:,} q" in cells[6], row
     assert "![loss curve](loss_curve.png)" in report
 
 

@@ -31,7 +31,18 @@ def test_an_existing_output_is_replaced_only_with_overwrite(tmp_path, command):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging leftovers
 
 
-def test_extract_modes_are_explained_in_the_help():
-    text = CliRunner().invoke(app, ["eval", "cmexam", "--help"], env={"COLUMNS": "200"}).output
-    for mode in ("hard:", "paper:", "cmexam:"):
-        assert mode in text
+@pytest.mark.parametrize("mode, extracted", [("hard", "无答案"), ("paper", "AD"), ("cmexam", "AD")])
+def test_each_extract_mode_reads_an_output_its_own_way(tmp_path, mode, extracted):
+    """--extract as the help explains it: hard reads only the '答案: X' line the SFT template taught; paper and
+    cmexam read the letters an answer names in prose. The mode used is recorded in results.json."""
+    import json
+
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text(json.dumps({"id": "0", "output": "答案是A和D"}, ensure_ascii=False) + "\n")
+    out = tmp_path / mode
+    data = str(SAMPLES / "cmexam_test.csv")
+    r = CliRunner().invoke(app, ["eval", "cmexam", "--predictions", str(preds), "--data", data, "--limit", "1",
+                                 "--extract", mode, "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "results.json").read_text())["extract"] == mode
+    assert json.loads((out / "predictions.jsonl").read_text())["extracted"] == extracted

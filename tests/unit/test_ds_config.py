@@ -26,6 +26,15 @@ def test_checked_in_v100_config_regenerates_byte_identically(tmp_path):
 
 
 def test_paper_config_is_stage3_fp16_batch_120_with_computed_warmup():
+    """The checked-in JSON, and the warmup the ranks run beside it: 3% of the paper's 3,037 steps, rounded up."""
+    from medtrain.core.recipe import load_recipe
+    from medtrain.launch.hostfile import read_hostfile
+    from medtrain.launch.plan import make_plan
+
+    plan = make_plan(load_recipe("paper/continual_llama2_13b"), read_hostfile(REPO / "hostfiles/v100x20"))
+    assert plan.total_steps == 3037 and plan.spec.schedule == {"type": "linear", "lr": 2e-05, "warmup_steps": 92,
+                                                               "schedule_steps": 3037}
+    assert plan.spec.ds_config == json.loads((REPO / "ds_configs/zero3_v100_fp16.json").read_text())
     c = json.loads((REPO / "ds_configs/zero3_v100_fp16.json").read_text())
     assert c["zero_optimization"]["stage"] == 3 and c["fp16"]["enabled"] and not c["bf16"]["enabled"]
     assert c["train_batch_size"] == 120 == c["train_micro_batch_size_per_gpu"] * c["gradient_accumulation_steps"] * 120

@@ -199,12 +199,6 @@ def test_kv_cache_per_token_is_2_x_layers_x_hidden_x_bytes_for_llama2_13b():
     assert generation_row_bytes(model, 300, 256) == 2 * 40 * 5120 * 2 * 556 + 2 * 4 * 32000
 
 
-def test_eval_cli_offers_device_dtype_and_auto_batch():
-    for task in ("cmexam", "mmlu", "cmmlu"):
-        text = CliRunner().invoke(app, ["eval", task, "--help"], env={"COLUMNS": "200"}).output
-        assert "--device" in text and "--dtype" in text and "--batch-size" in text and "auto" in text
-
-
 SAMPLES = Path(__file__).resolve().parents[2] / "data_prep" / "samples"
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from medtrain.cli import app
-from medtrain.core.provenance import below_bounds, untested_versions
+from medtrain.core import __version__
+from medtrain.core.provenance import below_bounds, declared_requirements, package_version, untested_versions
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,6 +36,11 @@ def test_older_versions_are_named_with_what_is_tested():
 
 
 def test_this_environment_is_tested_and_the_cli_says_nothing():
+    """Checked against medtrain's installed metadata (a bare source tree has none, and would check nothing)."""
+    declared = declared_requirements()
+    assert declared is not None, "medtrain is not installed: `make setup` installs it"
+    assert set(_pyproject_bounds()) <= {re.split(r"[<>=!~ ;]", r)[0] for r in declared}
     assert untested_versions() == []
     r = CliRunner().invoke(app, ["--version"])
     assert r.exit_code == 0 and "untested" not in r.output
+    assert r.output.startswith(f"medtrain {__version__} (") and f"torch {package_version('torch')}" in r.output

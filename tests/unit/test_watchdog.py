@@ -29,13 +29,13 @@ def test_the_watchdog_gives_each_phase_its_own_allowance(tmp_path):
 def test_verification_names_the_damaged_file(tmp_path):
     import json
 
-    from medtrain.core.checkpoint_files import MANIFEST, MARKER, digest, verify
+    from medtrain.core.checkpoint_files import MANIFEST, MARKER, size_and_crc32, verify
 
     ckpt = tmp_path / "step_000004"
     ckpt.mkdir()
     (ckpt / "zero_pp_rank_1_mp_rank_00_optim_states.pt").write_bytes(b"x" * 1000)
-    files = {"zero_pp_rank_1_mp_rank_00_optim_states.pt": {**digest(ckpt / "zero_pp_rank_1_mp_rank_00_optim_states.pt"),
-                                                           "rank": 1}}
+    name = "zero_pp_rank_1_mp_rank_00_optim_states.pt"
+    files = {name: {**size_and_crc32(ckpt / name), "rank": 1}}
     (ckpt / MANIFEST).write_text(json.dumps({"files": files}))
     assert verify(ckpt).state == "incomplete"
     (ckpt / MARKER).write_text("4\n")
