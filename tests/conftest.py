@@ -12,6 +12,7 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from token_data import token_datasets  # noqa: E402
 from train_fixtures import CONT_RECIPE, CONTINUAL, check, cli, launch_args, make_tiny_data  # noqa: E402
 
 TIERS = ("unit", "integration", "system")
@@ -74,6 +75,12 @@ def hf_model(tmp_path_factory) -> Path:
     texts = [p.read_text() for p in (REPO / "data_prep" / "samples").rglob("*.csv")]
     tok = train_bpe_tokenizer(texts, root / "tok", vocab_size=600)
     return init_model_dir("tiny", tok, root / "model", seed=0)
+
+
+@pytest.fixture(scope="session")
+def token_data(tmp_path_factory) -> dict[str, Path]:
+    """Datasets written straight in the on-disk format (tests/token_data.py): no tokenizer, no prep."""
+    return token_datasets(tmp_path_factory.mktemp("token_data"))
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 VOCAB = 100
 FINGERPRINT = "a" * 64
@@ -28,9 +27,8 @@ def write_dataset(out: Path, docs: list[list[int]], prompt_lens: list[int] | Non
     return out
 
 
-@pytest.fixture(scope="session")
-def token_data(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("token_data")
+def token_datasets(root: Path) -> dict[str, Path]:
+    """A continual and an SFT dataset of six documents each (the unit tier's `token_data` fixture)."""
     rng = np.random.default_rng(0)
     docs = [[1, *rng.integers(3, VOCAB, n).tolist(), 2] for n in (30, 5, 70, 12, 41, 9)]
     return {"continual": write_dataset(root / "continual", docs),
