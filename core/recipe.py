@@ -28,7 +28,7 @@ class RecipeError(UserError):
 AUTO_VAL = "auto"
 Stage = Literal["continual", "sft"]
 Precision = Literal["fp16", "bf16", "fp32"]
-Packing = Literal["packed", "per_document"]
+Packing = Literal["packed", "per_document", "documents"]
 Optimizer = Literal["adafactor", "adamw"]
 LossReduction = Literal["token", "micro_batch"]
 LrSchedule = Literal["linear", "cosine", "constant"]
@@ -76,7 +76,10 @@ class Recipe:
     """adafactor: HF Adafactor as `--optim adafactor` (scale_parameter/relative_step/warmup_init off)."""
     gradient_checkpointing: bool = True
     packing: Packing = "packed"
-    """continual only: packed seq_len blocks, or one document per sample (the paper's ~3,000 steps)."""
+    """packed: seq_len blocks of the token stream (continual; documents attend across their boundaries).
+    per_document: one document per sample, padded to its micro-batch's longest (the paper's ~3,000 steps).
+    documents: several whole documents per seq_len row (continual and SFT), positions restarting and attention
+    kept inside each; global_batch then counts rows."""
     checkpoint_every: int = 0
     """Save a checkpoint every N optimizer steps (0: only at the end)."""
     val_data: str | None = "auto"

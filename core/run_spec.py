@@ -55,6 +55,15 @@ class DataSize:
     """Tokens per epoch (for the time estimate and the tokens/s the plan expects)."""
     source: str
     """Where the counts came from: the prepared dataset, or the recipe's expected_* figures."""
+    documents: int = 0
+    """Documents per epoch when samples are rows of packed documents (`packing: documents`); 0 otherwise."""
+
+    def packing_line(self, steps_per_epoch: int) -> str:
+        """Rows, documents per row and tokens per step, for `plan` and the launch's first lines ('' unpacked)."""
+        if not self.documents:
+            return ""
+        return (f"{self.samples:,} rows of {self.documents / max(self.samples, 1):.1f} documents on average "
+                f"({self.documents:,} documents), {self.tokens / max(steps_per_epoch, 1):,.0f} tokens per step")
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,8 @@ class Plan:
                       f"(warmup {self.warmup})" + (f"; this launch stops after max_steps {self.total_steps:,}"
                                                    if self.total_steps < self.spec.schedule_steps else "")),
             ("tokens", f"{self.data.tokens * r.epochs:,}"),
+            *([("packing", f"documents: {packed}")] if (packed := self.data.packing_line(self.steps_per_epoch))
+              else []),
             ("attention", self.attention),
             ("disk", f"{self.disk_bytes / GiB:.2f} GiB in {r.output_dir}: {self.checkpoint_bytes / GiB:.2f} GiB per "
                      f"checkpoint x {self.checkpoints_at_once} at once, and the export"),
@@ -203,8 +205,8 @@ def data_size(recipe: Recipe) -> DataSize:
     manifest = Path(recipe.data) / "manifest.json"
     if manifest.is_file():
 
-        samples, tokens = count_samples(recipe.data, recipe.stage, recipe.seq_len, recipe.packing)
-        return DataSize(samples, tokens, f"prepared: {recipe.data}")
+        samples, tokens, documents = count_samples(recipe.data, recipe.stage, recipe.seq_len, recipe.packing)
+        return DataSize(samples, tokens, f"prepared: {recipe.data}", documents)
     if recipe.expected_samples <= 0:
         raise RecipeError(
             f"{recipe.source}: data '{recipe.data}' is not prepared yet and expected_samples is not set; "

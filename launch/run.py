@@ -62,6 +62,8 @@ class PreparedLaunch:
                 f"see `medtrain plan`)")
         tail = "dry run: nothing started" if self.dry_run else f"run dir: {self.spec.run_dir}"
         head += f"\nweights: {p.recipe.weights}"
+        if packed := p.spec.data.packing_line(p.steps_per_epoch):
+            head += f"\npacking documents: {packed}"
         if self.spec.launcher == "slurm":  # what is submitted is the script: show it
 
             script = render_sbatch(self.spec, job_name(p.recipe), self.slurm)

@@ -17,12 +17,50 @@ def labelled(labels: torch.Tensor) -> int:
     return int((labels[:, 1:] != IGNORE).sum())
 
 
-def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Summed next-token loss over labelled tokens (0 with a graph when a micro-batch holds only ghosts)."""
+CHUNK_TOKENS = 1024
+"""Positions per chunk of the loss: at Llama-2's 32,000-entry vocabulary one chunk's fp32 upcast is 131 MB,
+where the whole of a 4,096-token sequence's would be 524 MB (and its softmax as much again)."""
+
+
+class ChunkedCrossEntropy(torch.autograd.Function):
+    """The summed cross-entropy of (N, V) logits in the training dtype, computed a chunk of positions at a time in
+    fp32: forward keeps only the logits it was given (no fp32 copy of them, no saved softmax), backward recomputes
+    each chunk's softmax and writes the gradient in the logits' own dtype. Equal to F.cross_entropy over
+    logits.float() to fp32 rounding, in value and gradient; no Triton, so it runs wherever torch does (V100s)."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
+        total = torch.zeros((), dtype=torch.float32, device=logits.device)
+        for start in range(0, logits.size(0), chunk):
+            x, t = logits[start:start + chunk].float(), targets[start:start + chunk]
+            keep = t != IGNORE
+            picked = x.gather(1, t.clamp_min(0).unsqueeze(1)).squeeze(1)
+            total += ((torch.logsumexp(x, dim=-1) - picked) * keep).sum()
+            del x  # this chunk's upcast goes before the next one is made
+        ctx.save_for_backward(logits, targets)
+        ctx.chunk = chunk
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        logits, targets = ctx.saved_tensors
+        out = torch.empty_like(logits)
+        for start in range(0, logits.size(0), ctx.chunk):
+            t = targets[start:start + ctx.chunk]
+            keep = (t != IGNORE).unsqueeze(1)
+            p = torch.softmax(logits[start:start + ctx.chunk].float(), dim=-1)
+            p.scatter_add_(1, t.clamp_min(0).unsqueeze(1), torch.full_like(p[:, :1], -1.0))
+            out[start:start + ctx.chunk] = (p * keep * grad).to(out.dtype)
+            del p
+        return out, None, None
+
+
+def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor, chunk: int = CHUNK_TOKENS) -> torch.Tensor:
+    """Summed next-token loss over labelled tokens (0 with a graph when a micro-batch holds only ghosts), never
+    holding the whole logits in fp32 (ChunkedCrossEntropy)."""
     # shift the labels, not the logits: slicing logits[:, :-1] would copy the largest tensor of the step
     shift_labels = F.pad(labels[:, 1:], (0, 1), value=IGNORE).reshape(-1)
-    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), shift_labels, ignore_index=IGNORE,
-                           reduction="sum")
+    return ChunkedCrossEntropy.apply(logits.reshape(-1, logits.size(-1)), shift_labels, chunk)
 
 
 def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

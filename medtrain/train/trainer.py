@@ -28,9 +28,10 @@ from medtrain.core.publish import publish_json
 from medtrain.core.rank import Stopped, run_rank, stop_requested
 from medtrain.core.recipe import Recipe, RecipeError, load_recipe
 from medtrain.core.run_spec import DataSize, RunSpec
-from medtrain.data_prep.reader import open_samples
+from medtrain.data_prep.reader import open_samples, packed_documents
 from medtrain.data_prep.tokenizer import tokenizer_identity
 from medtrain.train import checkpoint
+from medtrain.train.attention import packed_attention
 from medtrain.train.batches import StepPlan, collate
 from medtrain.train.loss import LossReduction, labelled, token_loss_sum
 from medtrain.train.metrics import MetricsLogger, StepMetrics
@@ -66,7 +67,10 @@ class LossScaleWatch:
 
 
 def forward(engine, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The model's logits for a collated batch already on the engine's device."""
+    """The model's logits for a collated batch already on the engine's device. Rows of packed documents carry
+    their position ids, from which the documents' attention (train/attention.py) finds each document."""
+    if "position_ids" in batch:
+        return engine(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits
     mask = batch["attention_mask"]
     full = bool(mask.all())  # no padding: let SDPA take its causal fast path instead of a 4-D mask
     return engine(input_ids=batch["input_ids"], attention_mask=None if full else mask).logits
@@ -185,7 +189,7 @@ class Trainer:
         self.val_samples = open_samples(r.val_data, self.stage, r.seq_len, r.packing, tokenizer=tokenizer) \
             if r.val_data else None
         tok = self.samples.data.manifest["tokenizer"]
-        self.cfg = hf_config(r.model, tok["vocab_size"], r.attn_implementation)
+        self.cfg = hf_config(r.model, tok["vocab_size"], self._attention())
         self.spec = self._run_spec()
         self.plan = StepPlan.of(self.spec)
         self.state = TrainerState(
@@ -198,6 +202,16 @@ class Trainer:
         log_rank_zero(log, f"medtrain: {self.stage} on {self.world} ranks, {len(self.samples):,} samples/epoch, "
                  f"{self.spec.total_steps} steps{self._of_schedule()}, batch {self.spec.batch_equation()}, "
                  f"{r.precision}")
+        packed = self.spec.data.packing_line(self.spec.steps_per_epoch)
+        if packed:
+            log_rank_zero(log, f"medtrain: packing documents: {packed}")
+
+    def _attention(self) -> str:
+        """The recipe's attention, or for rows of packed documents the kind that keeps each document apart."""
+        if self.recipe.packing != "documents":
+            return self.recipe.attn_implementation
+        cuda = torch.cuda.is_available()
+        return packed_attention("cuda" if cuda else "cpu", torch.cuda.get_device_capability() if cuda else None)
 
     def _of_schedule(self) -> str:
         spec = self.spec
@@ -211,7 +225,8 @@ class Trainer:
             spec = RunSpec.read(self.run_spec_path)
             spec.check_matches(self.world, len(self.samples), str(self.run_spec_path))
             return spec
-        data = DataSize(len(self.samples), self.samples.num_tokens(), f"prepared: {self.recipe.data}")
+        data = DataSize(len(self.samples), self.samples.num_tokens(), f"prepared: {self.recipe.data}",
+                        packed_documents(self.samples))
         return RunSpec.compute(self.recipe, self.world, data, self.cfg.hidden_size)
 
     def _setup_engine(self) -> None:
