@@ -43,6 +43,12 @@ def steps_per_epoch(num_samples: int, global_batch: int) -> int:
     return math.ceil(num_samples / global_batch)
 
 
+LOSS_CHUNK_TOKENS = 1024
+"""Positions per chunk of the loss (medtrain.train.loss.ChunkedCrossEntropy), which `plan` sizes the loss by: at
+Llama-2's 32,000-entry vocabulary one chunk's fp32 upcast is 131 MB, where a whole 4,096-token sequence's would
+be 524 MB (and its softmax as much again)."""
+
+
 def warmup_steps(total_steps: int, warmup_ratio: float) -> int:
     return math.ceil(warmup_ratio * total_steps)
 

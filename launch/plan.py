@@ -17,7 +17,7 @@ from medtrain.core.flops import TokenFlops, flops_per_token
 from medtrain.core.gpu_build import attention_kernel
 from medtrain.core.model_specs import LlamaShape, resolve_shape
 from medtrain.core.recipe import Recipe, RecipeError, load_recipe
-from medtrain.core.run_spec import DataSize, RunSpec
+from medtrain.core.run_spec import LOSS_CHUNK_TOKENS, DataSize, RunSpec
 from medtrain.data_prep.reader import count_samples
 from medtrain.launch.hostfile import read_hostfile
 
@@ -244,7 +244,11 @@ def activation_bytes(shape: LlamaShape, micro_batch: int, seq_len: int, precisio
         out["one layer recomputed"] = per_layer
     else:
         out["activations (all layers)"] = L * per_layer
-    out["logits + fp32 loss upcast + grad"] = b * s * shape.vocab_size * (DTYPE_BYTES[precision] + 4 + 4)
+    # the logits and their gradient in the training dtype, and one chunk of the loss in fp32 (its upcast and its
+    # softmax): the whole fp32 logits are never held (medtrain.train.loss.ChunkedCrossEntropy)
+    chunk = min(b * s, LOSS_CHUNK_TOKENS)
+    out["logits + grad, one fp32 loss chunk"] = (b * s * shape.vocab_size * 2 * DTYPE_BYTES[precision]
+                                                 + chunk * shape.vocab_size * 4 * 2)
     return out
 
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from medtrain.core.recipe import RecipeError
+from medtrain.core.run_spec import LOSS_CHUNK_TOKENS
 from medtrain.train.batches import IGNORE
 
 
@@ -17,9 +18,7 @@ def labelled(labels: torch.Tensor) -> int:
     return int((labels[:, 1:] != IGNORE).sum())
 
 
-CHUNK_TOKENS = 1024
-"""Positions per chunk of the loss: at Llama-2's 32,000-entry vocabulary one chunk's fp32 upcast is 131 MB,
-where the whole of a 4,096-token sequence's would be 524 MB (and its softmax as much again)."""
+CHUNK_TOKENS = LOSS_CHUNK_TOKENS
 
 
 class ChunkedCrossEntropy(torch.autograd.Function):

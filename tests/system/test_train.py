@@ -13,12 +13,17 @@ from medtrain.launch.plan import make_plan
 from medtrain.train.metrics import read_metrics
 
 
+def sft_args(tiny, continual_run, out) -> list[str]:
+    """SFT from the continual export, with examples packed into rows (`packing: documents`)."""
+    return launch_args(SFT_RECIPE, tiny, out, "--set", f"data={tiny['cmexam']}", "--set",
+                       f"model={continual_run / 'export'}", "--set", "max_steps=6", "--set", "seq_len=512",
+                       "--set", "continual_step=12", "--set", "packing=documents", "--set", "checkpoint_every=2")
+
+
 @pytest.fixture(scope="session")
 def sft_run(tiny, continual_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "sft"
-    check(cli(*launch_args(SFT_RECIPE, tiny, out, "--set", f"data={tiny['cmexam']}", "--set",
-                           f"model={continual_run / 'export'}", "--set", "max_steps=6", "--set", "seq_len=512",
-                           "--set", "continual_step=12")))
+    check(cli(*sft_args(tiny, continual_run, out)))
     return out
 
 
@@ -156,6 +161,25 @@ def test_sft_from_the_continual_export_trains_and_records_lineage(sft_run, conti
     assert lineage["base_lineage"]["stage"] == "continual"
     check_file = json.loads((sft_run / "export" / "export_check.json").read_text())
     assert check_file["max_abs_diff"] <= 1e-6
+    launched = (sft_run / "logs" / "launch.log").read_text()
+    assert "packing documents:" in launched and "documents on average" in launched
+
+
+@pytest.mark.launch
+def test_a_packed_sft_run_killed_mid_epoch_resumes_with_the_uninterrupted_losses(sft_run, continual_run, tiny,
+                                                                                 tmp_path):
+    """Rows of packed examples are a function of the data alone and their order of (seed, epoch): a run killed
+    after its step-2 checkpoint and resumed trains the uninterrupted run's steps with its losses."""
+    out = tmp_path / "sft_killed"
+    args = sft_args(tiny, continual_run, out)
+    code = run_and_kill_after(args, out / "checkpoints" / "step_000002" / "COMPLETE")
+    assert code == -9, "the run finished before it could be killed"
+    check(cli(*args, "--resume"))
+    reference, resumed = read_metrics(sft_run / "metrics.jsonl"), read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in resumed] == [r["step"] for r in reference] == list(range(1, 7))
+    diffs = [abs(a["loss"] - b["loss"]) for a, b in zip(reference, resumed, strict=True)]
+    print(f"packed resume: max |loss difference| over {len(diffs)} steps = {max(diffs):.3g}")
+    assert max(diffs) <= 1e-6, diffs
 
 
 # ----- two nodes ------------------------------------------------------------------------------------

@@ -120,7 +120,7 @@ def test_dry_run_and_launch_of_a_plan_that_does_not_fit_exit_2(tiny_sets):
 def test_a_preset_carries_its_memory_and_precision_into_plan_and_config(tmp_path):
     hosts = str(REPO / "hostfiles/v100x20")
     r = CliRunner().invoke(app, ["plan", "--recipe", str(PAPER), "--hosts", hosts, "--set", "preset=h100-zero3-bf16"])
-    assert "FITS (7.67 GiB of 80.0 GiB)" in r.output
+    assert "FITS (7.19 GiB of 80.0 GiB)" in r.output
     assert "preset h100-zero3-bf16 recommends bf16; this recipe trains in fp16" in r.output
     r = CliRunner().invoke(app, ["plan", "--recipe", str(PAPER), "--hosts", hosts, "--set",
                                  "preset=a100-40gb-zero3-bf16", "--set", "precision=bf16"])
