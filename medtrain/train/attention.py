@@ -27,10 +27,11 @@ def documents_attention(module: torch.nn.Module, query: torch.Tensor, key: torch
                         attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
                         **kwargs) -> tuple[torch.Tensor, None]:
     """transformers' attention-function contract: query (B, H, L, D), key and value (B, KV, L, D); returns
-    (B, L, H, D). The row's documents come from `position_ids` (B, L), which the model passes down."""
+    (B, L, H, D). The row's documents come from `position_ids` (B, L), which the model passes down; without them
+    (a probe of the whole model, as export's check) each row is one document."""
     position_ids = kwargs.get("position_ids")
     if position_ids is None:
-        raise ValueError(f"attention '{DOCUMENTS}' needs position_ids that restart at every document")
+        position_ids = torch.arange(query.shape[2], device=query.device)
     gqa = key.shape[1] != query.shape[1]
     rows = []
     for b in range(query.shape[0]):
