@@ -24,8 +24,10 @@ CHUNK_TOKENS = LOSS_CHUNK_TOKENS
 class ChunkedCrossEntropy(torch.autograd.Function):
     """The summed cross-entropy of (N, V) logits in the training dtype, computed a chunk of positions at a time in
     fp32: forward keeps only the logits it was given (no fp32 copy of them, no saved softmax), backward recomputes
-    each chunk's softmax and writes the gradient in the logits' own dtype. Equal to F.cross_entropy over
-    logits.float() to fp32 rounding, in value and gradient; no Triton, so it runs wherever torch does (V100s)."""
+    each chunk's softmax and writes the gradient in the logits' own dtype — into the logits' own memory when they
+    are a model's output (nothing reads them after the loss), so the loss adds one chunk's fp32, not a second
+    logits-sized tensor. Equal to F.cross_entropy over logits.float() to fp32 rounding, in value and gradient; no
+    Triton, so it runs wherever torch does (V100s)."""
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -37,19 +39,19 @@ class ChunkedCrossEntropy(torch.autograd.Function):
             total += ((torch.logsumexp(x, dim=-1) - picked) * keep).sum()
             del x  # this chunk's upcast goes before the next one is made
         ctx.save_for_backward(logits, targets)
-        ctx.chunk = chunk
+        ctx.chunk, ctx.in_place = chunk, not logits.is_leaf and logits.is_contiguous()
         return total
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         logits, targets = ctx.saved_tensors
-        out = torch.empty_like(logits)
+        out = logits if ctx.in_place else torch.empty_like(logits)
         for start in range(0, logits.size(0), ctx.chunk):
             t = targets[start:start + ctx.chunk]
-            keep = (t != IGNORE).unsqueeze(1)
             p = torch.softmax(logits[start:start + ctx.chunk].float(), dim=-1)
             p.scatter_add_(1, t.clamp_min(0).unsqueeze(1), torch.full_like(p[:, :1], -1.0))
-            out[start:start + ctx.chunk] = (p * keep * grad).to(out.dtype)
+            p.mul_((t != IGNORE).unsqueeze(1)).mul_(grad)
+            out[start:start + ctx.chunk] = p
             del p
         return out, None, None
 

@@ -39,3 +39,17 @@ def test_a_micro_batch_of_ghosts_has_zero_loss_with_a_graph():
     loss = token_loss_sum(logits, torch.full((1, 5), IGNORE))
     loss.backward()
     assert loss.item() == 0.0 and (logits.grad == 0).all()
+
+
+def test_a_models_logits_take_their_own_gradient_in_place_with_the_same_result():
+    """Logits that are an operation's output (a model's lm_head) receive the gradient in their own memory; what
+    flows back is the same as from a separate buffer."""
+    torch.manual_seed(1)
+    hidden = torch.randn(2, 9, 8)
+    head = torch.nn.Linear(8, 30, bias=False)
+    labels = torch.randint(0, 30, (2, 9))
+    token_loss_sum(head(hidden), labels).backward()
+    ours = head.weight.grad.clone()
+    head.weight.grad = None
+    _whole(head(hidden), labels).backward()
+    assert torch.allclose(ours, head.weight.grad, atol=1e-5)
