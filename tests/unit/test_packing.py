@@ -78,3 +78,21 @@ def test_padding_after_the_last_document_is_its_own_segment():
         alone = model(input_ids=single["input_ids"], position_ids=single["position_ids"]).logits
     assert torch.allclose(together[1, :7], alone[0], atol=1e-6)
     assert collate([short], np.array([0]), pad_id=0)["position_ids"].shape == (1, 7)  # rows go through collate
+
+
+def test_plan_states_rows_documents_per_row_and_tokens_per_step(token_data):
+    """With `packing: documents` the global batch counts rows, and the plan says so from the prepared data."""
+    from pathlib import Path
+
+    from medtrain.core.recipe import load_recipe
+    from medtrain.launch.hostfile import read_hostfile
+    from medtrain.launch.plan import make_plan
+
+    repo = Path(__file__).resolve().parents[2]
+    overrides = [f"data={token_data['sft']}", "packing=documents", "seq_len=64", "global_batch=2", "micro_batch=1",
+                 "model=tiny", "init=random", "val_data=null"]
+    recipe = load_recipe(repo / "recipes/tiny/sft.yaml", overrides)
+    plan = make_plan(recipe, read_hostfile(repo / "hostfiles/localhost"))
+    assert plan.data.samples == 4 and plan.data.documents == 6 and plan.steps_per_epoch == 2
+    line = next(x for x in plan.render().splitlines() if x.startswith("packing"))
+    assert line == "packing      documents: 4 rows of 1.5 documents on average (6 documents), 86 tokens per step", line
