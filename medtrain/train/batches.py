@@ -60,39 +60,41 @@ def collate(samples: Samples, ids: np.ndarray, pad_id: int) -> dict[str, torch.T
     rows = [samples[int(i)] if i >= 0 else None for i in ids]
     if any(r is not None and r.doc_lens is not None for r in rows):
         return collate_rows(rows, pad_id)
-    length = max((len(r.input_ids) for r in rows if r is not None), default=1)
-    input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), length), IGNORE, dtype=torch.long)
-    attention = torch.zeros((len(rows), length), dtype=torch.long)
+    batch = _padded(rows, pad_id)
     for k, row in enumerate(rows):
-        if row is None:
-            continue
-        n = len(row.input_ids)
-        input_ids[k, :n] = torch.from_numpy(row.input_ids)
-        attention[k, :n] = 1
-        labels[k, row.prompt_len:n] = input_ids[k, row.prompt_len:n]
-    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+        if row is not None:
+            batch["labels"][k, :row.prompt_len] = IGNORE
+    return batch
 
 
 def collate_rows(rows: list, pad_id: int) -> dict[str, torch.Tensor]:
     """Rows of packed documents (data_prep.reader.DocumentRows). Padding after a row's last document is a
     segment of its own (positions from 0, no loss), so attention inside documents never meets it."""
-    length = max((len(r.input_ids) for r in rows if r is not None), default=1)
-    input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), length), IGNORE, dtype=torch.long)
-    attention = torch.zeros((len(rows), length), dtype=torch.long)
+    batch = _padded(rows, pad_id)
+    length = batch["input_ids"].shape[1]
     positions = torch.arange(length, dtype=torch.long).repeat(len(rows), 1)
     for k, row in enumerate(rows):
         if row is None:
             continue
-        n = len(row.input_ids)
-        input_ids[k, :n] = torch.from_numpy(row.input_ids)
-        attention[k, :n] = 1
-        labels[k, :n] = input_ids[k, :n]
         starts = np.concatenate([[0], np.cumsum(row.doc_lens)[:-1]])
         prompts = row.prompt_lens if row.prompt_lens is not None else np.ones(len(starts), dtype=np.int64)
         for start, doc_len, prompt in zip(starts.tolist(), row.doc_lens.tolist(), prompts.tolist(), strict=True):
             positions[k, start:start + doc_len] = torch.arange(doc_len)
-            labels[k, start:start + max(prompt, 1)] = IGNORE
+            batch["labels"][k, start:start + max(prompt, 1)] = IGNORE
+        n = len(row.input_ids)
         positions[k, n:] = torch.arange(length - n)
-    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels, "position_ids": positions}
+    return {**batch, "position_ids": positions}
+
+
+def _padded(rows: list, pad_id: int) -> dict[str, torch.Tensor]:
+    """The rows right-padded to the longest: ids, attention mask, and labels equal to the ids where there is a
+    token (-100 on padding and ghost slots); the callers mask what else carries no loss."""
+    length = max((len(r.input_ids) for r in rows if r is not None), default=1)
+    input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), length), dtype=torch.long)
+    for k, row in enumerate(rows):
+        if row is not None:
+            input_ids[k, :len(row.input_ids)] = torch.from_numpy(row.input_ids)
+            attention[k, :len(row.input_ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention,
+            "labels": input_ids.masked_fill(attention == 0, IGNORE)}

@@ -89,8 +89,9 @@ def _explain_save_failure(e: Exception, path: Path) -> Exception:
     if not full:
         return e
     shutil.rmtree(path, ignore_errors=True)  # this save's partial files: the space the rest of the run needs
-    usage = shutil.disk_usage(mount_of(path.parent))
-    return DiskFullError(f"no space left on {mount_of(path.parent)} ({usage.total / 2**30:.2f} GiB, "
+    mount = mount_of(path.parent)
+    usage = shutil.disk_usage(mount)
+    return DiskFullError(f"no space left on {mount} ({usage.total / 2**30:.2f} GiB, "
                          f"{usage.free / 2**20:.1f} MiB free) while saving {path} (removed); the previous checkpoint "
                          "is intact. Free space or set output_dir on a larger filesystem, then run again with --resume")
 
