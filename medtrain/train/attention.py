@@ -23,6 +23,19 @@ def document_starts(position_ids: torch.Tensor) -> list[int]:
     return [*(position_ids == 0).nonzero().flatten().tolist(), position_ids.numel()]
 
 
+_seen: list = [None, -1, []]
+"""The last position ids seen (the tensor, its version) and their rows' document starts: every layer of one
+forward (and its recomputation under activation checkpointing) gets the same tensor, so the starts — a
+device-to-host copy on a GPU — are found once per forward, not once per layer."""
+
+
+def rows_starts(position_ids: torch.Tensor) -> list[list[int]]:
+    if _seen[0] is not position_ids or _seen[1] != position_ids._version:
+        rows = position_ids if position_ids.dim() > 1 else position_ids.unsqueeze(0)
+        _seen[:] = [position_ids, position_ids._version, [document_starts(row) for row in rows]]
+    return _seen[2]
+
+
 def documents_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                         attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
                         **kwargs) -> tuple[torch.Tensor, None]:
@@ -33,9 +46,9 @@ def documents_attention(module: torch.nn.Module, query: torch.Tensor, key: torch
     if position_ids is None:
         position_ids = torch.arange(query.shape[2], device=query.device)
     gqa = key.shape[1] != query.shape[1]
-    rows = []
+    rows, row_starts = [], rows_starts(position_ids)
     for b in range(query.shape[0]):
-        starts = document_starts(position_ids[b] if position_ids.dim() > 1 else position_ids)
+        starts = row_starts[b if len(row_starts) > 1 else 0]
         rows.append(torch.cat([
             F.scaled_dot_product_attention(query[b:b + 1, :, s:e], key[b:b + 1, :, s:e], value[b:b + 1, :, s:e],
                                            is_causal=True, scale=scaling,
