@@ -22,6 +22,7 @@ from medtrain.core.templates import get_template
 from medtrain.eval.choice import adds_bos, harness_pairs, score_harness, score_original
 from medtrain.eval.data import Question, mc_subjects, read_cmexam, read_mc_subject
 from medtrain.eval.encoding import encode
+from medtrain.eval.exclude import Exclusion, load_exclusion
 from medtrain.eval.extract import extract
 from medtrain.eval.metrics import accuracy, breakdown, mean, score
 from medtrain.eval.settings import DEFAULT_SCORING, DEFAULT_SHOTS, generate_settings, model_lineage
@@ -46,8 +47,9 @@ def write_outputs(out: Path, results: dict, predictions: list[dict]) -> Path:
 # ----- CMExam ----------------------------------------------------------------------------------------------
 
 
-def read_predictions(path: Path, questions: list[Question]) -> list[str]:
-    """Raw outputs in question order; ids are 0-based rows or the data's id column, and must match exactly."""
+def read_predictions(path: Path, questions: list[Question], skip: frozenset[str] = frozenset()) -> list[str]:
+    """Raw outputs in question order; ids are 0-based rows or the data's id column, and must match exactly
+    (those in `skip`, left out by --exclude, are passed over)."""
     by_id = {q.id: k for k, q in enumerate(questions)}
     outputs: list[str | None] = [None] * len(questions)
     with open(path, encoding="utf-8") as f:
@@ -59,6 +61,8 @@ def read_predictions(path: Path, questions: list[Question]) -> list[str]:
                 key, text = str(rec["id"]), rec["output"]
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise TaskError(f"{path}:{lineno}: expected {{\"id\": ..., \"output\": \"...\"}}") from None
+            if key in skip:
+                continue
             if key not in by_id:
                 raise TaskError(f"{path}:{lineno}: id {key!r} is not a question of the data file (ids are 0-based "
                                 "rows, or the data's id column)")
@@ -72,7 +76,13 @@ def read_predictions(path: Path, questions: list[Question]) -> list[str]:
     return outputs  # type: ignore[return-value]
 
 
-PATH_ARGS = ("data", "model_dir", "predictions")
+PATH_ARGS = ("data", "model_dir", "predictions", "exclude")
+
+
+def excluded(exclusion: Exclusion | None) -> dict:
+    """What results.json says about --exclude: nothing without it (the full benchmark), else the file, its digest
+    and the questions left out."""
+    return {"excluded": exclusion.record()} if exclusion else {}
 
 
 def run_task(name: str, out: Path, *, shard: Shard = ONE, **kwargs) -> dict:
@@ -121,11 +131,16 @@ def _generate_metrics(task: GenerateTask, questions: list, gold: list[str], extr
 def run_generate(task_name: str, data: Path, out: Path, *, model_dir: Path | None = None,
                  model_source: dict | None = None, predictions: Path | None = None, template: str | None = None,
                  extract_mode: str | None = None, batch_size: int | str = 16, max_new_tokens: int | None = None,
-                 limit: int | None = None, device: str = "auto", dtype: str = "auto", shard: Shard = ONE) -> dict:
+                 limit: int | None = None, device: str = "auto", dtype: str = "auto", exclude: Path | None = None,
+                 shard: Shard = ONE) -> dict:
     task = load_task(task_name)
     if not isinstance(task, GenerateTask):
         raise TaskError(f"task {task_name} declares output {task.output}; run_generate runs generate tasks")
+    exclusion = load_exclusion(exclude, task.task)
     questions = read_cmexam(data)
+    if exclusion:
+        exclusion.check_all_found({q.id for q in questions}, data)
+        questions = exclusion.keep(questions)
     if limit:
         questions = questions[:limit]
     if (model_dir is None) == (predictions is None):
@@ -136,7 +151,7 @@ def run_generate(task_name: str, data: Path, out: Path, *, model_dir: Path | Non
     start = time.perf_counter()
     placement = None
     if predictions is not None:
-        outputs = read_predictions(predictions, questions)
+        outputs = read_predictions(predictions, questions, frozenset(exclusion.lines) if exclusion else frozenset())
     else:
         outputs, batch_size, placement = _generate_outputs(model_dir, prompts, batch_size, max_new, device, dtype,
                                                            shard)
@@ -152,6 +167,7 @@ def run_generate(task_name: str, data: Path, out: Path, *, model_dir: Path | Non
         "config": {"batch_size": batch_size, "max_new_tokens": max_new, "do_sample": task.generation.do_sample,
                    "device": placement.describe() if placement else None, "ranks": shard.world},
         "metrics": metrics, "seconds": seconds, "medtrain_version": MEDTRAIN_VERSION,
+        **excluded(exclusion),
     }
     preds = [{"id": q.id, "prompt": p, "output": o, "extracted": e.answer, "rule": e.rule, "gold": g,
               "correct": e.answer == g} for q, p, o, e, g in zip(questions, prompts, outputs, extracted, gold,
@@ -181,7 +197,8 @@ def build_prompt(task: MultipleChoiceTask, style: PromptStyle, subject: str, sho
 def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, model_source: dict | None = None,
            shots: int = DEFAULT_SHOTS, scoring: str = DEFAULT_SCORING,
            batch_size: int | str = 8, limit: int | None = None, subjects: list[str] | None = None,
-           device: str = "auto", dtype: str = "auto", answer_index: int | None = None, shard: Shard = ONE) -> dict:
+           device: str = "auto", dtype: str = "auto", answer_index: int | None = None, exclude: Path | None = None,
+           shard: Shard = ONE) -> dict:
     """Multiple choice in four parts: prompts per question (build_prompt), their scores under one convention
     (score_choices), the metrics (aggregate_mc), and the outputs (write_outputs)."""
     if scoring not in ("original", "harness"):
@@ -190,6 +207,10 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, model_sour
     if not isinstance(task, MultipleChoiceTask):
         raise TaskError(f"task {task_name} declares output {task.output}; run_mc runs multiple_choice tasks")
     chosen, devs = mc_inputs(task, data, subjects, shots, answer_index)
+    exclusion = load_exclusion(exclude, task_name)
+    if exclusion and not subjects:  # before a model is loaded: the file must be this data's
+        exclusion.check_all_found({q.id for s in chosen for q in read_mc_subject(task, data, s, "test", answer_index)},
+                                  data)
     from medtrain.eval.model import context_length, load_model, parse_batch_size
 
     batch_size = parse_batch_size(batch_size)
@@ -201,7 +222,8 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, model_sour
     bar = tqdm(chosen, unit="subject", desc=f"{task_name} {shots}-shot", file=sys.stderr,
                mininterval=0.5 if sys.stderr.isatty() else 10.0, disable=not shard.is_main)
     for subject in bar:
-        test = read_mc_subject(task, data, subject, "test", answer_index)[:limit or None]
+        test = read_mc_subject(task, data, subject, "test", answer_index)
+        test = (exclusion.keep(test) if exclusion else test)[:limit or None]
         prompts = [build_prompt(task, style, subject, devs[subject][:shots], q) for q in test]
         letters = [tuple(q.options) for q in test]  # four for MMLU, four or five for MedQA
         scores, cut, batch = score_choices(model, tok, style, scoring, prompts, letters, batch_size, max_len,
@@ -223,7 +245,8 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, model_sour
                           "bos": adds_bos(tok),
                           "device": placement.describe(), "ranks": shard.world},
                "metrics": aggregate_mc(task, preds, chosen, truncated),
-               "seconds": time.perf_counter() - start, "medtrain_version": MEDTRAIN_VERSION}
+               "seconds": time.perf_counter() - start, "medtrain_version": MEDTRAIN_VERSION,
+               **excluded(exclusion)}
     if shard.is_main:
         write_outputs(out, results, preds)
     return results

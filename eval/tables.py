@@ -23,6 +23,8 @@ def model_label(results: dict) -> str:
 def convention(r: dict) -> str:
     """What the number depends on besides the model, in words."""
     n = f"{r['metrics']['n']:,} q"
+    if "excluded" in r:  # the clean subset: a column of its own beside the full benchmark's
+        n += f", clean: {r['excluded']['questions']:,} contaminated left out"
     if r["task"] == "cmexam":
         return f"{r['extract']} extraction, {n}"
     return f"{r['scoring']} scoring, {r['shots']}-shot, {n}"

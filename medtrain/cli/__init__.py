@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from medtrain.cli import config, experiments, launch, prep, train
+from medtrain.cli import config, contamination, experiments, launch, prep, train
 from medtrain.cli import eval as eval_commands
 from medtrain.core.log import setup_logging
 from medtrain.core.provenance import untested_versions, versions
@@ -53,6 +53,7 @@ app.command()(prep.tokenizer)
 app.command()(experiments.report)
 app.command()(experiments.sweep)
 app.command()(experiments.demo)
+app.command()(contamination.contamination)
 
 
 def _module_entry() -> None:

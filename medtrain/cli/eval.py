@@ -52,6 +52,9 @@ ScoringOpt = Annotated[str, typer.Option(help="original: the MMLU/CMMLU scripts'
                                          "highest log-likelihood of ' A'..' D' after its own prompt. Both encode "
                                          "with the tokenizer's special tokens (BOS for Llama-2), as their references "
                                          "do; the two pick different letters, so results record which one.")]
+ExcludeOpt = Annotated[Path | None, typer.Option(help="Leave out the questions of this contaminated.jsonl "
+                                                "(`medtrain contamination`) and score the clean subset; results.json "
+                                                "records what was left out.")]
 SubjectOpt = Annotated[list[str] | None, typer.Option("--subject", help="Only this subject (file stem, e.g. "
                                                       "anatomy); repeat for several. Default: every subject.")]
 
@@ -63,6 +66,10 @@ def model_dir(model: str | None) -> dict:
         return {"model_dir": None}
     resolved = hub.resolve_model(model, what="--model")
     return {"model_dir": resolved.path, "model_source": resolved.provenance() if resolved.hub_id else None}
+
+
+def left_out(results: dict) -> str:
+    return f" ({results['excluded']['questions']} left out by --exclude)" if "excluded" in results else ""
 
 
 def run_eval(task: str, kwargs: dict, out: Path, hosts: Path | None, launcher: str) -> dict:
@@ -79,7 +86,8 @@ def eval_cmexam(data: CmexamDataOpt = None, out: CmexamOutOpt = None, model: Cme
                 predictions: PredictionsOpt = None, template: TemplateOpt = None, extract: ExtractOpt = None,
                 batch_size: GenBatchOpt = "auto", device: DeviceOpt = "auto", dtype: DtypeOpt = "auto",
                 max_new_tokens: NewTokensOpt = None, limit: LimitOpt = None, hosts: EvalHostsOpt = None,
-                launcher: EvalLauncherOpt = "local", overwrite: ReplaceOpt = False) -> None:
+                launcher: EvalLauncherOpt = "local", exclude: ExcludeOpt = None, overwrite: ReplaceOpt = False
+                ) -> None:
     """Greedy generation, answer extraction, accuracy and weighted F1.
 
     Example: medtrain eval cmexam   (the paper's SFT export on data/cmexam/test_with_annotations.csv)
@@ -93,10 +101,11 @@ def eval_cmexam(data: CmexamDataOpt = None, out: CmexamOutOpt = None, model: Cme
         refuse_existing(out, overwrite)
         r = run_eval("cmexam", {"data": inputs.data, **model_dir(inputs.model), "predictions": predictions,
                                 "template": template, "extract_mode": extract, "batch_size": batch_size,
-                                "max_new_tokens": max_new_tokens, "limit": limit, "device": device, "dtype": dtype},
+                                "max_new_tokens": max_new_tokens, "limit": limit, "device": device, "dtype": dtype,
+                                "exclude": exclude},
                      out, hosts, launcher)
     m = r["metrics"]
-    typer.echo(f"CMExam: acc {m['acc']:.2f}  weighted F1 {m['weighted_f1']:.2f}  ({m['n']} questions, "
+    typer.echo(f"CMExam: acc {m['acc']:.2f}  weighted F1 {m['weighted_f1']:.2f}  ({m['n']} questions{left_out(r)}, "
                f"{m['no_answer']} no answer, extract {r['extract']}) -> {out}")
 
 
@@ -107,17 +116,18 @@ def _mc_command(task: str, title: str, layout: str, default_shots: int = 5) -> N
                 data: Path, out: EvalOutOpt, shots: ShotsOpt = default_shots, scoring: ScoringOpt = "original",
                 batch_size: McBatchOpt = "auto", limit: LimitOpt = None, subject: SubjectOpt = None,
                 device: DeviceOpt = "auto", dtype: DtypeOpt = "auto", hosts: EvalHostsOpt = None,
-                launcher: EvalLauncherOpt = "local", overwrite: ReplaceOpt = False,
+                launcher: EvalLauncherOpt = "local", exclude: ExcludeOpt = None, overwrite: ReplaceOpt = False,
                 answer_index: AnswerIndexOpt = AnswerIndex.auto) -> None:
         with user_errors(out):
             refuse_existing(out, overwrite)
             r = run_eval(task, {**model_dir(model), "data": data, "shots": shots, "scoring": scoring,
                                 "batch_size": batch_size, "limit": limit, "subjects": subject or None,
-                                "device": device, "dtype": dtype, "answer_index": answer_index.base()},
+                                "device": device, "dtype": dtype, "answer_index": answer_index.base(),
+                                "exclude": exclude},
                          out, hosts, launcher)
         m = r["metrics"]
         typer.echo(f"{task.upper()} {shots}-shot ({scoring}): acc {m['acc']:.2f} ({m['overall']}; micro "
-                   f"{m['acc_micro']:.2f}, macro {m['acc_macro']:.2f}), {m['n']} questions, "
+                   f"{m['acc_micro']:.2f}, macro {m['acc_macro']:.2f}), {m['n']} questions{left_out(r)}, "
                    f"{m['truncated_prompts']} truncated -> {out}")
     command.__annotations__["data"] = Annotated[Path, typer.Option(help=f"{title} folder with {layout}.")]
     if task != "medmcqa":

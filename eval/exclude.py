@@ -1,0 +1,61 @@
+"""`--exclude FILE`: score the clean subset of a benchmark, leaving out the questions `medtrain contamination`
+found in the training data (its contaminated.jsonl: a line per question with `task`, `index` and `id`). The
+lines are matched to the data's questions by id, and the results record the file, its digest and what was left
+out, so a clean number is never mistaken for the full benchmark's."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from medtrain.core.digest import sha256_file
+from medtrain.eval.data import Question
+from medtrain.eval.task import TaskError
+
+
+@dataclass
+class Exclusion:
+    path: Path
+    task: str
+    lines: dict[str, int]
+    """Each excluded id of this task -> its line in the file."""
+    removed: list[str]
+
+    def keep(self, questions: list[Question]) -> list[Question]:
+        kept = [q for q in questions if q.id not in self.lines]
+        self.removed += [q.id for q in questions if q.id in self.lines]
+        return kept
+
+    def check_all_found(self, ids: set[str], data: Path) -> None:
+        """Every line of this task names a question of the data (`ids`): else the file was made from other data."""
+        missing = sorted(set(self.lines) - ids, key=self.lines.get)
+        if missing:
+            raise TaskError(f"{self.path}:{self.lines[missing[0]]}: {self.task} question id {missing[0]!r} is not in "
+                            f"{data} ({len(missing)} such lines); run `medtrain contamination` on this data")
+
+    def record(self) -> dict:
+        return {"file": str(self.path), "sha256": sha256_file(self.path), "questions": len(self.removed),
+                "ids": self.removed}
+
+
+def load_exclusion(path: Path | None, task: str) -> Exclusion | None:
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.is_file():
+        raise TaskError(f"--exclude {path}: no such file; `medtrain contamination ... --out DIR` writes "
+                        "DIR/contaminated.jsonl")
+    lines: dict[str, int] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                line_task, qid = rec["task"], str(rec["id"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise TaskError(f"{path}:{lineno}: expected a contaminated.jsonl line with task and id") from None
+            if line_task == task:
+                lines[qid] = lineno
+    return Exclusion(path, task, lines, [])
