@@ -23,6 +23,9 @@ RANGE_TOKENS = 1 << 22
 KEEP = 8
 """Documents per question confirmed with Levenshtein, those sharing the most windows with it."""
 PRUNE_AT = 1_000_000
+MERGE_AT = 4_000_000
+SLACK = 32
+"""Tokens by which the hits of one copy may disagree on where the question starts (edits inside it)."""
 
 
 class TokenFile:
@@ -90,51 +93,93 @@ class Candidate:
 
 
 class Candidates:
-    """(dataset, question, document) -> shared windows and the span [start, stop) the question would cover in
-    the corpus, widened over every hit (an inserted word moves later hits right)."""
+    """(dataset, question, document) -> how many question windows the document shares, and the span
+    [start, stop) the question would cover in the corpus. Each hit says where the question would start
+    (position - offset in the question): hits of a copy agree on it, give or take the few tokens an edit
+    shifts, while a stock phrase elsewhere in a long document points anywhere. So a candidate's span and
+    windows come from the cluster of starts around the best-supported one (within SLACK tokens), never from a
+    stray hit. Hits wait as arrays and are folded (numpy, no loop per hit) once MERGE_AT of them wait; more
+    than PRUNE_AT rows keep each question's KEEP best documents."""
 
     def __init__(self, grams: QuestionGrams, question_lens: np.ndarray, offsets: list[np.ndarray]):
-        self.grams, self.question_lens, self.offsets = grams, question_lens, offsets
-        self.pairs: dict[tuple[int, int, int], Candidate] = {}
+        self.grams, self.question_lens, self.offsets = grams, np.asarray(question_lens), offsets
+        self._rows = tuple(np.empty(0, np.int64) for _ in range(5))  # dataset, question, doc, start, windows
+        self._waiting: list[tuple[np.ndarray, ...]] = []
+        self._pending = 0
+        self._standing: dict | None = None
 
     def add(self, dataset: int, hits: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
-        offsets = self.offsets[dataset]
+        offsets, self._standing = self.offsets[dataset], None
         for length, (pos, keys) in hits.items():
             hit, question, offset = self.grams.tables[length].entries(keys)
             pos = pos[hit]
             doc = np.searchsorted(offsets, pos, side="right") - 1
             inside = pos + length <= offsets[doc + 1]  # a window across two documents is no evidence
-            question, doc, start = question[inside], doc[inside], (pos - offset)[inside]
-            self._merge(dataset, question, doc, start)
-        if len(self.pairs) > PRUNE_AT:
-            self.pairs = {key: self.pairs[key] for keys in self.by_question().values() for key in keys}
+            if inside.any():
+                n = int(inside.sum())
+                self._waiting.append((np.full(n, dataset), question[inside].astype(np.int64), doc[inside],
+                                      (pos - offset)[inside], np.ones(n, np.int64)))
+                self._pending += n
+        if self._pending > MERGE_AT:
+            self._fold()
 
-    def _merge(self, dataset: int, question: np.ndarray, doc: np.ndarray, start: np.ndarray) -> None:
-        if not len(question):
-            return
-        key = question.astype(np.int64) * len(self.offsets[dataset]) + doc
-        groups, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
-        lo = np.full(len(groups), np.iinfo(np.int64).max)
-        hi = np.full(len(groups), np.iinfo(np.int64).min)
-        np.minimum.at(lo, inverse, start)
-        np.maximum.at(hi, inverse, start)
-        qs, docs = np.divmod(groups, len(self.offsets[dataset]))
-        for q, d, n, a, b in zip(qs.tolist(), docs.tolist(), counts.tolist(), lo.tolist(), hi.tolist(), strict=True):
-            stop = b + int(self.question_lens[q])
-            seen = self.pairs.get((dataset, q, d))
-            if seen is None:
-                self.pairs[(dataset, q, d)] = Candidate(n, a, stop)
-            else:
-                seen.windows, seen.start, seen.stop = seen.windows + n, min(seen.start, a), max(seen.stop, stop)
+    def _fold(self) -> None:
+        """Hits with the same (dataset, question, document, start) become one row counting them."""
+        dataset, question, doc, start, windows = (np.concatenate(c) for c in zip(self._rows, *self._waiting,
+                                                                                 strict=True))
+        self._waiting, self._pending = [], 0
+        order = np.lexsort((start, doc, question, dataset))
+        keys = [c[order] for c in (dataset, question, doc, start)]
+        first = np.flatnonzero(_changes(*keys))
+        self._rows = (*(k[first] for k in keys), np.add.reduceat(windows[order], first))
+        if len(first) > PRUNE_AT:
+            self._rows = tuple(c[self._best_documents()] for c in self._rows)
+
+    def _best_documents(self) -> np.ndarray:
+        """The rows of each question's KEEP documents sharing the most windows (then corpus order)."""
+        dataset, question, doc, _, windows = self._rows
+        pair = np.flatnonzero(_changes(dataset, question, doc))
+        total = np.add.reduceat(windows, pair)
+        order = np.lexsort((doc[pair], dataset[pair], -total, question[pair]))
+        q = question[pair][order]
+        group = np.flatnonzero(_changes(q))
+        rank = np.arange(len(order)) - np.repeat(group, np.diff(np.r_[group, len(order)]))
+        kept = np.zeros(len(pair), dtype=bool)
+        kept[order[rank < KEEP]] = True
+        return np.flatnonzero(np.repeat(kept, np.diff(np.r_[pair, len(doc)])))
+
+    @property
+    def pairs(self) -> dict[tuple[int, int, int], Candidate]:
+        """The candidates standing, at most KEEP per question, most shared windows first."""
+        if self._standing is None:
+            self._fold()
+            rows = [c[self._best_documents()].tolist() for c in self._rows]
+            clusters: dict[tuple[int, int, int], list[tuple[int, int]]] = {}
+            for d, q, k, start, n in zip(*rows, strict=True):
+                clusters.setdefault((d, q, k), []).append((start, n))
+            found = {key: self._cluster(key[1], starts) for key, starts in clusters.items()}
+            self._standing = dict(sorted(found.items(), key=lambda kv: (kv[0][1], -kv[1].windows, kv[0][0],
+                                                                         kv[0][2])))
+        return self._standing
+
+    def _cluster(self, question: int, starts: list[tuple[int, int]]) -> Candidate:
+        best = max(starts, key=lambda x: (x[1], -x[0]))[0]
+        near = [(s, n) for s, n in starts if abs(s - best) <= SLACK]
+        return Candidate(sum(n for _, n in near), min(s for s, _ in near),
+                         max(s for s, _ in near) + int(self.question_lens[question]))
 
     def by_question(self) -> dict[int, list[tuple[int, int, int]]]:
-        """Each question's candidates, most shared windows first (then corpus order), at most KEEP."""
         grouped: dict[int, list[tuple[int, int, int]]] = {}
-        for key in sorted(self.pairs, key=lambda k: (k[1], -self.pairs[k].windows, k[0], k[2])):
-            kept = grouped.setdefault(key[1], [])
-            if len(kept) < KEEP:
-                kept.append(key)
+        for key in self.pairs:
+            grouped.setdefault(key[1], []).append(key)
         return grouped
+
+
+def _changes(*columns: np.ndarray) -> np.ndarray:
+    """True where a sorted row's key differs from the row before (and at the first row)."""
+    new = np.ones(len(columns[0]), dtype=bool)
+    new[1:] = np.any([c[1:] != c[:-1] for c in columns], axis=0) if len(columns[0]) > 1 else new[1:]
+    return new
 
 
 def default_workers() -> int:
