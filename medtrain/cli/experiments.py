@@ -46,7 +46,11 @@ def sweep(continual: ContinualOpt, sft_recipe: SftRecipeOpt, checkpoints: StepsO
           launcher: Annotated[str, typer.Option(help="pdsh | slurm | openmpi | local.")] = "pdsh",
           limit: LimitOpt = None,
           max_new_tokens: Annotated[int, typer.Option(help="CMExam generation length.")] = 256,
-          eval_across_hosts: AcrossOpt = False, set_: OverrideOpt = None) -> None:
+          eval_across_hosts: AcrossOpt = False, set_: OverrideOpt = None,
+          contamination: Annotated[bool, typer.Option(
+              "--contamination", help="Check the continual and SFT data for the benchmarks' questions once "
+              "(`medtrain contamination`) and add each cell's clean-subset numbers (table3_clean.md).")] = False
+          ) -> None:
     """Table 3: fine-tune from each continual checkpoint and evaluate; resumes a partly done sweep.
 
     Example: medtrain sweep --continual runs/continual --sft-recipe recipes/paper/sft_cmexam_reasoning.yaml
@@ -57,8 +61,10 @@ def sweep(continual: ContinualOpt, sft_recipe: SftRecipeOpt, checkpoints: StepsO
         summary = run_sweep(continual, sft_recipe, sweep_steps(checkpoints, continual), hosts, out,
                             EvalData(cmexam_data, mmlu_data, cmmlu_data, limit=limit, max_new_tokens=max_new_tokens,
                                      across=(hosts, launcher) if eval_across_hosts else None),
-                            launcher=launcher, overrides=set_ or [])
+                            launcher=launcher, overrides=set_ or [], contamination=contamination)
     typer.echo((out / "table3.md").read_text())
+    if contamination:
+        typer.echo(f"clean subsets (without {summary['contamination']}):\n{(out / 'table3_clean.md').read_text()}")
     typer.echo(f"wrote {out / 'table3.md'} ({len(summary['rows'])} rows)")
 
 

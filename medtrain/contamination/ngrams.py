@@ -3,9 +3,11 @@ stream of any length scanned a slice at a time). One numpy pass per token of the
 position holds the hash of the j-gram starting there, so the short questions' whole-question windows come out
 of the same passes as the n-grams, never a Python loop per token.
 
-A bitmap of 2**FILTER_BITS bits indexed by each hash's high bits rules out almost every corpus position in one
-gather (the questions' few hundred thousand n-grams set ~1-4% of it); the survivors are looked up exactly in the
-sorted question hashes."""
+A bitmap of 2**FILTER_BITS bits (16 MiB) indexed by each hash's high bits rules out almost every corpus position
+in one gather (CMExam val's 745,000 distinct 13-grams set 0.6% of it); the survivors — mostly real matches of
+stock phrases, ~1.6% of Chinese medical text with Llama-2's tokenizer, whose byte tokens make 13 tokens four to
+six characters — are looked up exactly in the sorted question hashes, in sorted order (numpy's binary search
+starts each key where the last one ended)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import numpy as np
 
 BASE = np.uint64(0x9E3779B97F4A7C15)
 """Odd, so that every token id moves every high bit of the hash."""
-FILTER_BITS = 24
+FILTER_BITS = 27
 SLICE_TOKENS = 1 << 18
 """Windows hashed per numpy pass: the working arrays (2 MiB each) stay in the CPU's cache (~40M tokens/s per core
 here, against ~34M with 4M-token slices)."""
@@ -38,6 +40,19 @@ def window_hashes(x: np.ndarray, count: int, lengths: tuple[int, ...], out: np.n
 
 def filter_slots(hashes: np.ndarray) -> np.ndarray:
     return (hashes >> np.uint64(64 - FILTER_BITS)).astype(np.intp)
+
+
+def packed_filter(hashes: np.ndarray) -> np.ndarray:
+    slots = filter_slots(hashes)
+    bitmap = np.zeros(1 << (FILTER_BITS - 3), dtype=np.uint8)
+    np.bitwise_or.at(bitmap, slots >> 3, (1 << (slots & 7)).astype(np.uint8))
+    return bitmap
+
+
+def maybe_present(bitmap: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+    """Positions whose hash may be a question's (the bitmap has its bit): every true one and ~0.6% others."""
+    slots = filter_slots(hashes)
+    return np.flatnonzero((bitmap[slots >> 3] >> (slots & 7).astype(np.uint8)) & 1)
 
 
 @dataclass
@@ -90,10 +105,8 @@ class QuestionGrams:
             hs.append(h.copy())
         tables = {length: GramTable.build(length, np.concatenate(qs), np.concatenate(offs), np.concatenate(hs))
                   for length, (qs, offs, hs) in sorted(by_length.items())}
-        bitmap = np.zeros(1 << FILTER_BITS, dtype=np.bool_)
-        for table in tables.values():
-            bitmap[filter_slots(table.hashes)] = True
-        return cls(n, tables, bitmap)
+        every = [t.hashes for t in tables.values()]
+        return cls(n, tables, packed_filter(np.concatenate(every) if every else np.empty(0, np.uint64)))
 
     @property
     def lengths(self) -> tuple[int, ...]:
@@ -116,7 +129,8 @@ class QuestionGrams:
                 count = min(b - a, real - length + 1)
                 if count <= 0:
                     continue
-                maybe = np.flatnonzero(self.bitmap[filter_slots(h[:count])])
+                maybe = maybe_present(self.bitmap, h[:count])
+                maybe = maybe[np.argsort(h[maybe])]
                 table = self.tables[length]
                 k = np.minimum(np.searchsorted(table.hashes, h[maybe]), len(table.hashes) - 1)
                 same = table.hashes[k] == h[maybe]

@@ -23,7 +23,7 @@ RANGE_TOKENS = 1 << 22
 KEEP = 8
 """Documents per question confirmed with Levenshtein, those sharing the most windows with it."""
 PRUNE_AT = 1_000_000
-MERGE_AT = 4_000_000
+MERGE_AT = 1_000_000
 SLACK = 32
 """Tokens by which the hits of one copy may disagree on where the question starts (edits inside it)."""
 
@@ -80,8 +80,10 @@ def scan_hits(grams: QuestionGrams, tasks: list[tuple[int, str, int, int]], work
         _start_worker(grams)
         yield from map(_scan_range, tasks)
         return
-    # spawn, not fork: the parent may hold a tokenizer's threads
-    with multiprocessing.get_context("spawn").Pool(workers, _start_worker, (grams,)) as pool:
+    # fork: the workers inherit the question tables instead of unpickling them, and start in milliseconds; they
+    # only hash numpy arrays, never touching the parent's tokenizer (whose Rust threads are told not to warn)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    with multiprocessing.get_context("fork").Pool(workers, _start_worker, (grams,)) as pool:
         yield from pool.imap_unordered(_scan_range, tasks)
 
 
@@ -153,7 +155,8 @@ class Candidates:
         """The candidates standing, at most KEEP per question, most shared windows first."""
         if self._standing is None:
             self._fold()
-            rows = [c[self._best_documents()].tolist() for c in self._rows]
+            best = self._best_documents()
+            rows = [c[best].tolist() for c in self._rows]
             clusters: dict[tuple[int, int, int], list[tuple[int, int]]] = {}
             for d, q, k, start, n in zip(*rows, strict=True):
                 clusters.setdefault((d, q, k), []).append((start, n))

@@ -11,6 +11,7 @@ from medtrain.core.errors import UserError
 from medtrain.core.publish import publish_text, staged_dir
 from medtrain.eval.tables import results_table
 from medtrain.experiments.paper import cells_from_results, cells_from_sweep, paper_section, table3
+from medtrain.experiments.sweep import clean_rows
 from medtrain.train.metrics import read_metrics
 
 
@@ -80,6 +81,10 @@ def build_report(paths: list[Path], out: Path, paper: bool = False) -> Path:
         lines += [f"## Continual pretraining checkpoints x SFT (Table 3) — {s}", "",
                   f"continual run `{summary['continual']}`, SFT recipe `{summary['sft_recipe']}`", ""]
         lines += [table3(summary["rows"]), ""]
+        if summary.get("contamination"):
+            lines += [f"Clean subsets: the same evaluations without the questions in `{summary['contamination']}` "
+                      "(`medtrain contamination` over the training data)", "", table3(clean_rows(summary["rows"])),
+                      ""]
     if results:
         lines += ["## Evaluations", "", results_table(results), ""]
     if paper:

@@ -31,6 +31,7 @@ from medtrain.eval.data import mc_subjects, read_cmexam
 from medtrain.eval.settings import DEFAULT_SCORING, DEFAULT_SHOTS, generate_settings
 from medtrain.eval.task import TaskError, load_task
 from medtrain.experiments import cells
+from medtrain.experiments.contamination_cells import check_training_data, training_datasets
 from medtrain.experiments.eval_across import eval_across
 from medtrain.experiments.paper import conventions, paper_columns, table3
 from medtrain.launch.run import prepare_launch, start
@@ -53,6 +54,8 @@ class EvalData:
     batch_size: int | str = 16
     across: tuple[Path, str] | None = None
     """(hostfile, launcher): spread each eval over the ranks of the sweep's hosts instead of this process."""
+    exclude: Path | None = None
+    """A contaminated.jsonl (sweep --contamination): each eval also scores its clean subset from its outputs."""
 
 
 def eval_settings(task: str, model: Path, data: EvalData) -> dict:
@@ -92,6 +95,30 @@ def evaluate(model: Path, model_id: dict, out: Path, data: EvalData) -> list[dic
         results.append(eval_across(task, kwargs, cell, *data.across) if data.across else run_task(task, cell, **kwargs))
         cells.record(cell, identity)
     return results
+
+
+def clean_subsets(out: Path, data: EvalData) -> list[dict]:
+    """Each of `out`'s evaluations on the questions data.exclude does not name, scored from its outputs."""
+    from medtrain.eval.clean import clean_results
+
+    results = []
+    for task in ("cmexam", "mmlu", "cmmlu"):
+        full, cell = out / f"eval_{task}", out / f"eval_{task}_clean"
+        identity = {"scored_from": cells.data_digest(full / "results.json"),
+                    "exclude_sha256": sha256_file(data.exclude)}
+        if cells.claim(cell, identity, cell / "results.json") == "reuse":
+            results.append(json.loads((cell / "results.json").read_text()))
+            continue
+        results.append(clean_results(full, data.exclude, cell))
+        cells.record(cell, identity)
+    return results
+
+
+def row(step: int, sft: bool, model: Path, out: Path, data: EvalData, model_id: dict) -> dict:
+    """One Table 3 row: the full benchmarks, and their clean subsets under --contamination."""
+    results = evaluate(model, model_id, out, data)
+    found = {"step": step, "sft": sft, "model": str(model), "results": results}
+    return found | ({"clean_results": clean_subsets(out, data)} if data.exclude else {})
 
 
 def continual_model(continual: Path, step: int, out: Path) -> tuple[Path, dict]:
@@ -151,6 +178,19 @@ def check_sweep_inputs(continual: Path, sft_recipe: Path, checkpoints: list[int]
             raise TaskError(f"{getattr(data, task)}: no {task} subjects")
 
 
+def summary_row(r: dict) -> dict:
+    found = {k: v for k, v in r.items() if k not in ("results", "clean_results")}
+    found |= {"metrics": paper_columns(r["results"]), "conventions": conventions(r["results"])}
+    if "clean_results" in r:
+        found["clean"] = {"metrics": paper_columns(r["clean_results"]), "conventions": conventions(r["clean_results"])}
+    return found
+
+
+def clean_rows(rows: list[dict]) -> list[dict]:
+    """sweep.json's rows with their clean-subset numbers in place of the full ones (report's second table)."""
+    return [r | r["clean"] for r in rows if "clean" in r]
+
+
 def sft_identity(sft_recipe: Path, overrides: list[str], base_id: dict) -> dict:
     """An SFT cell: the model it starts from, the recipe after overrides, the data manifest it trains on."""
 
@@ -172,10 +212,15 @@ def sweep_steps(spec: str, continual: Path) -> list[int]:
 
 
 def sweep(continual: Path, sft_recipe: Path, checkpoints: list[int], hosts: Path, out: Path, data: EvalData, *,
-          launcher: str = "local", overrides: list[str] | None = None, eval_continual: bool = True) -> dict:
+          launcher: str = "local", overrides: list[str] | None = None, eval_continual: bool = True,
+          contamination: bool = False) -> dict:
 
     check_sweep_inputs(continual, sft_recipe, checkpoints, out, data, overrides or [])
     out.mkdir(parents=True, exist_ok=True)
+    if contamination:
+        datasets = training_datasets(continual, sft_recipe, overrides or [])
+        evals = {"cmexam": data.cmexam, "mmlu": data.mmlu, "cmmlu": data.cmmlu}
+        data.exclude = check_training_data(datasets, evals, out / "contamination")
     rows, started = [], time.perf_counter()
     for k, step in enumerate(checkpoints):
         elapsed = time.perf_counter() - started
@@ -185,8 +230,7 @@ def sweep(continual: Path, sft_recipe: Path, checkpoints: list[int], hosts: Path
         cell = out / f"step_{step:06d}"
         base, base_id = continual_model(continual, step, cell)
         if eval_continual:
-            rows.append({"step": step, "sft": False, "model": str(base),
-                         "results": evaluate(base, base_id, cell / "base", data)})
+            rows.append(row(step, False, base, cell / "base", data, base_id))
         sft_dir = cell / "sft"
         sft_overrides = [*(overrides or []), f"model={base}", f"output_dir={sft_dir}", f"continual_step={step}"]
         sft_id = sft_identity(sft_recipe, sft_overrides, base_id)
@@ -199,14 +243,13 @@ def sweep(continual: Path, sft_recipe: Path, checkpoints: list[int], hosts: Path
             code = start(prepared)
             if code != 0:
                 raise RunFailed(f"SFT launch for step {step} exited with {code}; rerun the sweep to resume")
-        rows.append({"step": step, "sft": True, "model": str(sft_dir / "export"),
-                     "results": evaluate(sft_dir / "export", {"sft": sft_id}, cell / "sft_eval", data)})
-    table = table3(rows)
+        rows.append(row(step, True, sft_dir / "export", cell / "sft_eval", data, {"sft": sft_id}))
     summary = {"continual": str(continual), "sft_recipe": str(sft_recipe), "checkpoints": checkpoints,
-               "rows": [{k: v for k, v in r.items() if k != "results"} | {"metrics": paper_columns(r["results"]),
-                                                                           "conventions": conventions(r["results"])}
-                        for r in rows]}
-    publish_text(out / "table3.md", table)
+               "contamination": str(data.exclude) if data.exclude else None,
+               "rows": [summary_row(r) for r in rows]}
+    publish_text(out / "table3.md", table3(rows))
+    if data.exclude:
+        publish_text(out / "table3_clean.md", table3(clean_rows(summary["rows"])))
     publish_json(out / "sweep.json", summary)
     sys.stdout.flush()
     return summary

@@ -144,6 +144,11 @@ def test_exclude_scores_the_clean_subset_and_records_it(world, checked, tmp_path
     header = results_table([a, b]).splitlines()[0]
     assert "contaminated left out" in header and header.count("CMExam Acc") == 2
 
+    from medtrain.eval.clean import clean_results  # the sweep's clean subset, scored from the full run's outputs
+
+    rescored = clean_results(tmp_path / "full", out / "contaminated.jsonl", tmp_path / "rescored")
+    assert rescored["metrics"] == b["metrics"] and rescored["excluded"]["ids"] == b["excluded"]["ids"]
+
 
 def test_exclude_from_other_data_is_refused(world, checked, tmp_path):
     out, _ = checked
@@ -169,3 +174,8 @@ def test_exclude_on_multiple_choice_leaves_the_question_out(world, checked, hf_m
     assert clean["excluded"]["ids"] == ["clinical_knowledge/0"]
     kept = {p["id"] for p in map(json.loads, (tmp_path / "clean" / "predictions.jsonl").read_text().splitlines())}
     assert "clinical_knowledge/0" not in kept
+
+    from medtrain.eval.clean import clean_results
+
+    rescored = clean_results(tmp_path / "full", out / "contaminated.jsonl", tmp_path / "rescored")
+    assert rescored["metrics"] == clean["metrics"]
