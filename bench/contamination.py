@@ -13,9 +13,9 @@ recall on a corpus of at least 200M tokens with questions planted at known place
    in another order without the plants: what it flags is real text of the corpus (a question's copies beyond
    the one the check of the corpus alone reported); a question flagged in the planted corpus but neither
    planted, nor inside a planted copy (CMExam's case groups share a vignette), nor in the control is a false
-   finding. The check runs as `medtrain contamination` in its own process; peak memory is the largest
-   resident set among it and its workers. A corpus a quarter the size is checked the same way, to show the
-   memory does not grow with the corpus.
+   finding. The check runs as `medtrain contamination` in its own process; peak memory is that process's
+   largest resident set plus its largest worker's (each worker maps the corpus a range at a time). A corpus a
+   quarter the size is checked the same way, to show the memory does not grow with the corpus.
 
     python bench/contamination.py [--tokens 200000000] [--plants 200]
 """
@@ -26,7 +26,6 @@ import argparse
 import csv
 import json
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -76,17 +75,29 @@ def corpus_documents() -> list[str]:
     return [d for d in docs if d.strip()]
 
 
-def check(train: list[Path], evals: list[str], out: Path, workers: int) -> tuple[dict, list[dict], float]:
-    """`medtrain contamination` in its own process: (summary, findings, peak RSS in GiB of it and its workers)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    args = [sys.executable, "-m", "medtrain", "contamination", "--out", str(out), "--workers", str(workers)]
+PEAK = """
+import resource, sys
+from medtrain.cli import app
+try:
+    app(sys.argv[1:], prog_name="medtrain", standalone_mode=False)
+finally:
+    peak = [resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    print("PEAK_RSS_KIB", *peak, file=sys.stderr)
+"""
+
+
+def check(train: list[Path], evals: list[str], out: Path, workers: int) -> tuple[dict, list[dict], dict]:
+    """`medtrain contamination` in a process of its own: (summary, findings, peak resident memory in GiB of that
+    process, of its largest worker, and their sum: a bound on the whole)."""
+    args = [sys.executable, "-c", PEAK, "contamination", "--out", str(out), "--workers", str(workers)]
     args += [a for t in train for a in ("--train", str(t))] + [a for e in evals for a in ("--eval", e)]
-    subprocess.run(args, check=True)
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    proc = subprocess.run(args, check=True, stderr=subprocess.PIPE, text=True)
+    line = next(x for x in proc.stderr.splitlines() if x.startswith("PEAK_RSS_KIB"))
+    main, worker = (int(x) / 2**20 for x in line.split()[1:])
+    print(proc.stderr.splitlines()[0], file=sys.stderr)
     findings = [json.loads(x) for x in (out / "contaminated.jsonl").read_text(encoding="utf-8").splitlines()]
-    if peak <= before:
-        print("warning: peak RSS not above an earlier child's; the figure is a bound", file=sys.stderr)
-    return json.loads((out / "summary.json").read_text()), findings, peak / 2**20
+    peak = {"main_gib": round(main, 3), "largest_worker_gib": round(worker, 3), "sum_gib": round(main + worker, 3)}
+    return json.loads((out / "summary.json").read_text()), findings, peak
 
 
 def real_finding(root: Path, workers: int) -> tuple[dict, Path]:
@@ -102,7 +113,7 @@ def real_finding(root: Path, workers: int) -> tuple[dict, Path]:
     picked = [f for f in examples if f["ratio"] == 1][:1] + [f for f in examples if f["ratio"] < 0.95][:1]
     picked += [f for f in examples if f["task"] == "cmmlu"][:1]
     return {"documents": len(docs), "tasks": summary["tasks"], "train": summary["train"],
-            "scan": summary["scan"], "peak_rss_gib": round(peak, 3),
+            "scan": summary["scan"], "peak_rss": peak,
             "flagged_by_dataset": {t["path"]: sum(f["train_dataset"] == t["path"] for f in findings)
                                    for t in summary["train"]},
             "examples": [{k: f[k] for k in ("task", "index", "id", "train_dataset", "train_doc", "ratio", "question",
@@ -171,14 +182,14 @@ def planted_run(root: Path, base: Path, drop: set[int], tokens: int, n_plants: i
         verbatim = set(chosen[0::2])
         row[str(size)] = {
             "corpus_tokens": summary["train"][0]["num_tokens"], "corpus_documents": summary["train"][0]["num_docs"],
-            "build_seconds": round(built, 1), "scan": summary["scan"], "peak_rss_gib": round(peak, 3),
+            "build_seconds": round(built, 1), "scan": summary["scan"], "peak_rss": peak,
             "planted": len(where), "planted_found": len(flagged & set(where)),
             "verbatim_found": len(flagged & verbatim), "edited_found": len(flagged & (set(where) - verbatim)),
             "flagged_not_planted": len(flagged - set(where)),
             "flagged_not_planted_inside_a_planted_copy": len(sibling),
             "flagged_in_control": len(in_control),
             "flagged_not_planted_nor_in_control": len(flagged - set(where) - sibling - in_control),
-            "control_peak_rss_gib": round(control_peak, 3),
+            "control_peak_rss": control_peak,
             "missed": sorted(set(where) - flagged)[:10], "not_planted": sorted(flagged - set(where))[:10],
             "edited_ratio_min": min((f["ratio"] for f in findings if f["index"] in set(where) - verbatim),
                                     default=None)}
@@ -206,7 +217,7 @@ def main() -> None:
     save("contamination", {
         "command": " ".join(sys.argv), "workers": workers, "real": real, "planted": planted,
         "tokens_per_s_per_core": big["scan"]["tokens_per_s_per_worker"],
-        "peak_rss_gib": max(p["peak_rss_gib"] for p in planted.values()),
+        "peak_rss_gib": max(p["peak_rss"]["sum_gib"] for p in planted.values()),
         "planted_found": f"{big['planted_found']}/{big['planted']}",
         "flagged_not_planted_nor_in_control": big["flagged_not_planted_nor_in_control"],
         "targets": {"tokens_per_s_per_core": 20e6, "peak_rss_gib": 2.0}})

@@ -140,9 +140,9 @@ def run_generate(task_name: str, data: Path, out: Path, *, model_dir: Path | Non
     questions = read_cmexam(data)
     if exclusion:
         exclusion.check_all_found({q.id for q in questions}, data)
+    questions = questions[:limit or None]
+    if exclusion:  # the clean part of the questions the run would score without it
         questions = exclusion.keep(questions)
-    if limit:
-        questions = questions[:limit]
     if (model_dir is None) == (predictions is None):
         raise TaskError("give exactly one of --model (generate) or --predictions (score given outputs)")
     settings = generate_settings(task, model_dir, template, extract_mode, max_new_tokens)
@@ -223,7 +223,8 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, model_sour
                mininterval=0.5 if sys.stderr.isatty() else 10.0, disable=not shard.is_main)
     for subject in bar:
         test = read_mc_subject(task, data, subject, "test", answer_index)
-        test = (exclusion.keep(test) if exclusion else test)[:limit or None]
+        test = test[:limit or None]
+        test = exclusion.keep(test) if exclusion else test
         prompts = [build_prompt(task, style, subject, devs[subject][:shots], q) for q in test]
         letters = [tuple(q.options) for q in test]  # four for MMLU, four or five for MedQA
         scores, cut, batch = score_choices(model, tok, style, scoring, prompts, letters, batch_size, max_len,

@@ -25,6 +25,10 @@ KEEP = 8
 PRUNE_AT = 1_000_000
 MERGE_AT = 1_000_000
 SLACK = 32
+QUESTION_BITS, START_BITS = 23, 36
+"""A row's key packs dataset, question and start into one int64: up to 8.4M questions, corpora of up to 2**35
+tokens (34B), 15 datasets."""
+START_BIAS = 1 << 35
 """Tokens by which the hits of one copy may disagree on where the question starts (edits inside it)."""
 
 
@@ -54,28 +58,61 @@ _worker: dict = {}
 
 
 def _start_worker(grams: QuestionGrams) -> None:
-    _worker["grams"], _worker["files"] = grams, {}
+    _worker["grams"], _worker["files"], _worker["offsets"] = grams, {}, {}
 
 
-def _scan_range(task: tuple[int, str, int, int]) -> tuple[int, int, dict]:
-    dataset, path, start, stop = task
-    files = _worker["files"]
-    if path not in files:
-        files[path] = TokenFile(Path(path))
-    tokens = files[path]
+def _scan_range(task: tuple[int, str, int, int]) -> tuple[int, int, tuple[np.ndarray, ...]]:
+    """One range of one dataset: its hits, already turned into candidate rows here in the worker, so the parent
+    only gathers (it would otherwise spend half a core on what the workers can spread)."""
+    dataset, root, start, stop = task
+    files, offsets = _worker["files"], _worker["offsets"]
+    if root not in files:
+        files[root] = TokenFile(Path(root) / "tokens.npy")
+        offsets[root] = np.load(Path(root) / "offsets.npy")
+    tokens = files[root]
     hits = _worker["grams"].hits(tokens.tokens, start, stop)
     tokens.release(start, stop)
-    return dataset, stop - start, hits
+    return dataset, stop - start, hit_rows(_worker["grams"], offsets[root], dataset, hits)
+
+
+def hit_rows(grams: QuestionGrams, offsets: np.ndarray, dataset: int, hits: dict[int, tuple[np.ndarray, np.ndarray]]
+             ) -> tuple[np.ndarray, ...]:
+    """Hits as rows (dataset, question, document, where the question would start, hits), one row per distinct
+    first four; a window across two documents is no evidence and is dropped."""
+    columns: list[tuple[np.ndarray, ...]] = []
+    for length, (pos, keys) in hits.items():
+        hit, question, offset = grams.tables[length].entries(keys)
+        pos = pos[hit]
+        doc = np.searchsorted(offsets, pos, side="right") - 1
+        inside = pos + length <= offsets[doc + 1]
+        n = int(inside.sum())
+        columns.append((np.full(n, dataset), question[inside].astype(np.int64), doc[inside], (pos - offset)[inside],
+                        np.ones(n, np.int64)))
+    return fold_rows(columns)
+
+
+def fold_rows(parts: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    """Rows with the same (dataset, question, start) summed into one (a copy's hits share their start, and with
+    it their document), sorted by that key: one int64 per row sorted, not four columns."""
+    if not parts:
+        return tuple(np.empty(0, np.int64) for _ in range(5))
+    dataset, question, doc, start, windows = (np.concatenate(c) for c in zip(*parts, strict=True))
+    key = ((dataset << QUESTION_BITS | question) << START_BITS) | (start + START_BIAS)
+    order = np.argsort(key, kind="stable")
+    first = np.flatnonzero(_changes(key[order]))
+    folded = (c[order][first] for c in (dataset, question, doc, start))
+    return (*folded, np.add.reduceat(windows[order], first) if len(first) else windows[:0])
 
 
 def ranges(corpora: list[Path], sizes: list[int]) -> list[tuple[int, str, int, int]]:
-    return [(d, str(path / "tokens.npy"), a, min(a + RANGE_TOKENS, size))
+    return [(d, str(path), a, min(a + RANGE_TOKENS, size))
             for d, (path, size) in enumerate(zip(corpora, sizes, strict=True)) for a in range(0, size, RANGE_TOKENS)]
 
 
 def scan_hits(grams: QuestionGrams, tasks: list[tuple[int, str, int, int]], workers: int
-              ) -> Iterator[tuple[int, int, dict]]:
-    """(dataset, tokens scanned, hits) per range, in the order they finish; in this process for one worker."""
+              ) -> Iterator[tuple[int, int, tuple[np.ndarray, ...]]]:
+    """(dataset, tokens scanned, candidate rows) per range, in the order they finish; in this process for one
+    worker."""
     if workers <= 1:
         _start_worker(grams)
         yield from map(_scan_range, tasks)
@@ -100,8 +137,8 @@ class Candidates:
     (position - offset in the question): hits of a copy agree on it, give or take the few tokens an edit
     shifts, while a stock phrase elsewhere in a long document points anywhere. So a candidate's span and
     windows come from the cluster of starts around the best-supported one (within SLACK tokens), never from a
-    stray hit. Hits wait as arrays and are folded (numpy, no loop per hit) once MERGE_AT of them wait; more
-    than PRUNE_AT rows keep each question's KEEP best documents."""
+    stray hit. The workers turn hits into rows (hit_rows); here they wait as arrays and are folded (numpy, no
+    loop per hit) once MERGE_AT of them wait; more than PRUNE_AT rows keep each question's KEEP best documents."""
 
     def __init__(self, grams: QuestionGrams, question_lens: np.ndarray, offsets: list[np.ndarray]):
         self.grams, self.question_lens, self.offsets = grams, np.asarray(question_lens), offsets
@@ -110,35 +147,25 @@ class Candidates:
         self._pending = 0
         self._standing: dict | None = None
 
-    def add(self, dataset: int, hits: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
-        offsets, self._standing = self.offsets[dataset], None
-        for length, (pos, keys) in hits.items():
-            hit, question, offset = self.grams.tables[length].entries(keys)
-            pos = pos[hit]
-            doc = np.searchsorted(offsets, pos, side="right") - 1
-            inside = pos + length <= offsets[doc + 1]  # a window across two documents is no evidence
-            if inside.any():
-                n = int(inside.sum())
-                self._waiting.append((np.full(n, dataset), question[inside].astype(np.int64), doc[inside],
-                                      (pos - offset)[inside], np.ones(n, np.int64)))
-                self._pending += n
+    def add(self, rows: tuple[np.ndarray, ...]) -> None:
+        """Rows from hit_rows, gathered; folded together once MERGE_AT wait."""
+        self._standing = None
+        self._waiting.append(rows)
+        self._pending += len(rows[0])
         if self._pending > MERGE_AT:
             self._fold()
 
     def _fold(self) -> None:
-        """Hits with the same (dataset, question, document, start) become one row counting them."""
-        dataset, question, doc, start, windows = (np.concatenate(c) for c in zip(self._rows, *self._waiting,
-                                                                                 strict=True))
+        self._rows = fold_rows([self._rows, *self._waiting])
         self._waiting, self._pending = [], 0
-        order = np.lexsort((start, doc, question, dataset))
-        keys = [c[order] for c in (dataset, question, doc, start)]
-        first = np.flatnonzero(_changes(*keys))
-        self._rows = (*(k[first] for k in keys), np.add.reduceat(windows[order], first))
-        if len(first) > PRUNE_AT:
-            self._rows = tuple(c[self._best_documents()] for c in self._rows)
+        if len(self._rows[0]) > PRUNE_AT:
+            best = self._best_documents()
+            self._rows = tuple(c[best] for c in self._rows)
 
     def _best_documents(self) -> np.ndarray:
         """The rows of each question's KEEP documents sharing the most windows (then corpus order)."""
+        by_pair = np.lexsort((self._rows[3], self._rows[2], self._rows[1], self._rows[0]))
+        self._rows = tuple(c[by_pair] for c in self._rows)
         dataset, question, doc, _, windows = self._rows
         pair = np.flatnonzero(_changes(dataset, question, doc))
         total = np.add.reduceat(windows, pair)
@@ -193,8 +220,8 @@ def scan(grams: QuestionGrams, corpora: list[Path], sizes: list[int], candidates
          progress: Callable[[int], None]) -> int:
     """Every range of every corpus through the workers into `candidates`; returns the tokens scanned."""
     scanned = 0
-    for dataset, count, hits in scan_hits(grams, ranges(corpora, sizes), workers):
-        candidates.add(dataset, hits)
+    for _, count, rows in scan_hits(grams, ranges(corpora, sizes), workers):
+        candidates.add(rows)
         scanned += count
         progress(count)
     return scanned

@@ -2,7 +2,8 @@
 same commands a user types (each is printed before it runs).
 
 tokenizer -> tiny base Llama -> prep huatuo / cmexam -> launch continual (2 ranks, ZeRO-3, several checkpoints)
--> sweep (per checkpoint: export, launch SFT, eval CMExam/MMLU/CMMLU; base and continual-only models too)
+-> sweep (the training data checked for the benchmarks' questions; per checkpoint: export, launch SFT, eval
+CMExam/MMLU/CMMLU and their clean subsets; base and continual-only models too)
 -> report.md (Table 3) and the loss curve (Figure 1).
 """
 
@@ -94,7 +95,7 @@ def run_demo(workdir: Path, size: str = "full") -> Path:
                  "--checkpoints", cfg["checkpoints"], "--hosts", str(hosts), "--launcher", "local",
                  "--out", str(sweep_dir), "--cmexam-data", str(SAMPLES / "cmexam_test.csv"),
                  "--mmlu-data", str(SAMPLES / "mmlu"), "--cmmlu-data", str(SAMPLES / "cmmlu"),
-                 "--max-new-tokens", str(cfg["max_new_tokens"]), *limit,
+                 "--max-new-tokens", str(cfg["max_new_tokens"]), *limit, "--contamination",
                  *sets([*common, f"data={data_c}", *cfg["sft"]]), cwd=workdir)
     medtrain_cmd("report", str(cont), str(sweep_dir), "--out", str(report), "--overwrite", cwd=workdir)
     minutes = (time.perf_counter() - start) / 60

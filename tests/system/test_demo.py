@@ -23,7 +23,7 @@ def test_demo_report_table_shows_what_each_eval_measured(demo):
     import json
 
     work, stdout = demo
-    report = (work / "report" / "report.md").read_text()
+    report, _, clean = (work / "report" / "report.md").read_text().partition("Clean subsets")
     assert str(work / "report" / "report.md") in stdout
     rows = [line for line in report.splitlines() if re.match(r"\| \d+ \| (yes|no) \|", line)]
     assert [tuple(r.split("|")[1:3]) for r in rows] == [(f" {s} ", f" {sft} ") for s in (0, 3, 6)
@@ -37,7 +37,33 @@ def test_demo_report_table_shows_what_each_eval_measured(demo):
                     m["cmmlu"]["metrics"]["acc"]]
         assert cells[2:6] == [f"{v:.2f}" for v in measured], row
         assert f"{'hard' if sft else 'paper'} extraction, {m['cmexam']['metrics']['n']:,} q" in cells[6], row
-    assert "![loss curve](loss_curve.png)" in report
+    assert "![loss curve](loss_curve.png)" in clean  # the loss curve follows the tables
+
+
+@pytest.mark.launch
+def test_demo_sweep_checks_its_training_data_and_reports_clean_subsets(demo):
+    """sweep --contamination: one check per training dataset (the continual and the SFT data) against the three
+    benchmarks, and each cell's clean subset scored from its outputs without the flagged questions."""
+    import json
+
+    work, _ = demo
+    checks = work / "sweep" / "contamination"
+    summaries = {p.parent.name: json.loads(p.read_text()) for p in sorted(checks.glob("*/summary.json"))}
+    assert sorted(summaries) == ["0_huatuo", "1_cmexam_reasoning"]
+    for summary in summaries.values():
+        assert {t: v["checked"] for t, v in summary["tasks"].items()} == {"cmexam": 42, "mmlu": 86, "cmmlu": 86}
+    flagged = [json.loads(x) for x in (checks / "contaminated.jsonl").read_text().splitlines()]
+    sweep = json.loads((work / "sweep" / "sweep.json").read_text())
+    assert sweep["contamination"] == str(checks / "contaminated.jsonl") and all("clean" in r for r in sweep["rows"])
+    for cell in sorted((work / "sweep").glob("step_*/*/eval_*_clean")):
+        clean = json.loads((cell / "results.json").read_text())
+        full = json.loads((cell.with_name(cell.name[:-len("_clean")]) / "results.json").read_text())
+        left_out = sum(f["task"] == clean["task"] for f in flagged)
+        assert clean["excluded"]["questions"] <= left_out and clean["scored_from"] == str(cell.with_name(
+            cell.name[:-len("_clean")]))
+        assert clean["metrics"]["n"] == full["metrics"]["n"] - clean["excluded"]["questions"]
+    report = (work / "report" / "report.md").read_text()
+    assert "Clean subsets" in report and (work / "sweep" / "table3_clean.md").is_file()
 
 
 @pytest.mark.launch
