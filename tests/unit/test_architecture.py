@@ -10,14 +10,15 @@ REPO = Path(__file__).resolve().parents[2]
 ROOMS = {"core": "medtrain.core", "data_prep": "medtrain.data_prep", "eval": "medtrain.eval",
          "launch": "medtrain.launch", "medtrain": "medtrain", "recipes": "medtrain.recipes"}
 # the rooms inside medtrain/: what runs on a rank, the orchestrators, the command
-INNER = ("train", "experiments", "cli")
+INNER = ("train", "contamination", "experiments", "cli")
 ALLOWED = {
     "core": set(),
     "data_prep": {"core"},
     "eval": {"core"},  # prompt templates and option parsing live in core (core.templates), shared with prep
     "launch": {"core", "data_prep"},
     "train": {"core", "data_prep"},  # the ranks read run_spec.json and never import the cluster side
-    "experiments": {"core", "data_prep", "eval", "launch", "train", "recipes"},  # everything but the command above them
+    "contamination": {"core", "data_prep", "eval"},  # the datasets and their tokenizer, eval's question readers
+    "experiments": {"core", "data_prep", "eval", "launch", "train", "recipes", "contamination"},  # all but the command
 }
 
 

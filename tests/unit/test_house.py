@@ -48,7 +48,7 @@ def test_no_source_file_cites_a_document_outside_the_repository():
 # the project's modules that load torch or transformers when imported: the only ones a function may import
 # inside itself, so that `medtrain --help`, plan and launch start in a fraction of a second
 DEFERRED = {"medtrain.train.trainer", "medtrain.train.export", "medtrain.train.model_dir", "medtrain.eval.run",
-            "medtrain.eval.model", "medtrain.eval.generate"}
+            "medtrain.eval.clean", "medtrain.eval.model", "medtrain.eval.generate"}
 
 
 def test_project_imports_sit_at_module_top_unless_deferred_on_purpose():
