@@ -18,7 +18,7 @@ from medtrain.core import hub
 from medtrain.core.ds_config import PRESETS
 from medtrain.core.errors import UserError
 from medtrain.core.model_specs import NAMED
-from medtrain.core.schema import from_mapping, read_yaml
+from medtrain.core.schema import from_mapping, read_yaml, unknown_keys
 
 
 class RecipeError(UserError):
@@ -263,12 +263,18 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, settings: 
     command's own flags, None meaning not given) land on the same fields and are checked the same way."""
     path = find_recipe(path)
     raw = read_yaml(path, RecipeError, "no such recipe file") or {}
+    known = [f.name for f in dataclasses.fields(Recipe) if f.name != "source"]
+    unknown = []
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise RecipeError(f"override '{item}' must look like key=value")
-        if isinstance(raw, dict):
+            raise RecipeError(f"--set {item!r} must look like key=value")
+        if key.strip() not in known:
+            unknown.append(key.strip())
+        elif isinstance(raw, dict):
             raw[key.strip()] = yaml.safe_load(value)
+    if unknown:  # the override's fault, not the file's: say so
+        raise RecipeError("; ".join(unknown_keys(unknown, known, where="--set: ")))
     if isinstance(raw, dict):
         raw.update({k: v for k, v in (settings or {}).items() if v is not None})
     return recipe_from_dict(raw, source=str(path))

@@ -4,6 +4,7 @@ each with its key path, in one line that names the file. Recipes and eval task s
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from pathlib import Path
@@ -49,11 +50,7 @@ def _check(cls: type, raw: dict[str, Any], path: str, problems: list[str], skip:
     """Problems of `raw` against `cls` appended to `problems`; returns the kwargs (nested dataclasses built)."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
-    for key in raw:
-        if key not in fields:
-            close = [k for k in fields if k.replace("_", "") == str(key).replace("_", "").lower()]
-            hint = f" (did you mean {close[0]}?)" if close else f" (known keys: {', '.join(fields)})"
-            problems.append(f"unknown key '{path}{key}'{hint}")
+    problems += unknown_keys([k for k in raw if k not in fields], list(fields), path)
     kwargs: dict[str, Any] = {}
     for name, f in fields.items():
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
@@ -80,6 +77,42 @@ def _check(cls: type, raw: dict[str, Any], path: str, problems: list[str], skip:
             problems.append(f"key '{path}{name}' must be {describe(annotation)}, got {value!r}")
         kwargs[name] = tuple(value) if typing.get_origin(annotation) is tuple else value
     return kwargs
+
+
+SYNONYMS = {
+    # what the HF Trainer, LLaMA-Factory, axolotl and torchtune call a recipe key
+    "learning_rate": "lr", "per_device_train_batch_size": "micro_batch", "micro_batch_size": "micro_batch",
+    "batch_size": "micro_batch", "num_train_epochs": "epochs", "num_epochs": "epochs", "cutoff_len": "seq_len",
+    "sequence_len": "seq_len", "max_seq_length": "seq_len", "max_seq_len": "seq_len", "warmup_steps": "warmup_ratio",
+    "lr_scheduler_type": "lr_schedule", "lr_scheduler": "lr_schedule", "save_steps": "checkpoint_every",
+    "save_total_limit": "keep_checkpoints", "logging_steps": "log_every", "eval_steps": "eval_every",
+    "model_name_or_path": "model", "base_model": "model", "dataset": "data", "datasets": "data",
+    "max_grad_norm_clip": "max_grad_norm", "gradient_clipping": "max_grad_norm", "optim": "optimizer",
+    "fp16": "precision", "bf16": "precision", "sample_packing": "packing", "seed_value": "seed",
+}
+
+
+def did_you_mean(key: str, known: list[str]) -> str | None:
+    """The known key a typo or another tool's name most likely meant: another tool's name for it, the same letters
+    without underscores, or the closest by difflib."""
+    key = str(key)
+    if SYNONYMS.get(key.lower()) in known:
+        return SYNONYMS[key.lower()]
+    same = [k for k in known if k.replace("_", "") == key.replace("_", "").lower()]
+    close = same or difflib.get_close_matches(key.lower(), known, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def unknown_keys(keys: list[str], known: list[str], path: str = "", where: str = "") -> list[str]:
+    """One problem per unknown key, each with its likely meaning; the known keys listed once, at the last one,
+    when some key has no likely meaning."""
+    problems = []
+    for key in keys:
+        guess = did_you_mean(key, known)
+        problems.append(f"{where}unknown key '{path}{key}'" + (f" (did you mean {guess}?)" if guess else ""))
+    if any(did_you_mean(k, known) is None for k in keys):
+        problems[-1] += f" (known keys: {', '.join(known)})"
+    return problems
 
 
 def from_mapping(cls: type[T], raw: Any, source: str, error: type[UserError], *, what: str = "file",

@@ -7,6 +7,7 @@ import os
 from typing import Annotated
 
 import typer
+from typer.core import TyperOption
 
 from medtrain.cli import config, contamination, experiments, launch, prep, train
 from medtrain.cli import eval as eval_commands
@@ -14,7 +15,21 @@ from medtrain.core.log import setup_logging
 from medtrain.core.provenance import untested_versions, versions
 
 app = typer.Typer(help="Continual pretraining, SFT and evaluation of Llama-2 for medical QA on DeepSpeed ZeRO-3.",
-                  pretty_exceptions_show_locals=False, no_args_is_help=True, add_completion=False)
+                  pretty_exceptions_show_locals=False, no_args_is_help=True)
+
+
+def _switches_show_no_type() -> None:
+    """Typer puts `<bool>` in the type column of every switch, --help and --install-completion included, where it
+    says nothing (a switch takes no value): the column stays for options that do take one."""
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_switches_show_no_type()
 
 
 def _version(value: bool) -> None:

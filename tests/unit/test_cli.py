@@ -46,3 +46,25 @@ def test_each_extract_mode_reads_an_output_its_own_way(tmp_path, mode, extracted
     assert r.exit_code == 0, r.output
     assert json.loads((out / "results.json").read_text())["extract"] == mode
     assert json.loads((out / "predictions.jsonl").read_text())["extracted"] == extracted
+
+
+@pytest.mark.parametrize("command", [[], ["launch"], ["prep", "huatuo"], ["contamination"], ["eval", "cmexam"]])
+def test_help_shows_no_type_for_switches_but_keeps_it_for_values(command):
+    r = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "160"})
+    assert r.exit_code == 0 and "<bool>" not in r.output
+    assert command == [] or "<path>" in r.output or "<str>" in r.output or "<list[str]>" in r.output
+
+
+def test_shell_completion_is_on_and_completes_commands_and_options():
+    import os
+    import subprocess
+    import sys
+
+    assert "--install-completion" in CliRunner().invoke(app, ["--help"]).output
+    env = {**os.environ, "_MEDTRAIN_COMPLETE": "complete_bash", "COMP_WORDS": "medtrain con", "COMP_CWORD": "1"}
+    code = "from medtrain.cli import app; app(prog_name='medtrain')"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.split()
+    assert sorted(out) == ["config", "contamination"]
+    env |= {"COMP_WORDS": "medtrain launch --dry", "COMP_CWORD": "2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.split()
+    assert out == ["--dry-run"]

@@ -37,6 +37,31 @@ def test_unknown_key_is_named_with_the_file(tmp_path):
         load_recipe(p)
 
 
+def test_every_unknown_key_is_named_once_with_what_it_likely_meant(tmp_path):
+    """Other tools' names and typos get a "did you mean"; the known keys are listed once, only when some key has
+    no likely meaning."""
+    p = _write(tmp_path, BASE + "learning_rate: 1e-4\nseq_lenn: 512\nper_device_train_batch_size: 2\n")
+    with pytest.raises(RecipeError) as e:
+        load_recipe(p)
+    msg = str(e.value)
+    assert "'learning_rate' (did you mean lr?)" in msg and "'seq_lenn' (did you mean seq_len?)" in msg
+    assert "'per_device_train_batch_size' (did you mean micro_batch?)" in msg and "known keys" not in msg
+    assert len(msg.splitlines()) == 1
+    p = _write(tmp_path, BASE + "zzz: 1\nqqq: 2\n")
+    with pytest.raises(RecipeError) as e:
+        load_recipe(p)
+    assert str(e.value).count("known keys: stage, model") == 1
+
+
+def test_an_unknown_set_key_blames_set_not_the_file(tmp_path):
+    p = _write(tmp_path, BASE)
+    with pytest.raises(RecipeError) as e:
+        load_recipe(p, ["lrr=3e-5"])
+    assert str(e.value) == "--set: unknown key 'lrr' (did you mean lr?)"
+    with pytest.raises(RecipeError, match="--set 'lr' must look like key=value"):
+        load_recipe(p, ["lr"])
+
+
 def test_wrong_type_names_key_and_expected_type(tmp_path):
     p = _write(tmp_path, BASE + "seq_len: long\n")
     with pytest.raises(RecipeError, match=r"key 'seq_len' must be int, got 'long'"):
