@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from medtrain.core.publish import publish_json
 from medtrain.eval.exclude import load_exclusion
 from medtrain.eval.run import aggregate_mc, excluded, run_generate, write_outputs
 from medtrain.eval.task import MultipleChoiceTask, TaskError, load_task
@@ -18,10 +19,12 @@ def clean_results(cell: Path, exclude: Path, out: Path) -> dict:
     full = json.loads((cell / "results.json").read_text(encoding="utf-8"))
     task = load_task(full["task"])
     if not isinstance(task, MultipleChoiceTask):
-        return run_generate(full["task"], Path(full["data"]["path"]), out, predictions=cell / "predictions.jsonl",
-                            template=full["template"]["name"], extract_mode=full["extract"],
-                            max_new_tokens=full["config"]["max_new_tokens"], limit=full["data"]["limit"],
-                            exclude=exclude) | {"scored_from": str(cell)}
+        results = run_generate(full["task"], Path(full["data"]["path"]), out, predictions=cell / "predictions.jsonl",
+                               template=full["template"]["name"], extract_mode=full["extract"],
+                               max_new_tokens=full["config"]["max_new_tokens"], limit=full["data"]["limit"],
+                               exclude=exclude) | {"scored_from": str(cell)}
+        publish_json(out / "results.json", results)
+        return results
     exclusion = load_exclusion(exclude, full["task"])
     predictions = [json.loads(x) for x in (cell / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
     by_id = {p["id"]: p for p in predictions}

@@ -4,10 +4,12 @@ during and after."""
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.live import Live
 
 from medtrain.cli.common import HostsOpt, OverrideOpt, user_errors
 from medtrain.core.checkpoint_files import listing
@@ -18,6 +20,7 @@ from medtrain.launch.hostfile import read_hostfile
 from medtrain.launch.plan import Hardware, make_plan
 from medtrain.launch.request import PAPER_CONTINUAL, STOPPED_BY_SIGNAL, LaunchRequest, launch
 from medtrain.launch.slurm import SlurmOptions
+from medtrain.launch.status import read_status, render
 
 
 def paper_recipe_unless(recipe: str | None) -> str:
@@ -127,6 +130,28 @@ def logs(run_dir: Annotated[Path, typer.Argument(help="A training run directory.
     with user_errors():
         path = run_log(run_dir, rank)
     copy_log(path, sys.stdout.buffer, follow)
+
+
+def status(run_dir: Annotated[Path, typer.Argument(help="A training run directory.")],
+           watch: Annotated[bool, typer.Option("--watch", help="Redraw until the run ends.")] = False,
+           every: Annotated[float, typer.Option(help="Seconds between redraws with --watch.")] = 5.0) -> None:
+    """Where a run stands: state, step and ETA, loss and validation loss, tokens/s and MFU, restarts and their
+    causes, the newest verified checkpoint, each rank's heartbeat, a detached Slurm job's state. Exit code: 0
+    finished, 1 failed, 3 running or queued, 4 stopped (resumable), 5 not started.
+
+    Example: medtrain status runs/continual_llama2_13b --watch
+    """
+    with user_errors():
+        found = read_status(run_dir)
+    if watch:
+        with Live(render(found), refresh_per_second=1, transient=False) as live:
+            while found.state in ("running", "queued"):
+                time.sleep(every)
+                found = read_status(run_dir)
+                live.update(render(found))
+    else:
+        typer.echo(render(found))
+    raise typer.Exit(code=found.exit_code)
 
 
 def checkpoints(run_dir: Annotated[Path, typer.Argument(help="A training run directory (or its checkpoints/).")],

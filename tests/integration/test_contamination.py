@@ -148,6 +148,7 @@ def test_exclude_scores_the_clean_subset_and_records_it(world, checked, tmp_path
 
     rescored = clean_results(tmp_path / "full", out / "contaminated.jsonl", tmp_path / "rescored")
     assert rescored["metrics"] == b["metrics"] and rescored["excluded"]["ids"] == b["excluded"]["ids"]
+    assert json.loads((tmp_path / "rescored" / "results.json").read_text())["scored_from"] == str(tmp_path / "full")
 
 
 def test_exclude_from_other_data_is_refused(world, checked, tmp_path):

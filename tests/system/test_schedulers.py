@@ -70,6 +70,9 @@ def test_a_job_that_can_never_start_is_reported_and_detach_returns_the_job_id(ti
                                      "--partition", "small", "--detach"), env=slurm_cluster.env()))
     job = detached.stdout.split("submitted batch job ")[1].split(";")[0]
     assert job.isdigit()
+    status = cli("status", str(tmp_path / "detached"), env=slurm_cluster.env())  # Slurm itself asked
+    assert status.returncode == 3 and f"QUEUED — Slurm job {job} is pending" in status.stdout, status.stdout
+    assert f"slurm       job {job}: PENDING" in status.stdout
     slurm_cluster.run("scancel", job)
 
 
