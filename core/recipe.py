@@ -20,6 +20,8 @@ from medtrain.core.errors import UserError
 from medtrain.core.model_specs import NAMED
 from medtrain.core.schema import from_mapping, read_yaml, unknown_keys
 
+Tracker = Literal["tensorboard", "mlflow", "wandb", "swanlab"]
+
 
 class RecipeError(UserError):
     """A recipe the user can fix; the message names the file and the key."""
@@ -118,6 +120,10 @@ class Recipe:
     """The allowance for one checkpoint save or the final export."""
     max_restarts: int = 0
     """Relaunch a failed or hung run from its newest verified checkpoint up to this many times."""
+    report_to: list[Tracker] = field(default_factory=lambda: ["tensorboard"])
+    """Where rank 0's metrics go besides metrics.jsonl: tensorboard, mlflow, wandb, swanlab (each configured by its
+    own environment variables; `--set report_to=tensorboard,mlflow`). A tracker not installed or not reachable is
+    a warning, and training goes on."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form notes carried into lineage; never read by the trainer."""
 

@@ -68,6 +68,8 @@ def _check(cls: type, raw: dict[str, Any], path: str, problems: list[str], skip:
             problems += sub
             kwargs[name] = None if sub else annotation(**built)
             continue
+        if typing.get_origin(annotation) is list and isinstance(value, str):  # --set key=a,b
+            value = [v.strip() for v in value.split(",") if v.strip()]
         if annotation is float and isinstance(value, str):
             try:  # YAML 1.1 reads 2e-5 as a string; accept it as the number it plainly is
                 value = float(value)

@@ -13,6 +13,7 @@ from medtrain.core.flops import flops_per_token, utilisation
 from medtrain.core.log import get_logger
 from medtrain.core.model_specs import LlamaShape
 from medtrain.core.publish import publish_text
+from medtrain.train.tracking import Trackers, scalars
 
 if TYPE_CHECKING:  # the class lives with the torch loss; this module stays importable without torch (reporting)
     from medtrain.train.loss import LossReduction
@@ -26,14 +27,20 @@ def fmt_seconds(s: float) -> str:
 
 
 class MetricsLogger:
-    def __init__(self, out_dir: Path, enabled: bool):
-        self.enabled = enabled
+    """Rank 0's records: metrics.jsonl always, TensorBoard and the tracking servers `report_to` names."""
+
+    def __init__(self, out_dir: Path, enabled: bool, report_to: tuple[str, ...] | list[str] = ("tensorboard",),
+                 params: dict | None = None):
+        self.enabled, self.out_dir = enabled, out_dir
         self.path = out_dir / "metrics.jsonl"
         self._tb = None
         self._tb_dir = out_dir / "tensorboard"
+        self.trackers: Trackers | None = None
         if enabled:
             out_dir.mkdir(parents=True, exist_ok=True)
-            self._open_tensorboard()
+            if "tensorboard" in report_to:
+                self._open_tensorboard()
+            self.trackers = Trackers(list(report_to), out_dir, params or {})
 
     def _open_tensorboard(self, purge_step: int | None = None) -> None:
         try:
@@ -66,11 +73,11 @@ class MetricsLogger:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         if self._tb is not None:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k != "step":
-                    tag = f"val/{k.removeprefix('val_')}" if k.startswith("val_") else f"train/{k}"
-                    self._tb.add_scalar(tag, v, record["step"])
+            for name, value in scalars(record).items():
+                self._tb.add_scalar(name, value, record["step"])
             self._tb.flush()
+        if self.trackers is not None:
+            self.trackers.log(record)
         scale = f" scale {record['loss_scale']:g} skipped {record['skipped_steps']}" if "loss_scale" in record else ""
         if "tflops_per_gpu" in record:
             mfu = f" MFU {100 * record['mfu']:.1f}% HFU {100 * record['hfu']:.1f}%" if "mfu" in record else ""
@@ -82,9 +89,19 @@ class MetricsLogger:
                  + (f" val_loss {record['val_loss']:.4f} ({record['val_tokens']:,} tokens)" if "val_loss" in record
                     else ""))
 
-    def close(self) -> None:
+    def close(self, finished: bool = False) -> None:
+        """`finished`: the run is done, so the trackers also get the loss curve and the run's records."""
         if self._tb is not None:
             self._tb.close()
+        if self.trackers is None:
+            return
+        artifacts = []
+        if finished and self.path.is_file():
+            from medtrain.train.loss_curve import plot_loss  # matplotlib, only at the end of a tracked run
+
+            artifacts = [plot_loss([self.out_dir], self.out_dir / "loss_curve.png"), self.path,
+                         self.out_dir / "recipe.yaml", self.out_dir / "export" / "lineage.json"]
+        self.trackers.finish(artifacts)
 
 
 @dataclass

@@ -175,7 +175,7 @@ class Trainer:
 
     def setup(self) -> None:
         heartbeat().beat("setup")
-        self.logger = MetricsLogger(self.out, self.is_main)
+        self.logger = MetricsLogger(self.out, self.is_main, self.recipe.report_to, self.recipe.to_dict())
         self._setup_data()
         self._setup_engine()
         if self.resume:
@@ -390,8 +390,8 @@ class Trainer:
         log.info(f"exported {out} (logits vs engine: max abs diff {diff:.2e})")
         return diff
 
-    def cleanup(self) -> None:
-        self.logger.close()
+    def cleanup(self, finished: bool = False) -> None:
+        self.logger.close(finished)
 
 
 def train(recipe_path: Path, stage: str, run_spec: Path | None = None, resume: bool = False) -> dict:
@@ -401,7 +401,7 @@ def train(recipe_path: Path, stage: str, run_spec: Path | None = None, resume: b
     trainer.setup()
     trainer.train()
     result = trainer.export()
-    trainer.cleanup()
+    trainer.cleanup(finished=True)
     return result
 
 

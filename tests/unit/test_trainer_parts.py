@@ -57,7 +57,7 @@ def test_collapsed_fp16_loss_scale_stops_the_run_after_patience_steps():
 
 
 def test_loss_curve_labels_tell_runs_with_the_same_name_apart(tmp_path):
-    from medtrain.experiments.reporting import run_labels
+    from medtrain.train.loss_curve import run_labels
 
     assert run_labels([tmp_path / "a" / "continual", tmp_path / "b" / "continual"]) == ["a/continual",
                                                                                       "b/continual"]
