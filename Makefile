@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test]' $(EDITABLE)
+	# SwanLab 0.10 pins protobuf below 7, and sentencepiece's generated model code needs 7: SwanLab goes in after
+	# the rest and protobuf 7 back over it (pip names the pin; SwanLab's offline logging works on 7, tested)
+	$(BIN)/pip install -q 'swanlab>=0.6' && $(BIN)/pip install -q 'protobuf>=7' 2>&1 | grep -v "^ERROR: pip's\|swanlab .* requires protobuf" || true
+	$(BIN)/python -c "import google.protobuf as p, sys; sys.exit(int(p.__version__.split('.')[0]) < 7)"
 	touch $(STAMP)
 
 links: $(STAMP)

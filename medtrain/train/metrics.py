@@ -89,19 +89,12 @@ class MetricsLogger:
                  + (f" val_loss {record['val_loss']:.4f} ({record['val_tokens']:,} tokens)" if "val_loss" in record
                     else ""))
 
-    def close(self, finished: bool = False) -> None:
-        """`finished`: the run is done, so the trackers also get the loss curve and the run's records."""
+    def close(self, artifacts: list[Path] | None = None) -> None:
+        """`artifacts`: files the tracking servers also get (a finished run's loss curve and records)."""
         if self._tb is not None:
             self._tb.close()
-        if self.trackers is None:
-            return
-        artifacts = []
-        if finished and self.path.is_file():
-            from medtrain.train.loss_curve import plot_loss  # matplotlib, only at the end of a tracked run
-
-            artifacts = [plot_loss([self.out_dir], self.out_dir / "loss_curve.png"), self.path,
-                         self.out_dir / "recipe.yaml", self.out_dir / "export" / "lineage.json"]
-        self.trackers.finish(artifacts)
+        if self.trackers is not None:
+            self.trackers.finish(artifacts or [])
 
 
 @dataclass

@@ -34,6 +34,7 @@ from medtrain.train import checkpoint
 from medtrain.train.attention import packed_attention
 from medtrain.train.batches import StepPlan, collate
 from medtrain.train.loss import LossReduction, labelled, token_loss_sum
+from medtrain.train.loss_curve import plot_loss
 from medtrain.train.metrics import MetricsLogger, StepMetrics
 from medtrain.train.model_dir import write_hf_dir
 from medtrain.train.modeling import build_model, hf_config, release_hf_deepspeed_config, save_hf_config
@@ -391,7 +392,12 @@ class Trainer:
         return diff
 
     def cleanup(self, finished: bool = False) -> None:
-        self.logger.close(finished)
+        """`finished`: the tracking servers (recipe report_to) also get the loss curve and the run's records."""
+        artifacts = []
+        if finished and self.logger.trackers is not None and self.logger.trackers.live:
+            artifacts = [plot_loss([self.out], self.out / "loss_curve.png"), self.out / "metrics.jsonl",
+                         self.out / "recipe.yaml", self.out / "export" / "lineage.json"]
+        self.logger.close(artifacts)
 
 
 def train(recipe_path: Path, stage: str, run_spec: Path | None = None, resume: bool = False) -> dict:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from medtrain.train.loss_curve import plot_loss
 from medtrain.train.metrics import MetricsLogger
 
 BIN = Path(sys.executable).parent
@@ -75,10 +76,14 @@ def mlflow_server(tmp_path_factory):
 
 
 def _log(run_dir, records, report_to, params=None, finished=False):
+    """What the trainer does on rank 0: log each step, and at the end of a finished run hand over the loss
+    curve and the run's records (Trainer.cleanup)."""
     logger = MetricsLogger(run_dir, True, report_to, params or {"lr": 1e-3, "stage": "continual"})
     for r in records:
         logger.log(r)
-    logger.close(finished)
+    artifacts = [plot_loss([run_dir], run_dir / "loss_curve.png"), run_dir / "metrics.jsonl",
+                 run_dir / "recipe.yaml"] if finished else []
+    logger.close(artifacts)
     return logger
 
 
