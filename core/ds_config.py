@@ -135,3 +135,66 @@ def describe_ds_config(config: dict) -> tuple[str, str]:
     ranks = config["train_batch_size"] // (micro * accum)
     return precision, (f"ZeRO stage {config['zero_optimization']['stage']}, {precision}, train_batch_size "
                        f"{config['train_batch_size']} = {micro} micro x {accum} accum x {ranks} ranks")
+
+
+BATCH_KEYS = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps")
+
+
+def read_ds_config(path: Path) -> dict[str, Any]:
+    """A user's DeepSpeed JSON (`launch --ds-config`), refused with file:line when it is not JSON."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"--ds-config {path}: no such file; `medtrain config deepspeed --out FILE` writes one to "
+                          "edit") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a DeepSpeed config is a JSON object")
+    return raw
+
+
+def ds_config_conflicts(raw: dict[str, Any], computed: dict[str, Any], precision: str) -> list[str]:
+    """Where a user's DeepSpeed JSON contradicts what the recipe trains with: the batch split, the precision,
+    ZeRO-3, clipping, the 16-bit gather export needs, and optimizer/scheduler sections medtrain's own would
+    replace. `"auto"` agrees with anything (the recipe's value is taken)."""
+    problems = []
+    equation = (f"{computed['train_micro_batch_size_per_gpu']} micro x {computed['gradient_accumulation_steps']} "
+                f"accum x ranks = {computed['train_batch_size']}")
+    for key in BATCH_KEYS:
+        if raw.get(key, "auto") not in ("auto", computed[key]):
+            problems.append(f"{key} is {raw[key]}, the recipe's batch is {equation} (global_batch, micro_batch and "
+                            "the hosts decide it; \"auto\" takes it)")
+    for name in ("fp16", "bf16"):
+        enabled = (raw.get(name) or {}).get("enabled", False)
+        if enabled not in ("auto", computed[name]["enabled"]):
+            problems.append(f"{name}.enabled is {str(enabled).lower()}, the recipe trains in {precision} (change "
+                            "precision in the recipe, not here)")
+    stage = (raw.get("zero_optimization") or {}).get("stage", 3)
+    if stage != 3:
+        problems.append(f"zero_optimization.stage is {stage}; medtrain trains, checkpoints and exports with ZeRO-3")
+    if (raw.get("zero_optimization") or {}).get("stage3_gather_16bit_weights_on_model_save", True) is False:
+        problems.append("zero_optimization.stage3_gather_16bit_weights_on_model_save is false; the export at the end "
+                        "of the run needs it true")
+    if raw.get("gradient_clipping", "auto") not in ("auto", computed["gradient_clipping"]):
+        problems.append(f"gradient_clipping is {raw['gradient_clipping']}, the recipe's max_grad_norm is "
+                        f"{computed['gradient_clipping']} (set max_grad_norm in the recipe)")
+    for section in ("optimizer", "scheduler"):
+        if section in raw:
+            problems.append(f"has a '{section}' section; the recipe's optimizer and medtrain's lr schedule are what "
+                            "run (optimizer, lr, lr_schedule in the recipe): remove it")
+    return problems
+
+
+def merge_ds_config(raw: dict[str, Any], computed: dict[str, Any], *, batch_from_raw: bool = True) -> dict[str, Any]:
+    """The user's JSON over the computed one, "auto" values taken from the computed; `batch_from_raw` False when
+    the world size changed since (a shrunk or re-split run): the batch split is the new one's."""
+    merged = dict(computed)
+    for key, value in raw.items():
+        if value == "auto" or (key in BATCH_KEYS and not batch_from_raw):
+            continue
+        if isinstance(value, dict) and isinstance(computed.get(key), dict):
+            merged[key] = {**computed[key], **{k: v for k, v in value.items() if v != "auto"}}
+        else:
+            merged[key] = value
+    return merged

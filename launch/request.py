@@ -41,6 +41,8 @@ class LaunchRequest:
     gpus_per_node: int = 0
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
     detach: bool = False
+    ds_config: Path | None = None
+    """A user's DeepSpeed JSON (`config deepspeed`, edited), checked against the recipe and run as it is."""
 
 
 def launch(request: LaunchRequest, say: Callable[[str], None] = print) -> int:
@@ -49,7 +51,8 @@ def launch(request: LaunchRequest, say: Callable[[str], None] = print) -> int:
     r = request
     prepared = prepare_launch(r.recipe, r.hosts, r.launcher, overrides=r.overrides, env=r.env, resume=r.resume,
                               dry_run=r.dry_run or r.check, check=r.check, slurm=r.slurm, nodes=r.nodes,
-                              gpus_per_node=r.gpus_per_node, overwrite=r.overwrite, settings=r.settings)
+                              gpus_per_node=r.gpus_per_node, overwrite=r.overwrite, settings=r.settings,
+                              ds_config=r.ds_config)
     if prepared.finished:
         say(f"medtrain: {prepared.finished}")
         return 0

@@ -11,11 +11,18 @@ import subprocess
 import sys
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from medtrain.core import hub
-from medtrain.core.ds_config import PRESETS, write_ds_config
+from medtrain.core.ds_config import (
+    PRESETS,
+    ConfigError,
+    ds_config_conflicts,
+    merge_ds_config,
+    read_ds_config,
+    write_ds_config,
+)
 from medtrain.core.log import get_logger
 from medtrain.core.model_files import verify_model_dir
 from medtrain.core.provenance import missing_requirements_problem
@@ -54,6 +61,8 @@ class PreparedLaunch:
     """Held from before the run's files are written until start() has seen the job end."""
     finished: str = ""
     """Set when --resume finds the run already complete: what to say instead of starting anything."""
+    user_ds_config: dict | None = None
+    """`--ds-config`: the user's DeepSpeed JSON, kept to merge into a replanned spec (a shrunk run)."""
 
     def describe(self) -> str:
         p = self.plan
@@ -64,6 +73,8 @@ class PreparedLaunch:
         head += f"\nweights: {p.recipe.weights}"
         if packed := p.spec.data.packing_line(p.steps_per_epoch):
             head += f"\npacking documents: {packed}"
+        if self.user_ds_config is not None:
+            head += "\ndeepspeed: your --ds-config, checked against the recipe (RUN_DIR/ds_config.json is what runs)"
         if self.spec.launcher == "slurm":  # what is submitted is the script: show it
 
             script = render_sbatch(self.spec, job_name(p.recipe), self.slurm)
@@ -122,12 +133,17 @@ def parse_env(items: list[str]) -> dict[str, str]:
 def prepare_launch(recipe_path: Path, hosts: Path | None, launcher: str, *, overrides: list[str], env: list[str],
                    resume: bool, dry_run: bool, entry: list[str] | None = None,
                    check: bool = False, slurm: SlurmOptions | None = None, nodes: int = 0,
-                   gpus_per_node: int = 0, overwrite: bool = False, settings: dict | None = None) -> PreparedLaunch:
+                   gpus_per_node: int = 0, overwrite: bool = False, settings: dict | None = None,
+                   ds_config: Path | None = None) -> PreparedLaunch:
     """Everything a launch needs, checked, and the run's files written (not on a dry run); `settings` are typed
-    recipe values (the launch's own flags), applied after the `key=value` overrides."""
+    recipe values (the launch's own flags), applied after the `key=value` overrides; `ds_config` a user's
+    DeepSpeed JSON, checked against the recipe and run in place of the computed one."""
     recipe = load_recipe(recipe_path, overrides, settings)
     pool, slurm = _pool(recipe, hosts, launcher, slurm, nodes, gpus_per_node)
     plan = make_plan(recipe, pool)
+    user = read_ds_config(ds_config) if ds_config else None
+    if user is not None:
+        plan = with_user_ds_config(plan, user, ds_config)
     if not plan.fits:
         raise RecipeError(f"{recipe.source}: DOES NOT FIT ({plan.total_bytes / 2**30:.1f} GiB per GPU of "
                           f"{plan.gpu_bytes / 2**30:.1f}); fits with {plan.advice()} (`medtrain plan` shows the "
@@ -145,7 +161,7 @@ def prepare_launch(recipe_path: Path, hosts: Path | None, launcher: str, *, over
     plan = plan.with_recipe(resolve_inputs(recipe, download=not dry_run or check))
     recipe = plan.recipe
     command = build_command(spec)
-    prepared = PreparedLaunch(spec, plan, command, dry_run, slurm)
+    prepared = PreparedLaunch(spec, plan, command, dry_run, slurm, user_ds_config=user)
     refuse_if_held(run_dir)
     if resume and not check:
         prepared.finished = finished_run(run_dir, plan.total_steps)
@@ -248,6 +264,14 @@ def aside_name(run_dir: Path) -> Path:
     return run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
+def with_user_ds_config(plan: Plan, user: dict, path: Path) -> Plan:
+    """The plan running the user's DeepSpeed JSON: every conflict with the recipe one line, all at once."""
+    conflicts = ds_config_conflicts(user, plan.spec.ds_config, plan.recipe.precision)
+    if conflicts:
+        raise ConfigError("\n".join(f"{path}: {c}" for c in conflicts))
+    return replace(plan, spec=replace(plan.spec, ds_config=merge_ds_config(user, plan.spec.ds_config)))
+
+
 def write_run_files(prepared: PreparedLaunch) -> None:
     """The recipe and run spec every rank reads (the DeepSpeed JSON beside them for people and peers' tools),
     and the env file remote ranks get (shared filesystem)."""
@@ -274,7 +298,11 @@ def start(prepared: PreparedLaunch, resume: bool = False, spare_hosts: Path | No
     recipe = prepared.plan.recipe
 
     def replan(pool) -> None:
-        make_plan(recipe, pool).spec.write(prepared.spec.run_dir / "run_spec.json")
+        spec = make_plan(recipe, pool).spec
+        if prepared.user_ds_config is not None:  # the user's settings stay; the batch split is the new world's
+            spec = replace(spec, ds_config=merge_ds_config(prepared.user_ds_config, spec.ds_config,
+                                                           batch_from_raw=False))
+        spec.write(prepared.spec.run_dir / "run_spec.json")
 
     spares = read_hostfile(spare_hosts) if spare_hosts else None
     starter = None

@@ -85,6 +85,10 @@ TimeWarningOpt = Annotated[int, typer.Option(help="slurm, with --time: seconds b
 QosOpt = Annotated[str | None, typer.Option(help="slurm: --qos.")]
 SbatchArgOpt = Annotated[list[str] | None, typer.Option("--sbatch-arg", help="slurm: one more #SBATCH line, e.g. "
                                                         "--sbatch-arg=--exclusive (repeatable).")]
+DsConfigOpt = Annotated[Path | None, typer.Option(
+    "--ds-config", help="Your DeepSpeed JSON (`medtrain config deepspeed` output, edited: buckets, offload, "
+    "communication) instead of the computed one; checked against the recipe first, one line per conflict; \"auto\" "
+    "takes the recipe's value.")]
 DetachOpt = Annotated[bool, typer.Option("--detach", help="slurm: submit and return the job id; do not wait.")]
 TokenizerOpt = Annotated[str | None, typer.Option(help="Tokenizer directory or Hugging Face id (recipe tokenizer; "
                                                   "default: the model's own).")]
@@ -99,7 +103,8 @@ def launch_command(recipe: PlanRecipeOpt = None, hosts: LaunchHostsOpt = None, l
                    nodes: NodesOpt = 0, gpus_per_node: PerNodeOpt = 0, partition: PartitionOpt = None,
                    account: AccountOpt = None, time_limit: TimeLimitOpt = None, time_warning: TimeWarningOpt = 300,
                    qos: QosOpt = None, sbatch_arg: SbatchArgOpt = None, detach: DetachOpt = False,
-                   tokenizer: TokenizerOpt = None, set_: OverrideOpt = None, overwrite: FreshOpt = False) -> None:
+                   tokenizer: TokenizerOpt = None, set_: OverrideOpt = None, overwrite: FreshOpt = False,
+                   ds_config: DsConfigOpt = None) -> None:
     """Start the recipe's training on every rank through the real deepspeed launcher, watch it, restart it.
 
     Example: medtrain launch --hosts hostfiles/v100x20 --recipe paper/continual_llama2_13b --dry-run
@@ -109,7 +114,7 @@ def launch_command(recipe: PlanRecipeOpt = None, hosts: LaunchHostsOpt = None, l
         list(set_ or []), {"tokenizer": tokenizer, "hang_timeout": hang_timeout, "max_restarts": max_restarts},
         spare_hosts, allow_shrink, nodes, gpus_per_node,
         SlurmOptions(partition=partition, account=account, time=time_limit, qos=qos, warn_seconds=time_warning,
-                     sbatch_args=list(sbatch_arg or [])), detach)
+                     sbatch_args=list(sbatch_arg or [])), detach, ds_config)
     with user_errors():
         code = launch(request, typer.echo)
     if code != 0:
