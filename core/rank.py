@@ -10,6 +10,7 @@ every path out goes through `destroy_process_group` and `os._exit`.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import signal
@@ -150,8 +151,21 @@ def open_rank_log():
         log = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 (open for the rank's life)
     except OSError:
         return None
-    sys.stdout, sys.stderr = _Tee(sys.stdout, log), _Tee(sys.stderr, log)
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
+    _follow_tees({out: sys.stdout, err: sys.stderr})
     return log
+
+
+def _follow_tees(streams: dict) -> None:
+    """Logging handlers made before the tees (DeepSpeed's, at its import) write to the streams they found then:
+    point them at the tees, so DeepSpeed's lines reach the rank log too."""
+    loggers = [logging.getLogger(), *(x for x in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(x, logging.Logger))]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream in streams:
+                handler.setStream(streams[handler.stream])
 
 
 def run_rank(body: Callable[[], object], timeout: timedelta | None = None) -> NoReturn:

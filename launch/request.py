@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medtrain.launch.console import recorded, write_preamble
 from medtrain.launch.host_checks import expectations
 from medtrain.launch.preflight import run_preflight
 from medtrain.launch.run import PreparedLaunch, prepare_launch, start
@@ -49,10 +50,11 @@ def launch(request: LaunchRequest, say: Callable[[str], None] = print) -> int:
     """Carry out a launch request; returns the exit code `medtrain launch` ends with (0 for a dry run, a finished
     run or a passed preflight)."""
     r = request
-    prepared = prepare_launch(r.recipe, r.hosts, r.launcher, overrides=r.overrides, env=r.env, resume=r.resume,
-                              dry_run=r.dry_run or r.check, check=r.check, slurm=r.slurm, nodes=r.nodes,
-                              gpus_per_node=r.gpus_per_node, overwrite=r.overwrite, settings=r.settings,
-                              ds_config=r.ds_config)
+    with recorded() as said:
+        prepared = prepare_launch(r.recipe, r.hosts, r.launcher, overrides=r.overrides, env=r.env, resume=r.resume,
+                                  dry_run=r.dry_run or r.check, check=r.check, slurm=r.slurm, nodes=r.nodes,
+                                  gpus_per_node=r.gpus_per_node, overwrite=r.overwrite, settings=r.settings,
+                                  ds_config=r.ds_config)
     if prepared.finished:
         say(f"medtrain: {prepared.finished}")
         return 0
@@ -62,6 +64,7 @@ def launch(request: LaunchRequest, say: Callable[[str], None] = print) -> int:
     if r.check:
         return preflight(prepared, r.check_timeout, say)
     say(prepared.describe())
+    write_preamble(prepared.spec.run_dir, [*said, prepared.describe()])
     return start(prepared, resume=r.resume, spare_hosts=r.spare_hosts, allow_shrink=r.allow_shrink,
                  detach=r.detach)
 

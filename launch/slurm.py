@@ -176,7 +176,7 @@ class SlurmJob(JobHandle):
                 chunk = f.read()
             self._offset += len(chunk)
             if chunk and self.console is not None:
-                self.console.write(chunk, console=self.echo)
+                self.console.feed(chunk, console=self.echo)
             elif chunk and self.echo:
                 sys.stdout.write(chunk.decode("utf-8", "replace"))
                 sys.stdout.flush()

@@ -99,7 +99,8 @@ def tiny_sets(tiny) -> list[str]:
 @pytest.fixture(scope="session")
 def continual_run(tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "continual"
-    check(cli(*launch_args(CONT_RECIPE, tiny, out, "--set", f"data={tiny['huatuo']}", *CONTINUAL)))
+    proc = check(cli(*launch_args(CONT_RECIPE, tiny, out, "--set", f"data={tiny['huatuo']}", *CONTINUAL)))
+    (out.parent / "console.txt").write_text(proc.stdout + proc.stderr)  # what the user saw (test_train.py)
     return out
 
 

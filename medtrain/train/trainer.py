@@ -235,6 +235,11 @@ class Trainer:
 
         r = self.recipe
         ds_config = dict(self.spec.ds_config)
+        started = time.perf_counter()
+        if Path(r.model).is_dir():  # minutes for a 13B model: say so before, and how long it took after
+            shards = sorted(Path(r.model).glob("*.safetensors")) or sorted(Path(r.model).glob("*.bin"))
+            log_rank_zero(log, f"medtrain: loading weights from {r.model} ({len(shards)} file(s), "
+                               f"{sum(f.stat().st_size for f in shards) / 2**30:.1f} GiB) into ZeRO-3 shards")
         model = build_model(r.model, self.cfg, self.state.vocab_size, ds_config, r.precision, r.seed,
                             r.gradient_checkpointing)
         optimizer = make_optimizer(model, r)
@@ -247,6 +252,10 @@ class Trainer:
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config,
                                                     lr_scheduler=scheduler)
         release_hf_deepspeed_config()
+        shape = resolve_shape(r.model, vocab_size=self.state.vocab_size)
+        log_rank_zero(log, f"medtrain: DeepSpeed engine ready in {time.perf_counter() - started:.1f} s: ZeRO-3, "
+                           f"{r.precision}, {shape.num_params() / 1e6:,.1f}M parameters over {self.world} ranks "
+                           "(DeepSpeed's own lines are in logs/launch.log and logs/rankN.log)")
         self.fp16 = r.precision == "fp16"
         scaler = getattr(self.engine.optimizer, "loss_scaler", None)
         if scaler is not None and hasattr(scaler, "raise_error_at_min_scale"):

@@ -61,6 +61,24 @@ RECORDED_CONTINUAL_LOSSES = [6.722652, 6.644866, 6.455681, 6.364225, 6.034507, 5
 
 
 @pytest.mark.launch
+def test_the_console_holds_medtrains_lines_and_launch_log_all_of_them(continual_run):
+    """DeepSpeed's INFO/WARNING lines reach launch.log and the rank logs, not the console, which says once that
+    the engine is ready; launch.log starts with what `launch` printed before the job (warnings, plan, command)."""
+    from medtrain.launch.console import DEEPSPEED_NOISE
+
+    console = (continual_run.parent / "console.txt").read_text().splitlines()
+    log = (continual_run / "logs" / "launch.log").read_text().splitlines()
+    assert not [line for line in console if DEEPSPEED_NOISE.match(line.encode())]
+    assert sum("DeepSpeed engine ready in" in line for line in console) == 1
+    assert len(console) <= 40, "\n".join(console)  # 12 steps, 3 checkpoints, the plan and the commands
+    head = console.index(next(line for line in console if line.startswith("run dir:")))
+    assert log[:head + 1] == console[:head + 1]
+    assert sum(bool(DEEPSPEED_NOISE.match(line.encode())) for line in log) >= 5
+    rank0 = (continual_run / "logs" / "rank0.log").read_text().splitlines()
+    assert any(DEEPSPEED_NOISE.match(line.encode()) for line in rank0)  # DeepSpeed's lines in the rank's own log
+
+
+@pytest.mark.launch
 def test_continual_losses_match_the_recorded_curve(continual_run):
     losses = [r["loss"] for r in read_metrics(continual_run / "metrics.jsonl")]
     np.testing.assert_allclose(losses, RECORDED_CONTINUAL_LOSSES, rtol=2e-4, atol=0)
