@@ -23,10 +23,12 @@ from medtrain.core.ds_config import (
     read_ds_config,
     write_ds_config,
 )
+from medtrain.core.heartbeat import DIR_ENV
 from medtrain.core.log import get_logger
 from medtrain.core.model_files import verify_model_dir
 from medtrain.core.provenance import missing_requirements_problem
 from medtrain.core.publish import publish_text
+from medtrain.core.rank import TIMEOUT_ENV
 from medtrain.core.recipe import AUTO_VAL, RecipeError, dump_recipe, load_recipe
 from medtrain.data_prep.format import TokenDataset
 from medtrain.data_prep.tokenizer import tokenizer_identity
@@ -289,6 +291,17 @@ def write_launcher_files(spec: LaunchSpec) -> None:
     write_env_file(spec)
 
 
+def submit_detached(prepared: PreparedLaunch) -> SlurmJob:
+    """A job nobody watches: its ranks still beat and log into the run directory (what `status` and `logs` read),
+    and with --time it requeues itself at each limit, within the recipe's restart budget, and resumes."""
+    recipe, run_dir = prepared.plan.recipe, prepared.spec.run_dir
+    spec = replace(prepared.spec, env={**prepared.spec.env, DIR_ENV: str(run_dir / "heartbeats"),
+                                       TIMEOUT_ENV: f"{Allowances.of(recipe).dist_timeout_minutes:.2f}"})
+    write_env_file(spec)
+    opts = replace(prepared.slurm or SlurmOptions(), requeue=recipe.max_restarts)
+    return SlurmJob(spec, opts, job_name(recipe), launch_environment(spec))
+
+
 def start(prepared: PreparedLaunch, resume: bool = False, spare_hosts: Path | None = None,
           allow_shrink: bool = False, detach: bool = False) -> int:
     """Run the job to its end under the watchdog, restarting it as the recipe allows (under Slurm each attempt
@@ -314,7 +327,7 @@ def start(prepared: PreparedLaunch, resume: bool = False, spare_hosts: Path | No
                 return SlurmJob(spec, prepared.slurm or SlurmOptions(), job_name(recipe), launch_environment(spec))
 
             if detach:
-                lock.hand_to_slurm(starter(prepared.spec).job_id)  # the job holds the directory now
+                lock.hand_to_slurm(submit_detached(prepared).job_id)  # the job holds the directory now
                 return 0
         return supervise(prepared.spec, allow=Allowances.of(recipe), max_restarts=recipe.max_restarts,
                          resume=resume, replan=replan, spare_hosts=spares, allow_shrink=allow_shrink,

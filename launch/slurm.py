@@ -53,6 +53,9 @@ class SlurmOptions:
     """With --time: Slurm signals the batch script this long before the limit (--signal=B:USR1@N) and every rank
     saves and stops, so the next job resumes from that step instead of the last periodic checkpoint. Slurm may
     send it up to a minute early. 0: no warning."""
+    requeue: int = 0
+    """A detached run (--detach with --time): the job requeues itself after the warning's save, up to this many
+    times (the recipe's max_restarts), and each requeued job resumes from the newest verified checkpoint."""
 
     def validate(self) -> None:
         for name in ("partition", "account", "time", "qos"):
@@ -91,6 +94,9 @@ def render_sbatch(spec: LaunchSpec, job_name: str, opts: SlurmOptions | None = N
     warn = opts.time and opts.warn_seconds > 0
     if warn:
         head.append(f"#SBATCH --signal=B:USR1@{int(opts.warn_seconds)}")
+    heal = bool(warn and opts.requeue > 0)
+    if heal:  # the same job id comes back: its log goes on in the same file
+        head += ["#SBATCH --requeue", "#SBATCH --open-mode=append"]
     head += [f"#SBATCH {arg}" for arg in opts.sbatch_args]
     env = {k: v for k, v in ranks_env(spec).items() if k not in ("MASTER_ADDR", "MASTER_PORT")}
     body = [
@@ -105,21 +111,51 @@ def render_sbatch(spec: LaunchSpec, job_name: str, opts: SlurmOptions | None = N
         'export OMP_NUM_THREADS="${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}"',
         f"cd {shlex.quote(str(Path.cwd()))}",
     ]
-    srun = "srun --kill-on-bad-exit=1 --export=ALL " + shlex.join(rank_argv(spec.entry))
+    argv = rank_argv(spec.entry)
+    srun = "srun --kill-on-bad-exit=1 --export=ALL " + shlex.join(argv)
+    if heal and "--resume" not in argv:  # a requeued job (SLURM_RESTART_COUNT > 0) resumes
+        body.append('resume=(); [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ] && resume=(--resume)')
+        srun += ' "${resume[@]}"'
     if not warn:
         body += [srun, ""]
     else:  # srun in the background so the trap runs at once; srun passes SIGUSR2 on to every task
         body += [
             f"{srun} &",
             "ranks=$!",
-            "trap 'echo \"medtrain: Slurm warned job $SLURM_JOB_ID of its time limit; every rank saves and stops\"; "
-            f"kill -{STOP_SIGNAL.name.removeprefix('SIG')} $ranks' USR1",
+            "warned=0",
+            "trap 'warned=1; echo \"medtrain: Slurm warned job $SLURM_JOB_ID of its time limit; every rank saves and "
+            f"stops\"; kill -{STOP_SIGNAL.name.removeprefix('SIG')} $ranks' USR1",
             "set +e",
             'while true; do wait "$ranks"; code=$?; kill -0 "$ranks" 2>/dev/null || break; done',
+            *(_requeue_lines(spec, opts.requeue) if heal else []),
             'exit "$code"',
             "",
         ]
     return "\n".join(head + body)
+
+
+# appends the requeue to restarts.jsonl (what `medtrain status` lists), with the last step metrics.jsonl logged
+_RECORD_REQUEUE = """
+import json, pathlib, sys, time
+run, job, count, budget = pathlib.Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").is_file() else []
+reached = json.loads(lines[-1]).get("step", 0) if lines else 0
+text = f"Slurm warned job {job} of its time limit after step {reached}; requeued ({count + 1} of {budget})"
+record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cause": {"kind": "requeued", "job": job, "text": text},
+          "reached_step": reached, "resume_step": reached, "action": "requeued"}
+with open(run / "restarts.jsonl", "a", encoding="utf-8") as f:
+    f.write(json.dumps(record) + "\\n")
+print("medtrain: " + text, flush=True)
+"""
+
+
+def _requeue_lines(spec: LaunchSpec, budget: int) -> list[str]:
+    """A detached run heals itself: after the warning's save, the job requeues itself while the budget lasts."""
+    record = shlex.join([sys.executable, "-c", _RECORD_REQUEUE, str(spec.run_dir.resolve())])
+    return [f'if [ "$warned" = 1 ] && [ "${{SLURM_RESTART_COUNT:-0}}" -lt {int(budget)} ]; then',
+            f'  {record} "$SLURM_JOB_ID" "${{SLURM_RESTART_COUNT:-0}}" {int(budget)}',
+            '  scontrol requeue "$SLURM_JOB_ID" && exit 0',
+            "fi"]
 
 
 def _run(cmd: list[str], env: dict) -> subprocess.CompletedProcess:

@@ -176,7 +176,7 @@ def render(s: RunStatus) -> str:
         lines.append(f"  speed       {rate}" + (f", MFU {100 * s.mfu:.1f}%" if s.mfu is not None else ""))
     causes = [f"{r.get('cause', {}).get('text', '?')} (step {r.get('reached_step', '?')}, {r.get('action', '?')})"
               for r in s.restarts]
-    lines.append(f"  restarts    {len([r for r in s.restarts if r.get('action') == 'restarted'])}"
+    lines.append(f"  restarts    {len([r for r in s.restarts if r.get('action') in ('restarted', 'requeued')])}"
                  + (": " + "; ".join(causes) if causes else ""))
     lines.append(f"  checkpoint  {f'step {step_of(s.checkpoint)} ({s.checkpoint})' if s.checkpoint else 'none yet'}")
     if s.slurm:

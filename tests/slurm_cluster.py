@@ -65,10 +65,11 @@ def start_slurm_cluster(root: Path) -> SlurmCluster:
     host = socket.gethostname()
     ctld, slurmd_port, n_ports = _free_port(), _free_port(), [_free_port() for _ in NODES]
     conf = root / "slurm.conf"
+    # cred_expire: also how long a requeued job waits before it may start again (Slurm's default 120 s)
     conf.write_text("\n".join([
         "ClusterName=medtrain-test", f"SlurmctldHost={host}(127.0.0.1)", f"SlurmctldPort={ctld}",
         f"SlurmdPort={slurmd_port}", "SlurmUser=root", "SlurmdUser=root", "AuthType=auth/munge",
-        f"AuthInfo=socket={sock}", "CredType=cred/munge", f"StateSaveLocation={root / 'state'}",
+        f"AuthInfo=socket={sock},cred_expire=15", "CredType=cred/munge", f"StateSaveLocation={root / 'state'}",
         f"SlurmdSpoolDir={root / 'spool'}/%n", f"SlurmctldPidFile={root}/slurmctld.pid",
         f"SlurmdPidFile={root}/slurmd-%n.pid", f"SlurmctldLogFile={root}/slurmctld.log",
         f"SlurmdLogFile={root}/slurmd-%n.log", "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",

@@ -3,7 +3,9 @@ throwaway Slurm cluster (munged, slurmctld, two slurmd)."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import time
 
 import pytest
 from cluster import need
@@ -104,7 +106,7 @@ def test_a_run_longer_than_the_time_limit_finishes_across_jobs_with_the_uninterr
                      timeout=1200))
     script = (out / "launch.sbatch").read_text()
     assert "#SBATCH --signal=B:USR1@30" in script and "kill -USR2" in script
-    records = [__import__("json").loads(line) for line in (out / "restarts.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (out / "restarts.jsonl").read_text().splitlines()]
     assert records and all(r["cause"]["kind"] == "time_limit" for r in records), records
     resumed = [line for line in proc.stdout.splitlines() if line.startswith("medtrain: Slurm ended job")]
     assert len(resumed) == len(records) and all("resuming from step" in line for line in resumed), proc.stdout[-3000:]
@@ -115,3 +117,33 @@ def test_a_run_longer_than_the_time_limit_finishes_across_jobs_with_the_uninterr
           f"= {worst:.2g}; resumed at steps {[r['resume_step'] for r in records]}")
     assert worst <= 1e-5
     assert (out / "export" / "model.safetensors").is_file()
+    detached_run_heals_itself(tiny, tmp_path / "detached", longer, want, slurm_cluster)
+
+
+def detached_run_heals_itself(tiny, out, longer, want, slurm_cluster) -> None:
+    """The same run `--detach`ed (120 of the 300 steps: their losses are the reference's, the schedule spans the
+    epochs): nobody waits to resubmit, so the job asks for --requeue, saves at the warning, requeues itself and
+    comes back resuming (SLURM_RESTART_COUNT), until done; `status` follows it and lists each requeue."""
+    check(cli(*slurm_args(tiny, out, *longer, "--set", "max_steps=120", "--nodes", "2", "--gpus-per-node", "1",
+                          "--time", "1", "--time-warning", "30", "--max-restarts", "4", "--detach"),
+              env=slurm_cluster.env()))
+    script = (out / "launch.sbatch").read_text()
+    assert "#SBATCH --requeue" in script and 'scontrol requeue "$SLURM_JOB_ID"' in script
+    deadline = time.time() + 900
+    while time.time() < deadline:
+        status = cli("status", str(out), env=slurm_cluster.env())
+        if status.returncode not in (3, 4):
+            break
+        time.sleep(5)
+    logs = "".join(p.read_text()[-2000:] for p in sorted(out.glob("slurm-*.out")))
+    assert status.returncode == 0, status.stdout + logs
+    records = [json.loads(line) for line in (out / "restarts.jsonl").read_text().splitlines()]
+    assert records and all(r["action"] == "requeued" for r in records), records
+    assert f"restarts    {len(records)}: Slurm warned job" in status.stdout and "FINISHED" in status.stdout
+    got = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in got] == list(range(1, 121))
+    worst = max(abs(a["loss"] - b["loss"]) for a, b in zip(got, want[:120], strict=True))
+    print(f"FIGURE slurm --detach --time 1: {len(records) + 1} jobs (requeued at steps "
+          f"{[r['reached_step'] for r in records]}) for 120 steps; max |loss difference| vs uninterrupted "
+          f"{worst:.2g}")
+    assert worst <= 1e-5 and (out / "export" / "model.safetensors").is_file()
