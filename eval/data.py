@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,6 +102,20 @@ def read_records(task: MultipleChoiceTask, path: Path, subject: str, answer_inde
                             f"{', '.join(sorted(rec))[:120]})")
         out.append(_question(record, record.id or f"{subject}/{i}", i, {"subject": subject}))
     return out
+
+
+def keyed_lines(path: Path, keys: tuple[str, ...], expected: str) -> Iterator[tuple[int, tuple]]:
+    """(line number, the values of `keys`) for each line of a JSON Lines file medtrain reads back (predictions,
+    contamination findings); a line without them stops at that line, saying what a line holds."""
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                yield lineno, tuple(rec[k] for k in keys)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise TaskError(f"{path}:{lineno}: expected {expected}") from None
 
 
 def load_records(path: Path) -> list[dict]:

@@ -5,12 +5,11 @@ out, so a clean number is never mistaken for the full benchmark's."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from medtrain.core.digest import sha256_file
-from medtrain.eval.data import Question
+from medtrain.eval.data import Question, keyed_lines
 from medtrain.eval.task import TaskError
 
 
@@ -46,16 +45,6 @@ def load_exclusion(path: Path | None, task: str) -> Exclusion | None:
     if not path.is_file():
         raise TaskError(f"--exclude {path}: no such file; `medtrain contamination ... --out DIR` writes "
                         "DIR/contaminated.jsonl")
-    lines: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                line_task, qid = rec["task"], str(rec["id"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise TaskError(f"{path}:{lineno}: expected a contaminated.jsonl line with task and id") from None
-            if line_task == task:
-                lines[qid] = lineno
+    lines = {str(qid): lineno for lineno, (line_task, qid) in
+             keyed_lines(path, ("task", "id"), "a contaminated.jsonl line with task and id") if line_task == task}
     return Exclusion(path, task, lines, [])

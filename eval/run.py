@@ -20,7 +20,7 @@ from medtrain.core.log import get_logger
 from medtrain.core.publish import staged_dir
 from medtrain.core.templates import get_template
 from medtrain.eval.choice import adds_bos, harness_pairs, score_harness, score_original
-from medtrain.eval.data import Question, mc_subjects, read_cmexam, read_mc_subject
+from medtrain.eval.data import Question, keyed_lines, mc_subjects, read_cmexam, read_mc_subject
 from medtrain.eval.encoding import encode
 from medtrain.eval.exclude import Exclusion, load_exclusion
 from medtrain.eval.extract import extract
@@ -52,23 +52,16 @@ def read_predictions(path: Path, questions: list[Question], skip: frozenset[str]
     (those in `skip`, left out by --exclude, are passed over)."""
     by_id = {q.id: k for k, q in enumerate(questions)}
     outputs: list[str | None] = [None] * len(questions)
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                key, text = str(rec["id"]), rec["output"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise TaskError(f"{path}:{lineno}: expected {{\"id\": ..., \"output\": \"...\"}}") from None
-            if key in skip:
-                continue
-            if key not in by_id:
-                raise TaskError(f"{path}:{lineno}: id {key!r} is not a question of the data file (ids are 0-based "
-                                "rows, or the data's id column)")
-            if outputs[by_id[key]] is not None:
-                raise TaskError(f"{path}:{lineno}: id {key!r} appears twice")
-            outputs[by_id[key]] = text if isinstance(text, str) else ""
+    for lineno, (key, text) in keyed_lines(path, ("id", "output"), '{"id": ..., "output": "..."}'):
+        key = str(key)
+        if key in skip:
+            continue
+        if key not in by_id:
+            raise TaskError(f"{path}:{lineno}: id {key!r} is not a question of the data file (ids are 0-based "
+                            "rows, or the data's id column)")
+        if outputs[by_id[key]] is not None:
+            raise TaskError(f"{path}:{lineno}: id {key!r} appears twice")
+        outputs[by_id[key]] = text if isinstance(text, str) else ""
     missing = [questions[k].id for k, o in enumerate(outputs) if o is None]
     if missing:
         raise TaskError(f"{path}: {len(missing)} of {len(questions)} questions have no prediction (first id "
