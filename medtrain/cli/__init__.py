@@ -21,7 +21,9 @@ app = typer.Typer(help="Continual pretraining, SFT and evaluation of Llama-2 for
 def _switches_show_no_type() -> None:
     """Typer puts `<bool>` in the type column of every switch, --help and --install-completion included, where it
     says nothing (a switch takes no value): the column stays for options that do take one."""
-    shown = TyperOption.display_type_rich
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None:  # Typer before 0.29 (the GPU image has 0.28) prints no type column: nothing to hide
+        return
 
     def display_type_rich(self: TyperOption, ctx) -> str | None:
         return None if self.is_flag else shown(self, ctx)
