@@ -23,6 +23,12 @@ def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(name if name == ROOT or name.startswith(ROOT + ".") else f"{ROOT}.{name}")
 
 
+def fmt_seconds(s: float) -> str:
+    """A duration as h:mm:ss, as training's log lines, the sweep and `medtrain status` show elapsed time and ETA."""
+    s = int(max(s, 0))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
 def rank() -> int:
     """This process's global rank: torch.distributed's once joined, the launcher's RANK before, 0 alone."""
     dist = sys.modules.get("torch.distributed")  # never import torch just to ask

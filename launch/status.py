@@ -18,6 +18,7 @@ import yaml
 from medtrain.core.checkpoint_files import newest_good, step_of
 from medtrain.core.errors import UserError
 from medtrain.core.heartbeat import read_beats
+from medtrain.core.log import fmt_seconds
 from medtrain.launch.run_lock import LOCK_NAME, is_alive, read_holder
 from medtrain.launch.slurm import job_state
 
@@ -135,11 +136,10 @@ def _state(status: RunStatus, run_dir: Path) -> tuple[str, str]:
         return "failed", f"restart budget spent; last: {last.get('cause', {}).get('text', '?')}"
     if last and last.get("action") == "stopped":
         return "stopped", f"{last.get('cause', {}).get('text', 'stopped')} after step {last.get('reached_step')}"
-    failed = [b for b in status.beats if b.phase == "exited" and status.step < status.total]
     if status.slurm:
         return "failed" if status.step < status.total else "finished", f"Slurm job {status.slurm[0]} is " \
             f"{status.slurm[1].lower()}"
-    if failed or (status.beats and status.step < status.total):
+    if status.beats and status.step < status.total:
         return "failed", "no launch holds the run and it stopped short of its last step; `medtrain logs " \
             f"{run_dir}` shows how it ended"
     if status.total and status.step >= status.total:
@@ -158,10 +158,7 @@ def sparkline(values: list[float], width: int = 40) -> str:
 
 
 def _clock(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+    return "-" if seconds is None else fmt_seconds(seconds)
 
 
 def render(s: RunStatus) -> str:

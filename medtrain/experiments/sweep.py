@@ -24,7 +24,7 @@ from medtrain.core.checkpoint_files import (
 )
 from medtrain.core.digest import sha256_file
 from medtrain.core.errors import RunFailed
-from medtrain.core.log import get_logger
+from medtrain.core.log import fmt_seconds, get_logger
 from medtrain.core.publish import publish_json, publish_text
 from medtrain.core.recipe import load_recipe
 from medtrain.eval.data import mc_subjects, read_cmexam
@@ -35,7 +35,6 @@ from medtrain.experiments.contamination_cells import check_training_data, traini
 from medtrain.experiments.eval_across import eval_across
 from medtrain.experiments.paper import conventions, paper_columns, table3
 from medtrain.launch.run import prepare_launch, start
-from medtrain.train.metrics import fmt_seconds
 
 log = get_logger(__name__)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from medtrain.core.flops import flops_per_token, utilisation
-from medtrain.core.log import get_logger
+from medtrain.core.log import fmt_seconds, get_logger
 from medtrain.core.model_specs import LlamaShape
 from medtrain.core.publish import publish_text
 from medtrain.train.tracking import Trackers, scalars
@@ -19,11 +19,6 @@ if TYPE_CHECKING:  # the class lives with the torch loss; this module stays impo
     from medtrain.train.loss import LossReduction
 
 log = get_logger(__name__)
-
-
-def fmt_seconds(s: float) -> str:
-    s = int(max(s, 0))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 class MetricsLogger:
