@@ -92,7 +92,7 @@ def check(request: ContaminationRequest, say: Callable[[str], None]) -> dict:
     grams = QuestionGrams.build(ids, request.ngram)
     workers = request.workers or default_workers()
     sizes = [len(d.tokens) for d in datasets]
-    candidates = Candidates(grams, np.array([len(x) for x in ids]), [d.offsets for d in datasets])
+    candidates = Candidates(np.array([len(x) for x in ids]), [d.offsets for d in datasets])
     say(f"contamination: {len(questions):,} questions ({sum(len(x) < request.ngram for x in ids)} shorter than "
         f"{request.ngram} tokens, compared whole) against {sum(sizes):,} training tokens, {workers} workers")
     start = time.perf_counter()

@@ -140,8 +140,8 @@ class Candidates:
     stray hit. The workers turn hits into rows (hit_rows); here they wait as arrays and are folded (numpy, no
     loop per hit) once MERGE_AT of them wait; more than PRUNE_AT rows keep each question's KEEP best documents."""
 
-    def __init__(self, grams: QuestionGrams, question_lens: np.ndarray, offsets: list[np.ndarray]):
-        self.grams, self.question_lens, self.offsets = grams, np.asarray(question_lens), offsets
+    def __init__(self, question_lens: np.ndarray, offsets: list[np.ndarray]):
+        self.question_lens, self.offsets = np.asarray(question_lens), offsets
         self._rows = tuple(np.empty(0, np.int64) for _ in range(5))  # dataset, question, doc, start, windows
         self._waiting: list[tuple[np.ndarray, ...]] = []
         self._pending = 0

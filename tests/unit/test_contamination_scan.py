@@ -38,7 +38,7 @@ def test_planted_questions_are_found_across_slices_and_ranges(tmp_path, monkeypa
     docs[31][:0] = questions[3][11:]
     root = write_dataset(tmp_path / "d", docs)
     grams = QuestionGrams.build([np.array(q) for q in questions], 13)
-    candidates = Candidates(grams, np.array([len(q) for q in questions]), [np.load(root / "offsets.npy")])
+    candidates = Candidates(np.array([len(q) for q in questions]), [np.load(root / "offsets.npy")])
     scanned = scan.scan(grams, [root], [sum(map(len, docs))], candidates, workers=1, progress=lambda n: None)
     assert scanned == sum(map(len, docs))
     best = {q: keys[0] for q, keys in candidates.by_question().items()}
@@ -60,7 +60,7 @@ def test_two_workers_find_what_one_finds(tmp_path):
     found = []
     for workers in (1, 2):
         grams = QuestionGrams.build([np.array(q) for q in questions], 13)
-        candidates = Candidates(grams, np.array([40] * 5), [np.load(root / "offsets.npy")])
+        candidates = Candidates(np.array([40] * 5), [np.load(root / "offsets.npy")])
         scan.scan(grams, [root], [sum(map(len, docs))], candidates, workers=workers, progress=lambda n: None)
         found.append({k: (c.windows, c.start, c.stop) for k, c in candidates.pairs.items()})
     assert found[0] == found[1]
