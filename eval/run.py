@@ -200,10 +200,10 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, model_sour
     if not isinstance(task, MultipleChoiceTask):
         raise TaskError(f"task {task_name} declares output {task.output}; run_mc runs multiple_choice tasks")
     chosen, devs = mc_inputs(task, data, subjects, shots, answer_index)
+    tests = {s: read_mc_subject(task, data, s, "test", answer_index) for s in chosen}
     exclusion = load_exclusion(exclude, task_name)
     if exclusion and not subjects:  # before a model is loaded: the file must be this data's
-        exclusion.check_all_found({q.id for s in chosen for q in read_mc_subject(task, data, s, "test", answer_index)},
-                                  data)
+        exclusion.check_all_found({q.id for qs in tests.values() for q in qs}, data)
     from medtrain.eval.model import context_length, load_model, parse_batch_size
 
     batch_size = parse_batch_size(batch_size)
@@ -215,8 +215,7 @@ def run_mc(task_name: str, model_dir: Path, data: Path, out: Path, *, model_sour
     bar = tqdm(chosen, unit="subject", desc=f"{task_name} {shots}-shot", file=sys.stderr,
                mininterval=0.5 if sys.stderr.isatty() else 10.0, disable=not shard.is_main)
     for subject in bar:
-        test = read_mc_subject(task, data, subject, "test", answer_index)
-        test = test[:limit or None]
+        test = tests[subject][:limit or None]
         test = exclusion.keep(test) if exclusion else test
         prompts = [build_prompt(task, style, subject, devs[subject][:shots], q) for q in test]
         letters = [tuple(q.options) for q in test]  # four for MMLU, four or five for MedQA
