@@ -6,6 +6,7 @@ evaluates every cell on the full benchmarks once and reports the clean columns b
 from __future__ import annotations
 
 import json
+from operator import itemgetter
 from pathlib import Path
 
 from medtrain.core.publish import publish_json
@@ -30,8 +31,7 @@ def clean_results(cell: Path, exclude: Path, out: Path) -> dict:
     by_id = {p["id"]: p for p in predictions}
     if len(by_id) != len(predictions):
         raise TaskError(f"{cell / 'predictions.jsonl'}: an id appears twice; evaluate the cell again")
-    kept = [p for p in predictions if p["id"] not in exclusion.lines]
-    exclusion.removed = [p["id"] for p in predictions if p["id"] in exclusion.lines]
+    kept = exclusion.keep(predictions, itemgetter("id"))
     subjects = list(full["metrics"]["by_subject"])
     metrics = aggregate_mc(task, kept, subjects, full["metrics"]["truncated_prompts"])
     results = {**full, "metrics": metrics, "scored_from": str(cell), **excluded(exclusion)}

@@ -5,12 +5,17 @@ out, so a clean number is never mistaken for the full benchmark's."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
+from typing import TypeVar
 
 from medtrain.core.digest import sha256_file
-from medtrain.eval.data import Question, keyed_lines
+from medtrain.eval.data import keyed_lines
 from medtrain.eval.task import TaskError
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -21,9 +26,11 @@ class Exclusion:
     """Each excluded id of this task -> its line in the file."""
     removed: list[str]
 
-    def keep(self, questions: list[Question]) -> list[Question]:
-        kept = [q for q in questions if q.id not in self.lines]
-        self.removed += [q.id for q in questions if q.id in self.lines]
+    def keep(self, items: list[T], id_of: Callable[[T], str] = attrgetter("id")) -> list[T]:
+        """The items (questions, or a finished run's prediction records) whose id is not excluded; the others
+        are counted as removed."""
+        kept = [x for x in items if id_of(x) not in self.lines]
+        self.removed += [id_of(x) for x in items if id_of(x) in self.lines]
         return kept
 
     def check_all_found(self, ids: set[str], data: Path) -> None:
