@@ -23,12 +23,10 @@ from medtrain.core.ds_config import (
     read_ds_config,
     write_ds_config,
 )
-from medtrain.core.heartbeat import DIR_ENV
 from medtrain.core.log import get_logger
 from medtrain.core.model_files import verify_model_dir
 from medtrain.core.provenance import missing_requirements_problem
 from medtrain.core.publish import publish_text
-from medtrain.core.rank import TIMEOUT_ENV
 from medtrain.core.recipe import AUTO_VAL, RecipeError, dump_recipe, load_recipe
 from medtrain.data_prep.format import TokenDataset
 from medtrain.data_prep.tokenizer import tokenizer_identity
@@ -46,7 +44,7 @@ from medtrain.launch.launcher import (
 from medtrain.launch.plan import Plan, make_plan
 from medtrain.launch.run_lock import RunLock, refuse_if_held
 from medtrain.launch.slurm import SlurmJob, SlurmOptions, render_sbatch
-from medtrain.launch.supervise import supervise
+from medtrain.launch.supervise import supervise, watched
 from medtrain.launch.watchdog import Allowances
 
 log = get_logger(__name__)
@@ -294,10 +292,8 @@ def write_launcher_files(spec: LaunchSpec) -> None:
 def submit_detached(prepared: PreparedLaunch) -> SlurmJob:
     """A job nobody watches: its ranks still beat and log into the run directory (what `status` and `logs` read),
     and with --time it requeues itself at each limit, within the recipe's restart budget, and resumes."""
-    recipe, run_dir = prepared.plan.recipe, prepared.spec.run_dir
-    spec = replace(prepared.spec, env={**prepared.spec.env, DIR_ENV: str(run_dir / "heartbeats"),
-                                       TIMEOUT_ENV: f"{Allowances.of(recipe).dist_timeout_minutes:.2f}"})
-    write_env_file(spec)
+    recipe = prepared.plan.recipe
+    spec = watched(prepared.spec, Allowances.of(recipe))  # each requeue of the job reruns attempt 0
     opts = replace(prepared.slurm or SlurmOptions(), requeue=recipe.max_restarts)
     return SlurmJob(spec, opts, job_name(recipe), launch_environment(spec))
 

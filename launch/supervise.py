@@ -127,10 +127,8 @@ class Supervision:
         """Start one attempt, watch it to its end, and say what ended it."""
         started, beats_dir = time.time(), self.run_dir / "heartbeats"
         clear(beats_dir)
-        self.spec = spec = replace(self.spec, master_port=free_port(), entry=_entry(self.spec.entry, resume),
-                                   env={**self.spec.env, DIR_ENV: str(beats_dir), ATTEMPT_ENV: str(number),
-                                        TIMEOUT_ENV: f"{self.allow.dist_timeout_minutes:.2f}"})
-        write_env_file(spec)
+        self.spec = spec = watched(replace(self.spec, master_port=free_port(), entry=_entry(self.spec.entry, resume)),
+                                   self.allow, number)
         sys.stdout.flush()
         job = self._start(spec)
         dog = Watchdog(beats_dir, number, spec.world_size, self.allow, started)
@@ -194,6 +192,15 @@ class Supervision:
                  f"{'step ' + str(record['resume_step']) if record['resume_step'] else 'step 0'}")
         time.sleep(wait)
         return 128 + self.stop.signum if self.stop.signum is not None else None
+
+
+def watched(spec: LaunchSpec, allow: Allowances, attempt: int = 0) -> LaunchSpec:
+    """The spec with what every rank needs to be watched — where its heartbeats go, which attempt it is, the
+    distributed timeout past the longest allowance — written into the env file the ranks read."""
+    spec = replace(spec, env={**spec.env, DIR_ENV: str(spec.run_dir / "heartbeats"), ATTEMPT_ENV: str(attempt),
+                              TIMEOUT_ENV: f"{allow.dist_timeout_minutes:.2f}"})
+    write_env_file(spec)
+    return spec
 
 
 def supervise(spec: LaunchSpec, *, allow: Allowances, max_restarts: int, resume: bool,
